@@ -1,0 +1,147 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// `POST /v1/containers`: launch a pod from an image.
+///
+/// `cpu` and `memory` stay raw JSON here so the server can name the exact problem with a
+/// value (`"cpu: \"lots\" is not a number of cores ..."`) instead of a generic decode error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContainerRequest {
+    /// Image reference, Docker style: `busybox`, `jupyter/base-notebook:latest`,
+    /// `127.0.0.1:5000/app@sha256:...`.
+    pub image: String,
+    /// Ports to expose through the ingress; empty means the image's EXPOSE ports.
+    #[serde(default)]
+    pub ports: Vec<u32>,
+    /// Cores as a number (0.1-64) or millicores as a string ("1500m").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cpu: Option<Value>,
+    /// MiB as an integer, or a string like "512Mi", "1Gi", "1G".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub memory: Option<Value>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Replaces the image's ENTRYPOINT and CMD; absent means the image's own command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Seconds without connections before the pod stops; -1 never, 0 as soon as idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_warm_seconds: Option<i64>,
+}
+
+/// Where a container is in its life. Terminal states: `stopped`, `exited`, `oom_killed`, `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContainerStatus {
+    Pending,
+    Pulling,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Exited,
+    OomKilled,
+    Failed,
+}
+
+impl ContainerStatus {
+    pub const ALL: [ContainerStatus; 9] = [
+        ContainerStatus::Pending,
+        ContainerStatus::Pulling,
+        ContainerStatus::Starting,
+        ContainerStatus::Running,
+        ContainerStatus::Stopping,
+        ContainerStatus::Stopped,
+        ContainerStatus::Exited,
+        ContainerStatus::OomKilled,
+        ContainerStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Pending => "PENDING",
+            ContainerStatus::Pulling => "PULLING",
+            ContainerStatus::Starting => "STARTING",
+            ContainerStatus::Running => "RUNNING",
+            ContainerStatus::Stopping => "STOPPING",
+            ContainerStatus::Stopped => "STOPPED",
+            ContainerStatus::Exited => "EXITED",
+            ContainerStatus::OomKilled => "OOM_KILLED",
+            ContainerStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ContainerStatus::Stopped
+                | ContainerStatus::Exited
+                | ContainerStatus::OomKilled
+                | ContainerStatus::Failed
+        )
+    }
+}
+
+impl std::fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A container as the API reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Container {
+    /// `pod-<stub-id>-<8 hex>`.
+    pub id: String,
+    pub stub_id: String,
+    pub deployment_id: Option<String>,
+    pub status: ContainerStatus,
+    /// The image reference as requested.
+    pub image: String,
+    pub ports: Vec<u16>,
+    /// One URL per exposed port, in port order.
+    pub urls: Vec<String>,
+    /// Exit code of the entrypoint, once it exited.
+    pub exit_code: Option<i32>,
+    /// Why the container failed or stopped, in words.
+    pub reason: Option<String>,
+    /// The latest progress line of pulling or starting.
+    pub progress: Option<String>,
+    pub cpu_millis: u64,
+    pub memory_mib: u64,
+    pub keep_warm_seconds: i64,
+    /// Unix seconds.
+    pub scheduled_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContainerList {
+    pub containers: Vec<Container>,
+}
+
+/// `POST /v1/containers/{id}/stop`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// Seconds between SIGTERM and SIGKILL; the server's default when absent.
+    #[serde(default)]
+    pub grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}

@@ -1,0 +1,17 @@
+//! Images: references, pulling from registries, the content store and safe layer unpacking.
+//!
+//! Only this crate talks to registries or reads layer tarballs.
+
+mod config;
+mod error;
+mod pull;
+mod reference;
+mod store;
+mod unpack;
+
+pub use config::ImageConfig;
+pub use error::ImageError;
+pub use pull::{PullOptions, PullProgress, Puller, RegistryCredentials};
+pub use reference::{parse_reference, RegistryMirror};
+pub use store::{ContentStore, ResolvedImage};
+pub use unpack::{unpack_layer, Compression, UnpackError};

@@ -1,0 +1,370 @@
+//! Pulling images with the OCI distribution client: manifest, config, then each layer
+//! downloaded, digest-verified and unpacked once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::io_err;
+use crate::reference::apply_mirrors;
+use crate::store::digest_hex;
+use crate::{unpack_layer, ContentStore, ImageConfig, ImageError, RegistryMirror, ResolvedImage};
+
+/// Credentials per registry host, from `BERTH_REGISTRY_AUTH="host=user:password,..."`.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryCredentials(HashMap<String, (String, String)>);
+
+impl RegistryCredentials {
+    pub const ENV: &'static str = "BERTH_REGISTRY_AUTH";
+
+    pub fn from_env() -> Self {
+        std::env::var(Self::ENV)
+            .map(|v| Self::parse(&v))
+            .unwrap_or_default()
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let map = text
+            .split(',')
+            .filter_map(|item| {
+                let (host, cred) = item.trim().split_once('=')?;
+                let (user, password) = cred.split_once(':')?;
+                Some((host.to_string(), (user.to_string(), password.to_string())))
+            })
+            .collect();
+        RegistryCredentials(map)
+    }
+
+    fn for_registry(&self, registry: &str) -> RegistryAuth {
+        match self.0.get(registry) {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Registries spoken to over plain HTTP (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
+    pub mirrors: Vec<RegistryMirror>,
+    pub credentials: RegistryCredentials,
+}
+
+/// Where a pull is, for progress lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    pub layers_done: usize,
+    pub layers_total: usize,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+impl std::fmt::Display for PullProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = |b: u64| b as f64 / 1_000_000.0;
+        write!(
+            f,
+            "{}/{} layers, {:.1}/{:.1} MB",
+            self.layers_done,
+            self.layers_total,
+            mb(self.bytes_done),
+            mb(self.bytes_total)
+        )
+    }
+}
+
+pub struct Puller {
+    client: Client,
+    store: ContentStore,
+    options: PullOptions,
+    /// One lock per layer digest, so concurrent pulls of shared layers unpack them once.
+    layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Puller {
+    pub fn new(store: ContentStore, options: PullOptions) -> Self {
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(options.insecure_registries.clone()),
+            platform_resolver: Some(Box::new(linux_amd64_resolver)),
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(120)),
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        Puller {
+            client: Client::new(config),
+            store,
+            options,
+            layer_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &ContentStore {
+        &self.store
+    }
+
+    /// The image for `reference`: from the store when it was pulled before (Docker's
+    /// "pull if missing"), else from its registry.
+    pub async fn resolve(
+        &self,
+        reference: &Reference,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<ResolvedImage, ImageError> {
+        let name = reference.whole();
+        if let Some(image) = self.store.lookup(&name) {
+            return Ok(image);
+        }
+        let source = apply_mirrors(reference, &self.options.mirrors);
+        let auth = self.options.credentials.for_registry(source.registry());
+        let (manifest, manifest_digest, config_json) = self
+            .client
+            .pull_manifest_and_config(&source, &auth)
+            .await
+            .map_err(|e| classify(&name, &source, e))?;
+        let config = ImageConfig::from_json(&config_json).map_err(|e| ImageError::BadConfig {
+            reference: name.clone(),
+            detail: e.to_string(),
+        })?;
+        for layer in &manifest.layers {
+            if !is_layer_media_type(&layer.media_type) {
+                return Err(ImageError::UnsupportedLayer {
+                    reference: name.clone(),
+                    media_type: layer.media_type.clone(),
+                });
+            }
+        }
+
+        let mut state = PullProgress {
+            layers_total: manifest.layers.len(),
+            bytes_total: manifest.layers.iter().map(|l| l.size.max(0) as u64).sum(),
+            ..PullProgress::default()
+        };
+        progress(state);
+        for layer in &manifest.layers {
+            self.fetch_layer(&name, &source, layer, &mut state, progress)
+                .await?;
+            state.layers_done += 1;
+            progress(state);
+        }
+
+        let image = ResolvedImage {
+            reference: name,
+            manifest_digest,
+            config,
+            layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+        };
+        self.store.record(&image)?;
+        Ok(image)
+    }
+
+    async fn fetch_layer(
+        &self,
+        name: &str,
+        source: &Reference,
+        layer: &OciDescriptor,
+        state: &mut PullProgress,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), ImageError> {
+        let lock = {
+            let mut locks = self.layer_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(layer.digest.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let dest = self.store.layer_dir(&layer.digest);
+        if dest.is_dir() {
+            state.bytes_done += layer.size.max(0) as u64;
+            return Ok(());
+        }
+        let blob = self.store.blob_path(&layer.digest);
+        if !blob.is_file() {
+            self.download(name, source, layer, &blob, state, progress)
+                .await?;
+        } else {
+            state.bytes_done += layer.size.max(0) as u64;
+        }
+        let digest = layer.digest.clone();
+        let unpacked = tokio::task::spawn_blocking(move || unpack_layer(&blob, &dest))
+            .await
+            .map_err(|e| ImageError::Registry {
+                reference: name.to_string(),
+                registry: source.registry().to_string(),
+                detail: format!("unpack task failed: {e}"),
+            })?;
+        unpacked.map_err(|source| ImageError::Unpack {
+            reference: name.to_string(),
+            digest,
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Streams a blob to a temporary file, checks its sha256 and moves it into place.
+    async fn download(
+        &self,
+        name: &str,
+        source: &Reference,
+        layer: &OciDescriptor,
+        blob: &std::path::Path,
+        state: &mut PullProgress,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), ImageError> {
+        let tmp = self.store.tmp_path(&format!(
+            "{}-{}",
+            digest_hex(&layer.digest),
+            std::process::id()
+        ));
+        let mut stream = self
+            .client
+            .pull_blob_stream(source, layer)
+            .await
+            .map_err(|e| classify(name, source, e))?;
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
+        let mut hasher = Sha256::new();
+        let mut last_report = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ImageError::Unreachable {
+                reference: name.to_string(),
+                registry: source.registry().to_string(),
+                detail: format!("download of {} broke: {e}", layer.digest),
+            })?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(io_err(&tmp))?;
+            state.bytes_done += chunk.len() as u64;
+            if state.bytes_done - last_report > 4 << 20 {
+                last_report = state.bytes_done;
+                progress(*state);
+            }
+        }
+        file.flush().await.map_err(io_err(&tmp))?;
+        drop(file);
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != layer.digest {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(ImageError::Registry {
+                reference: name.to_string(),
+                registry: source.registry().to_string(),
+                detail: format!("layer {} arrived with digest {actual}", layer.digest),
+            });
+        }
+        tokio::fs::rename(&tmp, blob).await.map_err(io_err(blob))
+    }
+}
+
+fn is_layer_media_type(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.v1.tar")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.diff.tar")
+}
+
+/// Turns a distribution error into one that says what the user can do about it.
+fn classify(name: &str, source: &Reference, error: OciDistributionError) -> ImageError {
+    let reference = name.to_string();
+    let registry = source.registry().to_string();
+    let detail = error.to_string();
+    match &error {
+        OciDistributionError::ImageManifestNotFoundError(_) => ImageError::NotFound {
+            reference,
+            registry,
+            detail,
+        },
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<_> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                ImageError::NotFound {
+                    reference,
+                    registry,
+                    detail,
+                }
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                ImageError::Unauthorized {
+                    reference,
+                    registry,
+                    detail: format!("{detail} (the image may not exist, or needs credentials in {})", RegistryCredentials::ENV),
+                }
+            } else {
+                ImageError::Registry {
+                    reference,
+                    registry,
+                    detail,
+                }
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => ImageError::NotFound {
+            reference,
+            registry,
+            detail,
+        },
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => ImageError::Unauthorized {
+            reference,
+            registry,
+            detail,
+        },
+        OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
+            ImageError::Unreachable {
+                reference,
+                registry,
+                detail: error_chain(e),
+            }
+        }
+        OciDistributionError::RequestError(e) => ImageError::Registry {
+            reference,
+            registry,
+            detail: error_chain(e),
+        },
+        _ => ImageError::Registry {
+            reference,
+            registry,
+            detail,
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_per_registry() {
+        let c = RegistryCredentials::parse("r.example:5000=bob:s3:cret, ghcr.io=amy:pw");
+        assert!(matches!(c.for_registry("r.example:5000"), RegistryAuth::Basic(u, p) if u == "bob" && p == "s3:cret"));
+        assert!(matches!(c.for_registry("docker.io"), RegistryAuth::Anonymous));
+    }
+
+    #[test]
+    fn layer_media_types() {
+        assert!(is_layer_media_type("application/vnd.oci.image.layer.v1.tar+zstd"));
+        assert!(is_layer_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"));
+        assert!(!is_layer_media_type("application/vnd.in-toto+json"));
+    }
+}

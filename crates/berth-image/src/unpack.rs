@@ -1,0 +1,389 @@
+//! Unpacks one image layer into its own directory, treating the tarball as hostile.
+//!
+//! A layer may not write outside its directory: entries with `..` are refused, absolute
+//! paths are taken relative to the layer root (as Docker does), nothing is written through a
+//! symlink, hard links must point inside the layer, device nodes are skipped and extended
+//! attributes are ignored (a layer must not forge overlayfs metadata). OCI whiteouts become
+//! overlayfs whiteouts (0:0 character devices) and opaque markers become the
+//! `trusted.overlay.opaque` attribute, so the directory can serve directly as a lower layer.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use tar::EntryType;
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("entry {entry:?} escapes the layer with '..'")]
+    PathEscape { entry: String },
+    #[error("entry {entry:?} would be written through the symlink {symlink:?}")]
+    ThroughSymlink { entry: String, symlink: String },
+    #[error("hard link {entry:?} points outside the layer or to a missing file ({target:?})")]
+    BadHardLink { entry: String, target: String },
+    #[error("entry {entry:?}: {source}")]
+    Entry {
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the layer archive: {0}")]
+    Archive(#[source] io::Error),
+}
+
+/// How a layer blob is compressed, told by its first bytes rather than a media type that
+/// registries do not always get right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// Unpacks the layer tarball at `blob` into `dest`, which must not exist yet.
+///
+/// The layer is written to a sibling temporary directory and renamed into place only when
+/// complete, so a failed or interrupted unpack never leaves a half-written layer behind.
+pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Compression, UnpackError> {
+    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let result = (|| {
+        fs::create_dir_all(&tmp).map_err(UnpackError::Archive)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+            .map_err(UnpackError::Archive)?;
+        let file = fs::File::open(blob).map_err(UnpackError::Archive)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let compression = Compression::sniff(reader.fill_buf().map_err(UnpackError::Archive)?);
+        let stream: Box<dyn Read> = match compression {
+            Compression::None => Box::new(reader),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(UnpackError::Archive)?)
+            }
+        };
+        unpack_tar(stream, &tmp)?;
+        fs::rename(&tmp, dest).map_err(UnpackError::Archive)?;
+        Ok(compression)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn unpack_tar(stream: impl Read, root: &Path) -> Result<(), UnpackError> {
+    let mut archive = tar::Archive::new(stream);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    for entry in archive.entries().map_err(UnpackError::Archive)? {
+        let mut entry = entry.map_err(UnpackError::Archive)?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(rel) = sanitize(&raw)? else { continue };
+        let target = root.join(&rel);
+        ensure_parents(root, &rel, &raw)?;
+        let entry_err = |source| UnpackError::Entry {
+            entry: raw.clone(),
+            source,
+        };
+
+        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name == OPAQUE_MARKER {
+            let dir = target.parent().unwrap_or(root);
+            xattr::set(dir, "trusted.overlay.opaque", b"y").map_err(entry_err)?;
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            let path = target.with_file_name(hidden);
+            remove_existing(&path, false).map_err(entry_err)?;
+            make_whiteout(&path).map_err(entry_err)?;
+            continue;
+        }
+
+        let kind = entry.header().entry_type();
+        match kind {
+            EntryType::Char | EntryType::Block => {
+                tracing::debug!(entry = %raw, "skipping device node in layer");
+                continue;
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let bad = || UnpackError::BadHardLink {
+                    entry: raw.clone(),
+                    target: link.clone(),
+                };
+                let link_rel = sanitize(&link)?.ok_or_else(bad)?;
+                ensure_parents(root, &link_rel, &raw)?;
+                let source = root.join(&link_rel);
+                if fs::symlink_metadata(&source).is_err() {
+                    return Err(bad());
+                }
+                remove_existing(&target, false).map_err(entry_err)?;
+                fs::hard_link(&source, &target).map_err(entry_err)?;
+                continue;
+            }
+            _ => {}
+        }
+        remove_existing(&target, kind == EntryType::Directory).map_err(entry_err)?;
+        entry.unpack(&target).map_err(entry_err)?;
+    }
+    Ok(())
+}
+
+/// The entry path relative to the layer root; `None` for the root itself.
+fn sanitize(raw: &str) -> Result<Option<PathBuf>, UnpackError> {
+    let mut rel = PathBuf::new();
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(part) => rel.push(part),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(UnpackError::PathEscape {
+                    entry: raw.to_string(),
+                })
+            }
+        }
+    }
+    Ok((!rel.as_os_str().is_empty()).then_some(rel))
+}
+
+/// Creates missing parent directories of `rel` and refuses any parent that is a symlink, so
+/// no later write can be redirected outside the layer.
+fn ensure_parents(root: &Path, rel: &Path, raw: &str) -> Result<(), UnpackError> {
+    let mut current = root.to_path_buf();
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    for part in parent.components() {
+        current.push(part);
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(UnpackError::ThroughSymlink {
+                    entry: raw.to_string(),
+                    symlink: current
+                        .strip_prefix(root)
+                        .unwrap_or(&current)
+                        .display()
+                        .to_string(),
+                })
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                fs::remove_file(&current).map_err(|source| UnpackError::Entry {
+                    entry: raw.to_string(),
+                    source,
+                })?;
+                make_dir(&current, raw)?;
+            }
+            Err(_) => make_dir(&current, raw)?,
+        }
+    }
+    Ok(())
+}
+
+fn make_dir(path: &Path, raw: &str) -> Result<(), UnpackError> {
+    fs::create_dir(path)
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
+        .map_err(|source| UnpackError::Entry {
+            entry: raw.to_string(),
+            source,
+        })
+}
+
+/// Clears the way for a new entry: a later entry replaces an earlier one, except that a
+/// directory entry over an existing directory merges into it.
+fn remove_existing(path: &Path, keep_dir: bool) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() && keep_dir => Ok(()),
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn make_whiteout(path: &Path) -> io::Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> tempfile::NamedTempFile {
+        let mut builder = tar::Builder::new(Vec::new());
+        build(&mut builder);
+        let data = builder.into_inner().expect("tar finishes");
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut file, &data).expect("write layer");
+        file
+    }
+
+    fn raw_header(name: &[u8], kind: EntryType, size: u64) -> tar::Header {
+        let mut h = header(kind, size);
+        h.as_gnu_mut().expect("gnu header").name[..name.len()].copy_from_slice(name);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        h
+    }
+
+    fn file_header(size: u64) -> tar::Header {
+        header(EntryType::Regular, size)
+    }
+
+    fn header(kind: EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h
+    }
+
+    #[test]
+    fn regular_layer_unpacks_with_modes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = layer(|b| {
+            let mut h = file_header(5);
+            h.set_mode(0o755);
+            b.append_data(&mut h, "usr/bin/app", &b"hello"[..]).expect("append");
+            let mut l = header(EntryType::Symlink, 0);
+            b.append_link(&mut l, "bin", "usr/bin").expect("link");
+        });
+        let dest = dir.path().join("layer");
+        unpack_layer(blob.path(), &dest).expect("unpacks");
+        assert_eq!(fs::read(dest.join("usr/bin/app")).expect("read"), b"hello");
+        let mode = fs::metadata(dest.join("usr/bin/app")).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert!(fs::symlink_metadata(dest.join("bin")).expect("meta").file_type().is_symlink());
+    }
+
+    #[test]
+    fn dotdot_entry_is_refused_and_nothing_escapes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = layer(|b| {
+            let h = raw_header(b"../../escaped", EntryType::Regular, 4);
+            b.append(&h, &b"evil"[..]).expect("append");
+        });
+        let dest = dir.path().join("a/b/layer");
+        fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        let err = unpack_layer(blob.path(), &dest).expect_err("must be refused");
+        assert!(matches!(err, UnpackError::PathEscape { .. }), "{err}");
+        assert!(!dir.path().join("escaped").exists());
+        assert!(!dest.exists(), "no half-written layer is left");
+    }
+
+    #[test]
+    fn write_through_symlink_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        let blob = layer(|b| {
+            let mut l = header(EntryType::Symlink, 0);
+            b.append_link(&mut l, "etc2", &outside).expect("link");
+            let mut h = file_header(4);
+            b.append_data(&mut h, "etc2/pwned", &b"evil"[..]).expect("append");
+        });
+        let dest = dir.path().join("layer");
+        let err = unpack_layer(blob.path(), &dest).expect_err("must be refused");
+        assert!(matches!(err, UnpackError::ThroughSymlink { .. }), "{err}");
+        assert!(!outside.join("pwned").exists());
+    }
+
+    #[test]
+    fn file_replacing_symlink_does_not_follow_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "safe").expect("write");
+        let blob = layer(|b| {
+            let mut l = header(EntryType::Symlink, 0);
+            b.append_link(&mut l, "x", &victim).expect("link");
+            let mut h = file_header(4);
+            b.append_data(&mut h, "x", &b"evil"[..]).expect("append");
+        });
+        let dest = dir.path().join("layer");
+        unpack_layer(blob.path(), &dest).expect("unpacks");
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "safe");
+        assert_eq!(fs::read_to_string(dest.join("x")).expect("read"), "evil");
+    }
+
+    #[test]
+    fn hard_link_outside_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = layer(|b| {
+            let mut raw = raw_header(b"passwd", EntryType::Link, 0);
+            raw.as_gnu_mut().expect("gnu").linkname[..19].copy_from_slice(b"../../../etc/passwd");
+            raw.set_cksum();
+            b.append(&raw, &b""[..]).expect("append");
+        });
+        let err = unpack_layer(blob.path(), &dir.path().join("layer")).expect_err("refused");
+        assert!(matches!(err, UnpackError::PathEscape { .. }), "{err}");
+    }
+
+    #[test]
+    fn devices_are_skipped_and_absolute_paths_stay_inside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = layer(|b| {
+            let h = raw_header(b"dev/sda", EntryType::Block, 0);
+            b.append(&h, &b""[..]).expect("append");
+            let h = raw_header(b"/abs-file", EntryType::Regular, 2);
+            b.append(&h, &b"ok"[..]).expect("append");
+        });
+        let dest = dir.path().join("layer");
+        unpack_layer(blob.path(), &dest).expect("unpacks");
+        assert!(!dest.join("dev/sda").exists());
+        assert_eq!(fs::read_to_string(dest.join("abs-file")).expect("read"), "ok");
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_markers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = layer(|b| {
+            let mut h = file_header(0);
+            b.append_data(&mut h, "etc/.wh.removed", &b""[..]).expect("append");
+            let mut h = file_header(0);
+            b.append_data(&mut h, "opt/.wh..wh..opq", &b""[..]).expect("append");
+        });
+        let dest = dir.path().join("layer");
+        unpack_layer(blob.path(), &dest).expect("unpacks");
+        use std::os::unix::fs::FileTypeExt;
+        let meta = fs::symlink_metadata(dest.join("etc/removed")).expect("whiteout exists");
+        assert!(meta.file_type().is_char_device());
+        assert_eq!(
+            xattr::get(dest.join("opt"), "trusted.overlay.opaque").expect("xattr"),
+            Some(b"y".to_vec())
+        );
+    }
+
+    #[test]
+    fn gzip_and_zstd_are_detected() {
+        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(Compression::sniff(b"usr/"), Compression::None);
+    }
+}
