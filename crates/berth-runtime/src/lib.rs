@@ -1,0 +1,19 @@
+//! Running containers: OCI runtime specs (only this crate writes them), the runc/runsc
+//! drivers, overlay root filesystems, cgroup readings and the `berth shim` monitor.
+
+mod cgroup;
+mod driver;
+mod error;
+mod files;
+mod rootfs;
+pub mod shim;
+mod spec;
+mod user;
+
+pub use cgroup::oom_kill_count;
+pub use driver::{OciRuntime, RuntimeKind};
+pub use error::RuntimeError;
+pub use files::{ExitRecord, ShimFiles};
+pub use rootfs::{mount_overlay, unmount};
+pub use spec::{build_spec, write_bundle, ResourceLimits, RunSpec};
+pub use user::resolve_user;

@@ -1,0 +1,47 @@
+//! Reading what the kernel's memory cgroup recorded about a container.
+
+use std::path::Path;
+
+/// How many times the OOM killer fired in the container's memory cgroup (`cgroups_path` as
+/// in the runtime spec, like `/berth/<id>`). Reads cgroup v1 `memory.oom_control` or v2
+/// `memory.events`, whichever the host has. `None` when the cgroup is gone or unreadable.
+pub fn oom_kill_count(cgroups_path: &str) -> Option<u64> {
+    oom_kill_count_under(Path::new("/sys/fs/cgroup"), cgroups_path)
+}
+
+fn oom_kill_count_under(root: &Path, cgroups_path: &str) -> Option<u64> {
+    let rel = cgroups_path.trim_start_matches('/');
+    let candidates = [
+        root.join("memory").join(rel).join("memory.oom_control"),
+        root.join(rel).join("memory.events"),
+        root.join("unified").join(rel).join("memory.events"),
+    ];
+    candidates.iter().find_map(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == "oom_kill").then(|| value.trim().parse().ok()).flatten()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_v1_and_v2_counters() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let v1 = root.path().join("memory/berth/a");
+        std::fs::create_dir_all(&v1).expect("mkdir");
+        std::fs::write(v1.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+            .expect("write");
+        assert_eq!(oom_kill_count_under(root.path(), "/berth/a"), Some(2));
+        let v2 = root.path().join("berth/b");
+        std::fs::create_dir_all(&v2).expect("mkdir");
+        std::fs::write(v2.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+            .expect("write");
+        assert_eq!(oom_kill_count_under(root.path(), "/berth/b"), Some(1));
+        assert_eq!(oom_kill_count_under(root.path(), "/berth/none"), None);
+    }
+}

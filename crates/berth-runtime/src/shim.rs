@@ -1,0 +1,260 @@
+//! `berth shim`: one small monitor process per container (the conmon / containerd-shim
+//! model). It creates and starts the container through the OCI runtime, owns the container's
+//! stdout and stderr (written with timestamps to the log file), reaps the container's init as
+//! a child subreaper, records its exit status and any OOM kill, and removes the runtime's
+//! record. It ignores the signals that stop the server, so containers outlive a restart.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::{oom_kill_count, ExitRecord, OciRuntime, RuntimeError, RuntimeKind, ShimFiles};
+
+/// What one shim needs to know; passed as command-line flags of `berth shim`.
+#[derive(Debug, Clone)]
+pub struct ShimConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The container's state directory (see [`ShimFiles`]).
+    pub dir: PathBuf,
+    pub runtime: RuntimeKind,
+    pub runtime_binary: PathBuf,
+    pub runtime_root: PathBuf,
+    pub cgroups_path: String,
+}
+
+impl ShimConfig {
+    /// The flags `berth shim` takes, in the order its parser expects them.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--id".into(),
+            self.id.clone(),
+            "--bundle".into(),
+            self.bundle.display().to_string(),
+            "--dir".into(),
+            self.dir.display().to_string(),
+            "--runtime".into(),
+            self.runtime.as_str().into(),
+            "--runtime-binary".into(),
+            self.runtime_binary.display().to_string(),
+            "--runtime-root".into(),
+            self.runtime_root.display().to_string(),
+            "--cgroup".into(),
+            self.cgroups_path.clone(),
+        ]
+    }
+
+    fn runtime(&self) -> OciRuntime {
+        OciRuntime::new(self.runtime, &self.runtime_binary, &self.runtime_root)
+    }
+}
+
+const READY_PREFIX: &str = "started ";
+const FAILED_PREFIX: &str = "failed ";
+
+/// Starts a detached shim for the container (`exe` is the berth binary) and waits until the
+/// container runs. Returns the host pid of the container's init.
+pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
+    let files = ShimFiles::new(&config.dir);
+    let shim_log = File::create(files.shim_log()).map_err(crate::error::io_err(files.shim_log()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("shim")
+        .args(config.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(shim_log))
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; the shim gets
+    // its own session so signals aimed at the server's process group never reach it.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+        binary: exe.display().to_string(),
+        source,
+    })?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+    }
+    // The shim lives on after this; a thread reaps it so it never lingers as a zombie.
+    std::thread::spawn(move || child.wait());
+    let line = line.trim();
+    if let Some(pid) = line.strip_prefix(READY_PREFIX) {
+        return pid.parse().map_err(|_| RuntimeError::Shim {
+            id: config.id.clone(),
+            message: format!("unreadable ready line {line:?}"),
+        });
+    }
+    let message = match line.strip_prefix(FAILED_PREFIX) {
+        Some(msg) => msg.to_string(),
+        None => {
+            let log = std::fs::read_to_string(files.shim_log()).unwrap_or_default();
+            format!("exited before the container started: {}", log.trim())
+        }
+    };
+    Err(RuntimeError::Shim {
+        id: config.id.clone(),
+        message,
+    })
+}
+
+/// The body of `berth shim`. Returns the shim's exit code.
+pub fn run(config: &ShimConfig) -> i32 {
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPIPE] {
+        // SAFETY: SIG_IGN installs no handler code; ignoring is always sound.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+    let files = ShimFiles::new(&config.dir);
+    let _ = std::fs::write(files.shim_pid(), std::process::id().to_string());
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        report(&format!("{FAILED_PREFIX}cannot become a child subreaper: {e}"));
+        return 1;
+    }
+    let runtime = config.runtime();
+    let log = match OpenOptions::new().create(true).append(true).open(files.log()) {
+        Ok(f) => Arc::new(Mutex::new(f)),
+        Err(e) => {
+            report(&format!("{FAILED_PREFIX}opening {}: {e}", files.log().display()));
+            return 1;
+        }
+    };
+    let (pid, copiers) = match create_and_start(config, &runtime, &files, &log) {
+        Ok(started) => started,
+        Err(message) => {
+            let _ = runtime.delete(&config.id);
+            report(&format!("{FAILED_PREFIX}{message}"));
+            return 1;
+        }
+    };
+    report(&format!("{READY_PREFIX}{pid}"));
+    silence_stdout();
+
+    let status = wait_for(pid);
+    // Output still in the pipes belongs to the log; don't wait on a stray holder forever.
+    for copier in copiers {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !copier.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let (exit_code, signal) = match status {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+        _ => (255, None),
+    };
+    let oom_killed = oom_kill_count(&config.cgroups_path).unwrap_or(0) > 0;
+    let record = ExitRecord {
+        exit_code,
+        signal,
+        oom_killed,
+        finished_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    if let Err(e) = files.write_exit(&record) {
+        eprintln!("berth shim {}: recording exit: {e}", config.id);
+    }
+    if let Err(e) = runtime.delete(&config.id) {
+        eprintln!("berth shim {}: {e}", config.id);
+    }
+    0
+}
+
+fn create_and_start(
+    config: &ShimConfig,
+    runtime: &OciRuntime,
+    files: &ShimFiles,
+    log: &Arc<Mutex<File>>,
+) -> Result<(i32, Vec<std::thread::JoinHandle<()>>), String> {
+    let (out_r, out_w) = pipe().map_err(|e| format!("creating the stdout pipe: {e}"))?;
+    let (err_r, err_w) = pipe().map_err(|e| format!("creating the stderr pipe: {e}"))?;
+    let copiers = vec![
+        copy_lines(out_r, "stdout", log.clone()),
+        copy_lines(err_r, "stderr", log.clone()),
+    ];
+    let explain = |e: RuntimeError| match files.runtime_error() {
+        Some(reason) => reason,
+        None => e.to_string(),
+    };
+    runtime
+        .create(&config.id, &config.bundle, &files.pid(), &files.runtime_log(), out_w, err_w)
+        .map_err(explain)?;
+    let pid = ShimFiles::read_pid(&files.pid())
+        .ok_or_else(|| format!("{} wrote no pid file", runtime.kind().default_binary()))?;
+    runtime
+        .start(&config.id, &files.runtime_log())
+        .map_err(explain)?;
+    Ok((pid, copiers))
+}
+
+fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
+/// Copies one output stream into the log, a timestamped line per output line.
+fn copy_lines(fd: OwnedFd, stream: &'static str, log: Arc<Mutex<File>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(File::from(fd));
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            buf.clear();
+            // Cap a line at 64 KiB so an endless line cannot exhaust the shim's memory.
+            match (&mut reader).take(64 * 1024).read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&buf);
+            let text = text.trim_end_matches(['\n', '\r']);
+            let line = format!("{} {stream} {text}\n", timestamp());
+            if let Ok(mut file) = log.lock() {
+                let _ = file.write_all(line.as_bytes());
+            }
+        }
+    })
+}
+
+fn timestamp() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Reaps children until `pid` exits; other children are orphans we adopted as subreaper.
+fn wait_for(pid: i32) -> WaitStatus {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(status @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _)))
+                if p.as_raw() == pid =>
+            {
+                return status
+            }
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            // No children left: the container is gone without a status we could read.
+            Err(_) => return WaitStatus::StillAlive,
+        }
+    }
+}
+
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// After the ready line nobody reads the shim's stdout; point it at /dev/null.
+fn silence_stdout() {
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let mut stdout = std::io::stdout();
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = stdout.flush();
+    }
+}

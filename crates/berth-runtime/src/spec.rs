@@ -1,0 +1,227 @@
+//! Building the OCI runtime spec of a pod from its image config and its pod spec.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    UserBuilder,
+};
+
+use crate::error::io_err;
+use crate::RuntimeError;
+
+/// The cgroup CFS period; quota = cores × period.
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub cpu_millis: u64,
+    pub memory_mib: u64,
+    pub pids: i64,
+}
+
+/// Everything that decides how one container runs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub id: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub hostname: String,
+    /// The pod's network namespace (a bind-mounted nsfs file).
+    pub netns: PathBuf,
+    pub limits: ResourceLimits,
+    /// Relative to the cgroup roots, like `/berth/<id>`.
+    pub cgroups_path: String,
+    /// Host files bind-mounted read-only over /etc/resolv.conf, /etc/hosts, /etc/hostname.
+    pub etc_files: Vec<(PathBuf, &'static str)>,
+}
+
+/// The capabilities a pod keeps: Podman's default set (no NET_RAW, no SYS_ADMIN).
+const CAPABILITIES: [Capability; 11] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::NetBindService,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysChroot,
+];
+
+pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
+    let err = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
+    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()
+        .map_err(err)?;
+    let user = UserBuilder::default()
+        .uid(run.uid)
+        .gid(run.gid)
+        .additional_gids(run.additional_gids.clone())
+        .build()
+        .map_err(err)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(run.args.clone())
+        .env(run.env.clone())
+        .cwd(run.cwd.clone())
+        .user(user)
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(1_048_576u64)
+            .soft(1_048_576u64)
+            .build()
+            .map_err(err)?])
+        .build()
+        .map_err(err)?;
+
+    let quota = (run.limits.cpu_millis * CPU_PERIOD_US / 1000) as i64;
+    let memory_bytes = (run.limits.memory_mib * 1024 * 1024) as i64;
+    let resources = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory_bytes)
+                // No swap beyond the limit: a hog is killed, not slowed down.
+                .swap(memory_bytes)
+                .build()
+                .map_err(err)?,
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(err)?,
+        )
+        .pids(LinuxPidsBuilder::default().limit(run.limits.pids).build().map_err(err)?)
+        .build()
+        .map_err(err)?;
+
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .chain(std::iter::once(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(run.netns.clone())
+            .build(),
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(err)?;
+
+    let defaults = Spec::default();
+    let linux_defaults = defaults.linux().clone().unwrap_or_default();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources)
+        .cgroups_path(PathBuf::from(&run.cgroups_path))
+        .masked_paths(linux_defaults.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(linux_defaults.readonly_paths().clone().unwrap_or_default())
+        .build()
+        .map_err(err)?;
+
+    let mut mounts: Vec<Mount> = defaults.mounts().clone().unwrap_or_default();
+    for (source, destination) in &run.etc_files {
+        mounts.push(
+            MountBuilder::default()
+                .destination(PathBuf::from(destination))
+                .typ("bind")
+                .source(source.clone())
+                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .build()
+                .map_err(err)?,
+        );
+    }
+
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(run.hostname.clone()))
+        .set_process(Some(process))
+        .set_root(Some(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()
+                .map_err(err)?,
+        ))
+        .set_mounts(Some(mounts))
+        .set_linux(Some(linux))
+        .set_annotations(None);
+    Ok(spec)
+}
+
+/// Writes `config.json` into the bundle directory (whose `rootfs` the caller mounted).
+pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<(), RuntimeError> {
+    let path = bundle.join("config.json");
+    let text = serde_json::to_vec(spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+    std::fs::write(&path, text).map_err(io_err(&path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> RunSpec {
+        RunSpec {
+            id: "pod-x-1".into(),
+            args: vec!["/bin/app".into(), "serve".into()],
+            env: vec!["PATH=/bin".into(), "A=b".into()],
+            cwd: "/work".into(),
+            uid: 1000,
+            gid: 100,
+            additional_gids: vec![],
+            hostname: "pod-x".into(),
+            netns: "/run/netns/berth-x".into(),
+            limits: ResourceLimits {
+                cpu_millis: 1500,
+                memory_mib: 256,
+                pids: 4096,
+            },
+            cgroups_path: "/berth/pod-x-1".into(),
+            etc_files: vec![("/state/x/resolv.conf".into(), "/etc/resolv.conf")],
+        }
+    }
+
+    #[test]
+    fn limits_and_namespaces_land_in_the_spec() {
+        let spec = build_spec(&run()).expect("builds");
+        let json = serde_json::to_value(&spec).expect("json");
+        let res = &json["linux"]["resources"];
+        assert_eq!(res["cpu"]["quota"], 150_000);
+        assert_eq!(res["cpu"]["period"], 100_000);
+        assert_eq!(res["memory"]["limit"], 256 * 1024 * 1024);
+        assert_eq!(res["pids"]["limit"], 4096);
+        assert_eq!(json["linux"]["cgroupsPath"], "/berth/pod-x-1");
+        let ns = json["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(ns.iter().any(|n| n["type"] == "network" && n["path"] == "/run/netns/berth-x"));
+        assert!(ns.iter().any(|n| n["type"] == "pid"));
+        assert_eq!(json["process"]["args"][1], "serve");
+        assert_eq!(json["process"]["user"]["uid"], 1000);
+        assert_eq!(json["process"]["cwd"], "/work");
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+        let caps = json["process"]["capabilities"]["bounding"].as_array().expect("caps");
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW"));
+        let mounts = json["mounts"].as_array().expect("mounts");
+        assert!(mounts.iter().any(|m| m["destination"] == "/etc/resolv.conf"));
+        assert!(mounts.iter().any(|m| m["destination"] == "/proc"));
+    }
+}
