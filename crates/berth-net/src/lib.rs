@@ -1,0 +1,152 @@
+//! Pod networking: one network namespace per pod, wired by the standard CNI plugins
+//! (`loopback`, then `bridge` with `host-local` addresses, dual-stack, egress NAT).
+//!
+//! Only this crate calls CNI plugins or touches iptables (through them).
+
+mod cni;
+mod error;
+mod netns;
+mod routes;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+pub use error::NetError;
+
+/// Defaults chosen clear of podman's 10.88.0.0/16 and Docker's 172.17.0.0/16.
+pub const DEFAULT_SUBNET_V4: &str = "10.213.0.0/16";
+pub const DEFAULT_SUBNET_V6: &str = "fd62:6572:7468::/64";
+pub const DEFAULT_BRIDGE: &str = "berth0";
+
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub bridge: String,
+    pub subnet_v4: Ipv4Net,
+    pub subnet_v6: Option<Ipv6Net>,
+    /// Where the CNI plugin binaries live (Debian: /usr/lib/cni).
+    pub cni_bin_dir: PathBuf,
+    /// berth's own network state: address leases and each pod's CNI result.
+    pub state_dir: PathBuf,
+}
+
+/// A pod's network as set up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNetwork {
+    pub netns: PathBuf,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+pub struct Network {
+    config: NetConfig,
+}
+
+impl Network {
+    /// Checks the configuration against this host and prepares the state directory. A pod
+    /// subnet that overlaps a route the host already has (other than berth's own bridge) is
+    /// refused: pods would shadow part of the host's network.
+    pub fn new(config: NetConfig) -> Result<Self, NetError> {
+        if config.bridge.is_empty() || config.bridge.len() > 15 {
+            return Err(NetError::Config(format!(
+                "bridge name {:?} must be 1-15 characters",
+                config.bridge
+            )));
+        }
+        if !config.cni_bin_dir.join("bridge").exists() {
+            return Err(NetError::Config(format!(
+                "CNI plugins not found in {} (install containernetworking-plugins)",
+                config.cni_bin_dir.display()
+            )));
+        }
+        routes::check_overlap(&config)?;
+        std::fs::create_dir_all(config.state_dir.join("results")).map_err(|e| NetError::Io {
+            path: config.state_dir.clone(),
+            source: e,
+        })?;
+        Ok(Network { config })
+    }
+
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// Creates the pod's namespace and wires it. On failure nothing is left behind.
+    pub fn setup(&self, id: &str) -> Result<PodNetwork, NetError> {
+        let netns = netns::create(&netns::name(id))?;
+        match self.wire(id, &netns) {
+            Ok(pod) => Ok(pod),
+            Err(e) => {
+                if let Err(cleanup) = self.teardown(id) {
+                    tracing::warn!(container = id, "cleaning up a failed network setup: {cleanup}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn wire(&self, id: &str, netns: &Path) -> Result<PodNetwork, NetError> {
+        netns::disable_dad(netns)?;
+        let cni = cni::Cni::new(&self.config);
+        cni.add_loopback(id, netns)?;
+        let result = cni.add_bridge(id, netns)?;
+        let path = self.result_path(id);
+        std::fs::write(&path, result.to_string()).map_err(|e| NetError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let (ipv4, ipv6) = cni::addresses(&result);
+        if ipv4.is_none() && ipv6.is_none() {
+            return Err(NetError::Plugin {
+                plugin: "bridge".into(),
+                message: format!("returned no addresses: {result}"),
+            });
+        }
+        Ok(PodNetwork {
+            netns: netns.to_path_buf(),
+            ipv4,
+            ipv6,
+        })
+    }
+
+    /// Releases the pod's addresses, NAT rules, veth and namespace. Safe to call again, and
+    /// for a pod whose setup stopped half-way.
+    pub fn teardown(&self, id: &str) -> Result<(), NetError> {
+        let name = netns::name(id);
+        let netns = netns::path(&name);
+        let cni = cni::Cni::new(&self.config);
+        let prev = std::fs::read_to_string(self.result_path(id))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let ns_arg = netns.exists().then_some(netns.as_path());
+        let mut first_error = cni.del_bridge(id, ns_arg, prev).err();
+        if let Err(e) = cni.del_loopback(id, ns_arg) {
+            first_error.get_or_insert(e);
+        }
+        if let Err(e) = netns::delete(&name) {
+            first_error.get_or_insert(e);
+        }
+        let _ = std::fs::remove_file(self.result_path(id));
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes the bridge once no pod uses it (clean server shutdown).
+    pub fn remove_bridge_if_unused(&self) {
+        let dir = self.config.state_dir.join("results");
+        let busy = std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if !busy {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.config.bridge])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+
+    fn result_path(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("results").join(format!("{id}.json"))
+    }
+}

@@ -1,1 +1,423 @@
-fn main(){}
+//! `berth-testapp`: a small multi-mode program the end-to-end suite runs as PID 1 inside pods.
+//!
+//! Modes (the first argument):
+//! - `http PORT [--v6only | --v4only] [--text TEXT]`: an HTTP/1.1 server (keep-alive) that
+//!   answers every request with `TEXT\nBERTH_CONTAINER_ID=<id>\n` plus one `NAME=value` line per
+//!   `?env=NAME` query parameter (`NAME unset` when the variable is not set). `/ws` upgrades to a
+//!   websocket that echoes every text and binary message.
+//! - `exit CODE [--after-ms N]`: waits N milliseconds, prints `exiting with CODE`, exits with it.
+//! - `hog`: allocates and touches memory 1 MiB at a time, forever.
+//! - `sleep`: sleeps forever.
+//!
+//! Every mode exits 0 promptly on SIGTERM or SIGINT: as PID 1 of a pid namespace the kernel
+//! would otherwise ignore those signals.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tungstenite::protocol::{Role, WebSocket};
+use tungstenite::Message;
+
+const USAGE: &str = "usage: testapp http PORT [--v6only | --v4only] [--text TEXT]
+       testapp exit CODE [--after-ms N]
+       testapp hog
+       testapp sleep";
+
+const DEFAULT_TEXT: &str = "hello from testapp";
+const MIB: usize = 1024 * 1024;
+/// Upper bound of a request head (request line and headers).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+fn main() -> ExitCode {
+    install_signal_handlers();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("http") => parse_http(&args[1..]).and_then(|opts| serve_http(&opts)),
+        Some("exit") => return exit_mode(&args[1..]),
+        Some("hog") => hog(),
+        Some("sleep") => sleep_forever(),
+        _ => Err(format!("unknown mode\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("testapp: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes a line to stdout and flushes it, so log collection sees it at once.
+fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    // A closed stdout must not kill the app: its behaviour is what the tests observe.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn say_err(line: &str) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+    let _ = err.flush();
+}
+
+extern "C" fn on_terminate(signal: libc::c_int) {
+    let msg: &[u8] = if signal == libc::SIGTERM {
+        b"testapp: got SIGTERM, exiting\n"
+    } else {
+        b"testapp: got SIGINT, exiting\n"
+    };
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `msg` is a valid static buffer.
+    unsafe {
+        libc::write(1, msg.as_ptr().cast(), msg.len());
+        libc::_exit(0);
+    }
+}
+
+fn install_signal_handlers() {
+    let handler = on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only calls async-signal-safe functions (see `on_terminate`).
+        let previous = unsafe { libc::signal(signal, handler) };
+        if previous == libc::SIG_ERR {
+            say_err(&format!("testapp: could not install a handler for signal {signal}"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// exit, hog, sleep
+
+fn exit_mode(args: &[String]) -> ExitCode {
+    let parsed = (|| -> Result<(u8, u64), String> {
+        let code = args.first().ok_or("exit: missing CODE")?;
+        let code: u8 = code.parse().map_err(|_| format!("exit: bad CODE {code:?}"))?;
+        let mut after_ms = 0;
+        let mut rest = args[1..].iter();
+        while let Some(flag) = rest.next() {
+            match flag.as_str() {
+                "--after-ms" => {
+                    let v = rest.next().ok_or("exit: --after-ms needs a value")?;
+                    after_ms = v.parse().map_err(|_| format!("exit: bad --after-ms {v:?}"))?;
+                }
+                other => return Err(format!("exit: unknown flag {other:?}")),
+            }
+        }
+        Ok((code, after_ms))
+    })();
+    match parsed {
+        Ok((code, after_ms)) => {
+            std::thread::sleep(Duration::from_millis(after_ms));
+            say(&format!("exiting with {code}"));
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            say_err(&format!("testapp: {e}\n{USAGE}"));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn hog() -> Result<(), String> {
+    say("hog: allocating memory 1 MiB at a time");
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // A non-zero fill writes every page, so the memory is really resident.
+        chunks.push(vec![0xA5; MIB]);
+        if chunks.len() % 16 == 0 {
+            say(&format!("hog: {} MiB touched", chunks.len()));
+        }
+        std::hint::black_box(&chunks);
+    }
+}
+
+fn sleep_forever() -> Result<(), String> {
+    say("sleeping forever");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// http
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bind {
+    DualStack,
+    V6Only,
+    V4Only,
+}
+
+struct HttpOptions {
+    port: u16,
+    bind: Bind,
+    text: String,
+}
+
+fn parse_http(args: &[String]) -> Result<HttpOptions, String> {
+    let port = args.first().ok_or("http: missing PORT")?;
+    let port: u16 = port.parse().map_err(|_| format!("http: bad PORT {port:?}"))?;
+    let mut opts = HttpOptions { port, bind: Bind::DualStack, text: DEFAULT_TEXT.to_string() };
+    let mut rest = args[1..].iter();
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--v6only" => opts.bind = Bind::V6Only,
+            "--v4only" => opts.bind = Bind::V4Only,
+            "--text" => opts.text = rest.next().ok_or("http: --text needs a value")?.clone(),
+            other => return Err(format!("http: unknown flag {other:?}")),
+        }
+    }
+    Ok(opts)
+}
+
+fn bind_listener(port: u16, bind: Bind) -> io::Result<TcpListener> {
+    let (domain, addr) = match bind {
+        Bind::V4Only => (Domain::IPV4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
+        Bind::V6Only | Bind::DualStack => {
+            (Domain::IPV6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+        }
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if domain == Domain::IPV6 {
+        socket.set_only_v6(bind == Bind::V6Only)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
+fn serve_http(opts: &HttpOptions) -> Result<(), String> {
+    let listener = bind_listener(opts.port, opts.bind)
+        .map_err(|e| format!("http: cannot listen on port {} ({:?}): {e}", opts.port, opts.bind))?;
+    let local = listener.local_addr().map_err(|e| format!("http: local_addr: {e}"))?;
+    let mode = match opts.bind {
+        Bind::DualStack => "dual-stack",
+        Bind::V6Only => "ipv6 only",
+        Bind::V4Only => "ipv4 only",
+    };
+    say(&format!("listening on {local} ({mode})"));
+    say_err("testapp stderr ready");
+    let text: Arc<str> = Arc::from(opts.text.as_str());
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let text = Arc::clone(&text);
+                std::thread::spawn(move || {
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    if let Err(e) = handle_connection(stream, &text) {
+                        say(&format!("connection from {peer} ended with an error: {e}"));
+                    }
+                });
+            }
+            Err(e) => say_err(&format!("accept failed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+struct RequestHead {
+    method: String,
+    target: String,
+    version: String,
+    headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    fn query(&self) -> &str {
+        self.target.split_once('?').map(|(_, q)| q).unwrap_or("")
+    }
+
+    fn keep_alive(&self) -> bool {
+        if self.header_has_token("connection", "close") {
+            return false;
+        }
+        self.version == "HTTP/1.1" || self.header_has_token("connection", "keep-alive")
+    }
+}
+
+/// Reads one request head; `Ok(None)` on a clean end of stream between requests.
+fn read_head(reader: &mut BufReader<TcpStream>) -> Result<Option<RequestHead>, String> {
+    let mut total = 0usize;
+    let mut request_line = String::new();
+    // Tolerate empty lines before a request (RFC 9112 section 2.2).
+    while request_line.trim().is_empty() {
+        request_line.clear();
+        let n = reader.read_line(&mut request_line).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        total += n;
+        if total > MAX_HEAD_BYTES {
+            return Err("request head too large".into());
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("malformed request line {:?}", request_line.trim_end()));
+    };
+    let mut head = RequestHead {
+        method: method.to_string(),
+        target: target.to_string(),
+        version: version.to_string(),
+        headers: Vec::new(),
+    };
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed inside the request head".into());
+        }
+        total += n;
+        if total > MAX_HEAD_BYTES {
+            return Err("request head too large".into());
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            return Ok(Some(head));
+        }
+        let (name, value) =
+            line.split_once(':').ok_or_else(|| format!("malformed header line {line:?}"))?;
+        head.headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+}
+
+fn handle_connection(stream: TcpStream, text: &str) -> Result<(), String> {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let mut writer = stream.try_clone().map_err(|e| format!("clone socket: {e}"))?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Some(head) = read_head(&mut reader)? else {
+            return Ok(());
+        };
+        say(&format!("request {} {} from {peer}", head.method, head.target));
+
+        if head.header("transfer-encoding").is_some() {
+            respond(&mut writer, 501, "chunked request bodies are not supported\n", false, true)?;
+            return Ok(());
+        }
+        let body_len: u64 = match head.header("content-length") {
+            Some(v) => v.parse().map_err(|_| format!("bad content-length {v:?}"))?,
+            None => 0,
+        };
+        io::copy(&mut (&mut reader).take(body_len), &mut io::sink())
+            .map_err(|e| format!("read body: {e}"))?;
+
+        if head.path() == "/ws" && head.header_has_token("upgrade", "websocket") {
+            return websocket_echo(reader, writer, &head, &peer);
+        }
+
+        let body = response_body(text, head.query());
+        let keep_alive = head.keep_alive();
+        respond(&mut writer, 200, &body, keep_alive, head.method != "HEAD")?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+fn response_body(text: &str, query: &str) -> String {
+    let mut body = format!("{text}\n");
+    let mut vars = vec!["BERTH_CONTAINER_ID".to_string()];
+    for pair in query.split('&') {
+        if let Some(("env", name)) = pair.split_once('=') {
+            vars.push(name.to_string());
+        }
+    }
+    for name in vars {
+        match std::env::var(&name) {
+            Ok(value) => body.push_str(&format!("{name}={value}\n")),
+            Err(_) => body.push_str(&format!("{name} unset\n")),
+        }
+    }
+    body
+}
+
+fn respond(
+    out: &mut TcpStream,
+    status: u16,
+    body: &str,
+    keep_alive: bool,
+    send_body: bool,
+) -> Result<(), String> {
+    let reason = match status {
+        200 => "OK",
+        501 => "Not Implemented",
+        _ => "Unknown",
+    };
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        body.len()
+    );
+    if send_body {
+        response.push_str(body);
+    }
+    out.write_all(response.as_bytes()).map_err(|e| format!("write response: {e}"))?;
+    out.flush().map_err(|e| format!("flush response: {e}"))
+}
+
+fn websocket_echo(
+    reader: BufReader<TcpStream>,
+    mut writer: TcpStream,
+    head: &RequestHead,
+    peer: &str,
+) -> Result<(), String> {
+    let key = head.header("sec-websocket-key").ok_or("websocket upgrade without a key")?;
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    writer.write_all(response.as_bytes()).map_err(|e| format!("write upgrade: {e}"))?;
+    writer.flush().map_err(|e| format!("flush upgrade: {e}"))?;
+    // Bytes the client sent right after its request are already in the reader's buffer.
+    let leftover = reader.buffer().to_vec();
+    let stream = reader.into_inner();
+    let mut ws = WebSocket::from_partially_read(stream, leftover, Role::Server, None);
+    say(&format!("websocket open from {peer}"));
+    loop {
+        match ws.read() {
+            Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
+                ws.send(msg).map_err(|e| format!("websocket send: {e}"))?;
+            }
+            Ok(Message::Close(_)) => {
+                // tungstenite queues the close reply; flushing completes the close handshake.
+                let _ = ws.flush();
+                say(&format!("websocket closed by {peer}"));
+                return Ok(());
+            }
+            Ok(_) => {} // ping/pong: tungstenite answers pings itself
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                say(&format!("websocket closed by {peer}"));
+                return Ok(());
+            }
+            Err(e) => return Err(format!("websocket read: {e}")),
+        }
+    }
+}

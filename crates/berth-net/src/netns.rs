@@ -1,0 +1,74 @@
+//! Named network namespaces (`/run/netns/<name>`, the layout `ip netns` and CNI tools share).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::NetError;
+
+const NETNS_DIR: &str = "/run/netns";
+
+pub fn name(container_id: &str) -> String {
+    format!("berth-{}", container_id.trim_start_matches("pod-"))
+}
+
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+pub fn create(name: &str) -> Result<PathBuf, NetError> {
+    run_ip(name, &["netns", "add", name])?;
+    Ok(path(name))
+}
+
+pub fn delete(name: &str) -> Result<(), NetError> {
+    if !path(name).exists() {
+        return Ok(());
+    }
+    run_ip(name, &["netns", "delete", name])
+}
+
+fn run_ip(name: &str, args: &[&str]) -> Result<(), NetError> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| NetError::Netns {
+            name: name.to_string(),
+            message: format!("running ip: {e}"),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError::Netns {
+            name: name.to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Turns off IPv6 duplicate address detection inside the namespace, so the pod's IPv6
+/// address is usable the moment the plugin assigns it (no pod shares its address).
+pub fn disable_dad(netns: &Path) -> Result<(), NetError> {
+    let netns = netns.to_path_buf();
+    let err = |message: String| NetError::Netns {
+        name: netns.display().to_string(),
+        message,
+    };
+    let file = std::fs::File::open(&netns).map_err(|e| err(e.to_string()))?;
+    // A short-lived thread enters the namespace, so the rest of the process never moves.
+    let joined = std::thread::spawn(move || -> Result<(), String> {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("setns: {e}"))?;
+        for conf in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{conf}/accept_dad");
+            // Hosts with IPv6 disabled have no such file; nothing to do there.
+            let _ = std::fs::write(path, "0");
+        }
+        Ok(())
+    })
+    .join();
+    match joined {
+        Ok(result) => result.map_err(err),
+        Err(_) => Err(err("namespace thread panicked".into())),
+    }
+}
