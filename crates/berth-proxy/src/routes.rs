@@ -1,0 +1,96 @@
+//! Which container serves which `(stub, port)`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use crate::Activity;
+
+/// One container reachable for one stub.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub container_id: String,
+    /// The pod's addresses (IPv4 first); the port comes from the host name.
+    pub addrs: Vec<std::net::IpAddr>,
+    pub ports: Vec<u16>,
+    pub activity: Arc<Activity>,
+}
+
+impl Route {
+    pub fn socket_addrs(&self, port: u16) -> Vec<SocketAddr> {
+        self.addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// stub id → routes, newest last.
+    by_stub: RwLock<HashMap<String, Vec<Route>>>,
+}
+
+impl RouteTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&self, stub_id: &str, route: Route) {
+        let mut map = self.by_stub.write().unwrap_or_else(|p| p.into_inner());
+        let routes = map.entry(stub_id.to_string()).or_default();
+        routes.retain(|r| r.container_id != route.container_id);
+        routes.push(route);
+    }
+
+    pub fn remove(&self, container_id: &str) {
+        let mut map = self.by_stub.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, routes| {
+            routes.retain(|r| r.container_id != container_id);
+            !routes.is_empty()
+        });
+    }
+
+    /// The newest container of the stub that exposes `port`.
+    pub fn lookup(&self, stub_id: &str, port: u16) -> Option<Route> {
+        let map = self.by_stub.read().unwrap_or_else(|p| p.into_inner());
+        map.get(stub_id)?
+            .iter()
+            .rev()
+            .find(|r| r.ports.contains(&port))
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        let map = self.by_stub.read().unwrap_or_else(|p| p.into_inner());
+        map.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, ports: &[u16]) -> Route {
+        Route {
+            container_id: id.into(),
+            addrs: vec!["10.213.0.2".parse().expect("ip")],
+            ports: ports.to_vec(),
+            activity: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn newest_matching_port_wins_and_removal_works() {
+        let t = RouteTable::new();
+        t.insert("s", route("a", &[80]));
+        t.insert("s", route("b", &[80, 81]));
+        assert_eq!(t.lookup("s", 80).map(|r| r.container_id), Some("b".into()));
+        assert_eq!(t.lookup("s", 82).map(|r| r.container_id), None);
+        t.remove("b");
+        assert_eq!(t.lookup("s", 80).map(|r| r.container_id), Some("a".into()));
+        t.remove("a");
+        assert!(t.is_empty());
+    }
+}
