@@ -1,0 +1,518 @@
+//! The control plane's lifecycle: create, start, stop, exit, idle and recovery, all going
+//! through one transition function and one teardown path.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_api::{Container, ContainerStatus};
+use berth_proxy::{Activity, Route, RouteTable};
+use rand::Rng;
+
+use crate::node::{Node, ProcessState, StartRequest, Started};
+use crate::spec::PodSpec;
+use crate::state;
+use crate::store::{ContainerRow, Store, StoreError};
+
+/// How often exits and idle deadlines are checked.
+const MONITOR_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no container {0}")]
+    NotFound(String),
+    #[error("container {id} is {from}; it cannot become {to}")]
+    Illegal {
+        id: String,
+        from: ContainerStatus,
+        to: ContainerStatus,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    pub domain: String,
+    /// The ingress port, shown in URLs unless it is 80.
+    pub url_port: u16,
+    pub stop_grace: Duration,
+}
+
+pub struct Lifecycle<N: Node> {
+    store: Store,
+    node: N,
+    routes: Arc<RouteTable>,
+    config: LifecycleConfig,
+    activities: Mutex<HashMap<String, Arc<Activity>>>,
+    progress: Mutex<HashMap<String, String>>,
+    /// Containers whose exit or stop is being handled, so it is handled once.
+    busy: Mutex<HashSet<String>>,
+    /// Serialises read-modify-write of container rows.
+    write: tokio::sync::Mutex<()>,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl<N: Node> Lifecycle<N> {
+    pub fn new(store: Store, node: N, routes: Arc<RouteTable>, config: LifecycleConfig) -> Arc<Self> {
+        Arc::new(Lifecycle {
+            store,
+            node,
+            routes,
+            config,
+            activities: Mutex::default(),
+            progress: Mutex::default(),
+            busy: Mutex::default(),
+            write: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn node(&self) -> &N {
+        &self.node
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Records the container as PENDING and starts it in the background.
+    pub async fn create(self: &Arc<Self>, spec: PodSpec) -> Result<Container, LifecycleError> {
+        let stub_id = spec.stub_id();
+        let id = format!("pod-{stub_id}-{:08x}", rand::rng().random::<u32>());
+        let at = now();
+        self.store.upsert_stub(&stub_id, &spec, at).await?;
+        let row = ContainerRow {
+            id: id.clone(),
+            stub_id: stub_id.clone(),
+            deployment_id: None,
+            status: ContainerStatus::Pending,
+            image: spec.image.clone(),
+            ports: spec.ports.clone(),
+            cpu_millis: spec.cpu_millis,
+            memory_mib: spec.memory_mib,
+            keep_warm_seconds: spec.keep_warm_seconds,
+            exit_code: None,
+            reason: None,
+            ipv4: None,
+            ipv6: None,
+            scheduled_at: at,
+            started_at: None,
+            finished_at: None,
+        };
+        self.store.insert_container(&row).await?;
+        tracing::info!(container = %id, image = %spec.image, "PENDING");
+        let this = self.clone();
+        let req = StartRequest { id, stub_id, spec };
+        tokio::spawn(async move { this.start(req).await });
+        Ok(self.view(row))
+    }
+
+    async fn start(self: Arc<Self>, req: StartRequest) {
+        let id = req.id.clone();
+        if self.transition(&id, ContainerStatus::Pulling, |_| {}).await.is_err() {
+            return self.finish_early_stop(&id).await;
+        }
+        self.set_progress(&id, format!("Pulling image {}", req.spec.image));
+        let progress: crate::node::ProgressFn = {
+            let this = self.clone();
+            let id = id.clone();
+            Arc::new(move |line| this.set_progress(&id, line))
+        };
+        let image = match self.node.pull(&req.spec, progress).await {
+            Ok(image) => image,
+            Err(e) => return self.fail_start(&id, e.to_string()).await,
+        };
+        if self.transition(&id, ContainerStatus::Starting, |_| {}).await.is_err() {
+            return self.finish_early_stop(&id).await;
+        }
+        self.set_progress(&id, "Creating container".into());
+        let started = match self.node.start(req.clone(), image).await {
+            Ok(started) => started,
+            Err(e) => return self.fail_start(&id, e.to_string()).await,
+        };
+        let Started { ports, addrs } = started;
+        let running = self
+            .transition(&id, ContainerStatus::Running, |row| {
+                row.ports = ports.clone();
+                row.started_at = Some(now());
+                for addr in &addrs {
+                    match addr {
+                        std::net::IpAddr::V4(a) => row.ipv4 = Some(a.to_string()),
+                        std::net::IpAddr::V6(a) => row.ipv6 = Some(a.to_string()),
+                    }
+                }
+            })
+            .await;
+        self.clear_progress(&id);
+        match running {
+            Ok(row) => self.add_route(&row),
+            // Stopped while starting: the stop is ours to carry out.
+            Err(_) => {
+                let this = self.clone();
+                tokio::spawn(async move { this.stop_and_finish(id, None).await });
+            }
+        }
+    }
+
+    async fn fail_start(self: &Arc<Self>, id: &str, reason: String) {
+        self.clear_progress(id);
+        // The node already undid its part of a failed start.
+        let stopped_meanwhile = matches!(
+            self.store.container(id).await,
+            Ok(Some(row)) if row.status == ContainerStatus::Stopping
+        );
+        let status = if stopped_meanwhile {
+            ContainerStatus::Stopped
+        } else {
+            ContainerStatus::Failed
+        };
+        tracing::warn!(container = %id, "start failed: {reason}");
+        let _ = self
+            .transition(id, status, |row| {
+                row.reason = Some(reason);
+                row.finished_at = Some(now());
+            })
+            .await;
+    }
+
+    async fn finish_early_stop(self: &Arc<Self>, id: &str) {
+        self.clear_progress(id);
+        let _ = self.node.teardown(id).await;
+        let _ = self
+            .transition(id, ContainerStatus::Stopped, |row| {
+                row.reason = Some("stopped before it started".into());
+                row.finished_at = Some(now());
+            })
+            .await;
+    }
+
+    /// Asks a container to stop. Stopping a container that already ended is a no-op.
+    pub async fn stop(self: &Arc<Self>, id: &str, grace: Option<Duration>) -> Result<Container, LifecycleError> {
+        let row = self
+            .store
+            .container(id)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+        if row.status.is_terminal() || row.status == ContainerStatus::Stopping {
+            return Ok(self.view(row));
+        }
+        let was = row.status;
+        let row = match self
+            .transition(id, ContainerStatus::Stopping, |row| {
+                row.reason = Some("stopped by request".into());
+            })
+            .await
+        {
+            Ok(row) => row,
+            // It ended between the read and the write: nothing left to stop.
+            Err(LifecycleError::Illegal { .. }) => {
+                return self.get(id).await?.ok_or_else(|| LifecycleError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        // A container still starting is stopped by its start task at its next step.
+        if was == ContainerStatus::Running {
+            let this = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move { this.stop_and_finish(id, grace).await });
+        }
+        Ok(self.view(row))
+    }
+
+    /// SIGTERM, grace, SIGKILL, teardown, STOPPED: the one way a stop completes.
+    async fn stop_and_finish(self: Arc<Self>, id: String, grace: Option<Duration>) {
+        if !self.claim(&id) {
+            return;
+        }
+        self.routes.remove(&id);
+        let state = self.node.stop(&id, grace.unwrap_or(self.config.stop_grace)).await;
+        let exit_code = match state {
+            ProcessState::Exited(rec) => Some(rec.exit_code),
+            _ => None,
+        };
+        self.teardown_and_record(&id, ContainerStatus::Stopped, exit_code, None).await;
+        self.release(&id);
+    }
+
+    /// Tears the container down, then records its final state.
+    async fn teardown_and_record(
+        &self,
+        id: &str,
+        status: ContainerStatus,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+    ) {
+        self.routes.remove(id);
+        self.activities_lock().remove(id);
+        let cleanup = self.node.teardown(id).await.err();
+        if let Some(e) = &cleanup {
+            tracing::warn!(container = %id, "teardown: {e}");
+        }
+        let result = self
+            .transition(id, status, |row| {
+                row.exit_code = exit_code.or(row.exit_code);
+                if let Some(reason) = reason {
+                    row.reason = Some(reason);
+                }
+                if let Some(e) = cleanup {
+                    let prefix = row.reason.take().map(|r| format!("{r}; ")).unwrap_or_default();
+                    row.reason = Some(format!("{prefix}cleanup failed: {e}"));
+                }
+                row.finished_at = Some(now());
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(container = %id, "recording {status}: {e}");
+        }
+    }
+
+    /// Moves a container to `to` if the state machine allows it, applying `change` to the row
+    /// in the same write.
+    async fn transition(
+        &self,
+        id: &str,
+        to: ContainerStatus,
+        change: impl FnOnce(&mut ContainerRow),
+    ) -> Result<ContainerRow, LifecycleError> {
+        let _guard = self.write.lock().await;
+        let mut row = self
+            .store
+            .container(id)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+        if !state::allowed(row.status, to) {
+            return Err(LifecycleError::Illegal {
+                id: id.to_string(),
+                from: row.status,
+                to,
+            });
+        }
+        let from = row.status;
+        row.status = to;
+        change(&mut row);
+        self.store.update_container(&row).await?;
+        match &row.reason {
+            Some(reason) if to.is_terminal() => tracing::info!(container = %id, "{from} → {to} ({reason})"),
+            _ => tracing::info!(container = %id, "{from} → {to}"),
+        }
+        Ok(row)
+    }
+
+    fn add_route(&self, row: &ContainerRow) {
+        let activity = self
+            .activities_lock()
+            .entry(row.id.clone())
+            .or_default()
+            .clone();
+        let addrs = row
+            .ipv4
+            .iter()
+            .chain(row.ipv6.iter())
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        self.routes.insert(
+            &row.stub_id,
+            Route {
+                container_id: row.id.clone(),
+                addrs,
+                ports: row.ports.clone(),
+                activity,
+            },
+        );
+    }
+
+    /// Watches running containers for exits and idle deadlines, forever.
+    pub fn spawn_monitor(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.check_running().await {
+                    tracing::warn!("monitor: {e}");
+                }
+                tokio::time::sleep(MONITOR_INTERVAL).await;
+            }
+        })
+    }
+
+    async fn check_running(self: &Arc<Self>) -> Result<(), LifecycleError> {
+        let rows = self.store.containers(true).await?;
+        for row in rows.into_iter().filter(|r| r.status == ContainerStatus::Running) {
+            match self.node.process_state(&row.id) {
+                ProcessState::Exited(exit) => {
+                    let (status, reason) = if exit.oom_killed {
+                        (ContainerStatus::OomKilled, format!("killed for exceeding its {} MiB memory limit", row.memory_mib))
+                    } else {
+                        (ContainerStatus::Exited, format!("the entrypoint exited with code {}", exit.exit_code))
+                    };
+                    self.spawn_finish(row.id, status, Some(exit.exit_code), reason);
+                }
+                ProcessState::Lost => self.spawn_finish(
+                    row.id,
+                    ContainerStatus::Failed,
+                    None,
+                    "the container's monitor process (berth shim) is gone".into(),
+                ),
+                ProcessState::Running => self.check_idle(&row).await,
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_finish(self: &Arc<Self>, id: String, status: ContainerStatus, exit_code: Option<i32>, reason: String) {
+        if !self.claim(&id) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.teardown_and_record(&id, status, exit_code, Some(reason)).await;
+            this.release(&id);
+        });
+    }
+
+    /// Stops a container with no open connection whose keep-warm deadline passed.
+    async fn check_idle(self: &Arc<Self>, row: &ContainerRow) {
+        if row.keep_warm_seconds < 0 {
+            return;
+        }
+        let activity = self.activities_lock().get(&row.id).cloned();
+        let (open, last_ms) = match &activity {
+            Some(a) => (a.open_connections(), a.last_active_ms()),
+            None => (0, None),
+        };
+        if open > 0 {
+            return;
+        }
+        let since_ms = last_ms
+            .unwrap_or(0)
+            .max(row.started_at.unwrap_or(row.scheduled_at) * 1000);
+        if now_ms() - since_ms < row.keep_warm_seconds * 1000 {
+            return;
+        }
+        let reason = format!("idle: no connection for {} s", row.keep_warm_seconds);
+        if self
+            .transition(&row.id, ContainerStatus::Stopping, |r| r.reason = Some(reason))
+            .await
+            .is_ok()
+        {
+            let this = self.clone();
+            let id = row.id.clone();
+            tokio::spawn(async move { this.stop_and_finish(id, None).await });
+        }
+    }
+
+    /// After a server restart: adopt running containers, finish interrupted stops, and undo
+    /// starts that were cut off half-way.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), LifecycleError> {
+        for row in self.store.containers(true).await? {
+            match row.status {
+                ContainerStatus::Running => match self.node.process_state(&row.id) {
+                    ProcessState::Running => {
+                        tracing::info!(container = %row.id, "adopted running container");
+                        self.add_route(&row);
+                    }
+                    // The monitor records exits on its first pass.
+                    _ => {}
+                },
+                ContainerStatus::Stopping => {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.stop_and_finish(row.id, None).await });
+                }
+                _ => {
+                    let id = row.id.clone();
+                    let _ = self.node.teardown(&id).await;
+                    let _ = self
+                        .transition(&id, ContainerStatus::Failed, |r| {
+                            r.reason = Some("the server restarted while the container was starting".into());
+                            r.finished_at = Some(now());
+                        })
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Container>, LifecycleError> {
+        Ok(self.store.container(id).await?.map(|row| self.view(row)))
+    }
+
+    pub async fn list(&self, all: bool) -> Result<Vec<Container>, LifecycleError> {
+        Ok(self
+            .store
+            .containers(!all)
+            .await?
+            .into_iter()
+            .map(|row| self.view(row))
+            .collect())
+    }
+
+    /// Open ingress connections per running container.
+    pub fn open_connections(&self) -> usize {
+        self.activities_lock().values().map(|a| a.open_connections()).sum()
+    }
+
+    pub fn url(&self, stub_id: &str, port: u16) -> String {
+        let suffix = match self.config.url_port {
+            80 => String::new(),
+            p => format!(":{p}"),
+        };
+        format!("http://{stub_id}-{port}.{}{suffix}", self.config.domain)
+    }
+
+    fn view(&self, row: ContainerRow) -> Container {
+        let progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&row.id)
+            .cloned();
+        Container {
+            urls: row.ports.iter().map(|p| self.url(&row.stub_id, *p)).collect(),
+            id: row.id,
+            stub_id: row.stub_id,
+            deployment_id: row.deployment_id,
+            status: row.status,
+            image: row.image,
+            ports: row.ports,
+            exit_code: row.exit_code,
+            reason: row.reason,
+            progress,
+            cpu_millis: row.cpu_millis,
+            memory_mib: row.memory_mib,
+            keep_warm_seconds: row.keep_warm_seconds,
+            scheduled_at: row.scheduled_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        }
+    }
+
+    fn set_progress(&self, id: &str, line: String) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), line);
+    }
+
+    fn clear_progress(&self, id: &str) {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    fn activities_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Activity>>> {
+        self.activities.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn claim(&self, id: &str) -> bool {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string())
+    }
+
+    fn release(&self, id: &str) {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}

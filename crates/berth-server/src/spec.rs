@@ -1,0 +1,163 @@
+//! Validating a create request at the API edge into a pod spec, and naming its stub.
+
+use std::collections::BTreeMap;
+
+use berth_api::{parse_cpu_millis, parse_memory_mib, ApiError, CreateContainerRequest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const DEFAULT_CPU_MILLIS: u64 = 1000;
+pub const DEFAULT_MEMORY_MIB: u64 = 1024;
+const MAX_ENV_VARS: usize = 1000;
+const MAX_ENV_BYTES: usize = 128 * 1024;
+const MAX_ARGS: usize = 4096;
+const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// A pod spec that passed validation; what a stub stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub image: String,
+    pub ports: Vec<u16>,
+    pub cpu_millis: u64,
+    pub memory_mib: u64,
+    pub env: BTreeMap<String, String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub keep_warm_seconds: i64,
+}
+
+impl PodSpec {
+    /// Checks every field, naming the field and the problem on the first bad one.
+    pub fn validate(req: CreateContainerRequest) -> Result<Self, ApiError> {
+        berth_image::parse_reference(&req.image).map_err(|e| ApiError::invalid("image", e))?;
+
+        let mut ports = Vec::with_capacity(req.ports.len());
+        for port in &req.ports {
+            let p = u16::try_from(*port)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ApiError::invalid("ports", format!("{port} is outside 1-65535")))?;
+            if ports.contains(&p) {
+                return Err(ApiError::invalid("ports", format!("{p} is listed twice")));
+            }
+            ports.push(p);
+        }
+
+        let cpu_millis = match &req.cpu {
+            Some(v) => parse_cpu_millis(v).map_err(|e| ApiError::invalid("cpu", e))?,
+            None => DEFAULT_CPU_MILLIS,
+        };
+        let memory_mib = match &req.memory {
+            Some(v) => parse_memory_mib(v).map_err(|e| ApiError::invalid("memory", e))?,
+            None => DEFAULT_MEMORY_MIB,
+        };
+
+        if req.env.len() > MAX_ENV_VARS {
+            return Err(ApiError::invalid("env", format!("more than {MAX_ENV_VARS} variables")));
+        }
+        let mut env_bytes = 0;
+        for (name, value) in &req.env {
+            if !valid_env_name(name) {
+                return Err(ApiError::invalid(
+                    "env",
+                    format!("{name:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"),
+                ));
+            }
+            if value.contains('\0') {
+                return Err(ApiError::invalid("env", format!("the value of {name} contains a NUL byte")));
+            }
+            env_bytes += name.len() + value.len();
+        }
+        if env_bytes > MAX_ENV_BYTES {
+            return Err(ApiError::invalid("env", format!("more than {MAX_ENV_BYTES} bytes in total")));
+        }
+
+        if let Some(args) = &req.entrypoint {
+            if args.is_empty() || args[0].trim().is_empty() {
+                return Err(ApiError::invalid(
+                    "entrypoint",
+                    "is empty; leave it out to run the image's own command",
+                ));
+            }
+            if args.len() > MAX_ARGS || args.iter().map(String::len).sum::<usize>() > MAX_ARG_BYTES {
+                return Err(ApiError::invalid("entrypoint", "is too long"));
+            }
+            if args.iter().any(|a| a.contains('\0')) {
+                return Err(ApiError::invalid("entrypoint", "contains a NUL byte"));
+            }
+        }
+
+        let keep_warm_seconds = req.keep_warm_seconds.unwrap_or(berth_api::DEFAULT_KEEP_WARM_SECONDS);
+        if keep_warm_seconds < -1 {
+            return Err(ApiError::invalid(
+                "keep_warm_seconds",
+                format!("{keep_warm_seconds} is not allowed (-1 for never, 0 or more seconds)"),
+            ));
+        }
+
+        Ok(PodSpec {
+            image: req.image.trim().to_string(),
+            ports,
+            cpu_millis,
+            memory_mib,
+            env: req.env,
+            entrypoint: req.entrypoint,
+            keep_warm_seconds,
+        })
+    }
+
+    /// The stub id: a content hash of the spec, formatted like a UUID.
+    pub fn stub_id(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let h = hex::encode(&Sha256::digest(&json)[..16]);
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    }
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(v: serde_json::Value) -> CreateContainerRequest {
+        serde_json::from_value(v).expect("request")
+    }
+
+    fn field_of(v: serde_json::Value) -> String {
+        let err = PodSpec::validate(req(v)).expect_err("invalid");
+        err.error.message.split(':').next().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn defaults_and_stub_ids() {
+        let spec = PodSpec::validate(req(json!({"image": "busybox"}))).expect("valid");
+        assert_eq!(spec.cpu_millis, 1000);
+        assert_eq!(spec.memory_mib, 1024);
+        assert_eq!(spec.keep_warm_seconds, 600);
+        let same = PodSpec::validate(req(json!({"image": "busybox"}))).expect("valid");
+        assert_eq!(spec.stub_id(), same.stub_id());
+        let other = PodSpec::validate(req(json!({"image": "busybox", "env": {"A": "1"}}))).expect("valid");
+        assert_ne!(spec.stub_id(), other.stub_id());
+        assert_eq!(spec.stub_id().len(), 36);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(field_of(json!({"image": "UPPER CASE::bad"})), "image");
+        assert_eq!(field_of(json!({"image": "a", "ports": [0]})), "ports");
+        assert_eq!(field_of(json!({"image": "a", "ports": [70000]})), "ports");
+        assert_eq!(field_of(json!({"image": "a", "ports": [80, 80]})), "ports");
+        assert_eq!(field_of(json!({"image": "a", "cpu": "lots"})), "cpu");
+        assert_eq!(field_of(json!({"image": "a", "cpu": 100})), "cpu");
+        assert_eq!(field_of(json!({"image": "a", "memory": "1Qi"})), "memory");
+        assert_eq!(field_of(json!({"image": "a", "env": {"1BAD": "x"}})), "env");
+        assert_eq!(field_of(json!({"image": "a", "env": {"A=B": "x"}})), "env");
+        assert_eq!(field_of(json!({"image": "a", "entrypoint": []})), "entrypoint");
+        assert_eq!(field_of(json!({"image": "a", "keep_warm_seconds": -5})), "keep_warm_seconds");
+    }
+}
