@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
     UserBuilder,
 };
 
@@ -57,6 +57,20 @@ const CAPABILITIES: [Capability; 11] = [
     Capability::SysChroot,
 ];
 
+/// Open files: as many as the server itself may have. Raising the hard limit needs
+/// CAP_SYS_RESOURCE, which sandboxed hosts withhold, and lower (the crate's 1024) breaks
+/// real apps.
+fn nofile_limit() -> Result<PosixRlimit, oci_spec::OciSpecError> {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((1024, 1024));
+    let limit = hard.min(1_048_576);
+    PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .hard(limit)
+        .soft(limit)
+        .build()
+}
+
 pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
     let err = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
     let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
@@ -64,6 +78,10 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
+        // Unset fields would take the crate's defaults (AUDIT_WRITE, ...), which lie outside
+        // the bounding set and make the runtime fail.
+        .inheritable(std::collections::HashSet::<Capability>::new())
+        .ambient(std::collections::HashSet::<Capability>::new())
         .build()
         .map_err(err)?;
     let user = UserBuilder::default()
@@ -80,12 +98,7 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
         .user(user)
         .capabilities(capabilities)
         .no_new_privileges(true)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(1_048_576u64)
-            .soft(1_048_576u64)
-            .build()
-            .map_err(err)?])
+        .rlimits(vec![nofile_limit().map_err(err)?])
         .build()
         .map_err(err)?;
 
@@ -220,6 +233,7 @@ mod tests {
         assert_eq!(json["process"]["noNewPrivileges"], true);
         let caps = json["process"]["capabilities"]["bounding"].as_array().expect("caps");
         assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW"));
+        assert_eq!(json["process"]["capabilities"]["ambient"], serde_json::json!([]));
         let mounts = json["mounts"].as_array().expect("mounts");
         assert!(mounts.iter().any(|m| m["destination"] == "/etc/resolv.conf"));
         assert!(mounts.iter().any(|m| m["destination"] == "/proc"));

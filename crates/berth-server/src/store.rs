@@ -60,6 +60,7 @@ impl Store {
         Ok(Store { pool })
     }
 
+    #[cfg(test)]
     pub async fn token_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
             .fetch_one(&self.pool)
@@ -98,6 +99,7 @@ impl Store {
         Ok(())
     }
 
+    #[cfg(test)]
     pub async fn stub_spec(&self, id: &str) -> Result<Option<PodSpec>, StoreError> {
         let text: Option<String> = sqlx::query_scalar("SELECT spec FROM stubs WHERE id = ?")
             .bind(id)

@@ -1,1 +1,43 @@
-fn main(){}
+//! `berth`: the server, the per-container shim and the command-line client in one binary.
+//! Each verb is a thin function over the libraries (see `commands/`).
+
+mod cli;
+mod client;
+mod commands;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    // The shim must stay a plain single-threaded process (it reaps children as a subreaper),
+    // so it runs before any async runtime exists.
+    if let cli::Command::Shim(args) = &cli.command {
+        std::process::exit(commands::shim::run(args));
+    }
+    init_tracing(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(cli.command));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(command: &cli::Command) {
+    let default = match command {
+        cli::Command::Server(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,178 @@
+//! The command line, declared with clap; every verb has its own `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Serverless containers on machines you own")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the berth server: API, ingress and node agent in one process.
+    Server(ServerArgs),
+    /// Launch a pod from an image and print its URL once it runs.
+    Run(RunArgs),
+    /// List, stop and read the logs of containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Per-container monitor process, started by the server (not for direct use).
+    #[command(hide = true)]
+    Shim(ShimArgs),
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Where berth keeps its database, images and container state.
+    #[arg(long, default_value = "/var/lib/berth")]
+    pub state_dir: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub api_listen: SocketAddr,
+    /// Address of the HTTP ingress that serves pod URLs.
+    #[arg(long, default_value = "0.0.0.0:80")]
+    pub ingress_listen: SocketAddr,
+    /// HTTPS ingress address (TLS arrives in a later release; accepted but unused).
+    #[arg(long)]
+    pub ingress_tls_listen: Option<SocketAddr>,
+    /// Domain of pod URLs: <stub-id>-<port>.<domain>. `localhost` works without DNS.
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// A registry (HOST:PORT) to reach over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Send pulls for a registry to a mirror, e.g. docker.io=HOST:PORT; repeatable.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=HOST:PORT")]
+    pub registry_mirrors: Vec<berth_image::RegistryMirror>,
+    /// The OCI runtime for pods.
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Runc)]
+    pub runtime: RuntimeArg,
+    /// Path of the runtime binary (default: runc or runsc on PATH).
+    #[arg(long)]
+    pub runtime_binary: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when stopping a pod.
+    #[arg(long, default_value_t = 10)]
+    pub stop_timeout: u64,
+    /// IPv4 subnet for pod addresses.
+    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V4)]
+    pub pod_subnet_v4: ipnet::Ipv4Net,
+    /// IPv6 subnet for pod addresses; "none" for IPv4 only.
+    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V6)]
+    pub pod_subnet_v6: String,
+    /// Name of the bridge that connects pods to the host.
+    #[arg(long, default_value = berth_net::DEFAULT_BRIDGE)]
+    pub bridge: String,
+    /// Directory of the CNI plugin binaries.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_bin_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RuntimeArg {
+    Runc,
+    Gvisor,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Image to run, e.g. jupyter/base-notebook:latest or 127.0.0.1:5000/app:1.
+    #[arg(long)]
+    pub image: String,
+    /// Ports to expose, comma-separated (default: the image's EXPOSE ports).
+    #[arg(long, value_delimiter = ',')]
+    pub ports: Vec<u32>,
+    /// A port to expose; repeatable.
+    #[arg(long = "port")]
+    pub port: Vec<u32>,
+    /// Cores (0.1-64) or millicores ("1500m").
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// MiB, or with a unit: 512Mi, 1Gi, 1G.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Environment variable NAME=VALUE; repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Seconds without connections before the pod stops; -1 keeps it up.
+    #[arg(long, allow_negative_numbers = true)]
+    pub keep_warm_seconds: Option<i64>,
+    /// Print the created container as JSON instead of progress lines.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Command and arguments to run instead of the image's own (must come last).
+    #[arg(long, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    pub entrypoint: Option<Vec<String>>,
+}
+
+#[derive(Subcommand)]
+pub enum ContainerCommand {
+    /// List containers (running and starting; --all includes ended ones).
+    List(ListArgs),
+    /// Stop containers: SIGTERM, a grace period, then SIGKILL.
+    Stop(StopArgs),
+    /// Print a container's output.
+    Logs(LogsArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Include stopped, exited and failed containers.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Container ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Seconds between SIGTERM and SIGKILL (default: the server's).
+    #[arg(long)]
+    pub grace: Option<u64>,
+    /// Return once the stop is requested, without waiting for it to finish.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Container id.
+    pub id: String,
+    /// Keep printing new output until the container ends.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Show each line's time and stream.
+    #[arg(long)]
+    pub timestamps: bool,
+}
+
+#[derive(Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    pub id: String,
+    #[arg(long)]
+    pub bundle: PathBuf,
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub runtime: String,
+    #[arg(long)]
+    pub runtime_binary: PathBuf,
+    #[arg(long)]
+    pub runtime_root: PathBuf,
+    #[arg(long)]
+    pub cgroup: String,
+}

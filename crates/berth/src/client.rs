@@ -1,0 +1,103 @@
+//! The HTTP API client the CLI uses: gateway and token from BERTH_GATEWAY/BERTH_TOKEN, else
+//! the client profile the server wrote.
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_api::{ApiError, Container, ContainerList, CreateContainerRequest, StopRequest};
+use berth_server::{default_profile_path, ClientProfile};
+
+pub struct Client {
+    http: reqwest::Client,
+    gateway: String,
+    token: String,
+}
+
+impl Client {
+    pub fn from_env() -> Result<Self> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let profile_path = default_profile_path();
+        let profile = ClientProfile::load(&profile_path);
+        let gateway = env("BERTH_GATEWAY")
+            .or_else(|| profile.as_ref().map(|p| p.gateway.clone()))
+            .ok_or_else(|| {
+                anyhow!(
+                    "no berth server configured: set BERTH_GATEWAY and BERTH_TOKEN, or start `berth server` on this machine (it writes {})",
+                    profile_path.display()
+                )
+            })?;
+        let token = env("BERTH_TOKEN")
+            .or_else(|| profile.map(|p| p.token))
+            .ok_or_else(|| anyhow!("no API token: set BERTH_TOKEN"))?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client {
+            http,
+            gateway: gateway.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the berth server at {}", self.gateway))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<ApiError>(&text) {
+            Ok(err) => bail!("{}", err.error.message),
+            Err(_) => bail!("the server answered {status}: {text}"),
+        }
+    }
+
+    pub async fn create(&self, req: &CreateContainerRequest) -> Result<Container> {
+        Ok(self.send(self.http.post(self.url("/v1/containers")).json(req)).await?.json().await?)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Container> {
+        Ok(self
+            .send(self.http.get(self.url(&format!("/v1/containers/{id}"))))
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn list(&self, all: bool) -> Result<Vec<Container>> {
+        let list: ContainerList = self
+            .send(self.http.get(self.url("/v1/containers")).query(&[("all", all)]))
+            .await?
+            .json()
+            .await?;
+        Ok(list.containers)
+    }
+
+    pub async fn stop(&self, id: &str, grace_seconds: Option<u64>) -> Result<Container> {
+        Ok(self
+            .send(
+                self.http
+                    .post(self.url(&format!("/v1/containers/{id}/stop")))
+                    .json(&StopRequest { grace_seconds }),
+            )
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn logs(&self, id: &str, follow: bool) -> Result<reqwest::Response> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/containers/{id}/logs")))
+                .query(&[("follow", follow)]),
+        )
+        .await
+    }
+}

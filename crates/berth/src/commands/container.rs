@@ -1,0 +1,161 @@
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use berth_api::Container;
+use futures_util::StreamExt;
+
+use crate::cli::{Format, ListArgs, LogsArgs, StopArgs};
+use crate::client::Client;
+
+pub async fn list(args: ListArgs) -> Result<()> {
+    let containers = Client::from_env()?.list(args.all).await?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&containers)?),
+        Format::Text => print!("{}", table(&containers, time::OffsetDateTime::now_utc().unix_timestamp())),
+    }
+    Ok(())
+}
+
+fn table(containers: &[Container], now: i64) -> String {
+    let headers = ["ID", "Status", "Stub ID", "Deployment ID", "Scheduled At", "Uptime"];
+    let rows: Vec<[String; 6]> = containers
+        .iter()
+        .map(|c| {
+            let uptime = match (c.started_at, c.finished_at) {
+                (Some(s), Some(f)) => human(f - s),
+                (Some(s), None) => human(now - s),
+                _ => String::new(),
+            };
+            [
+                c.id.clone(),
+                c.status.to_string(),
+                c.stub_id.clone(),
+                c.deployment_id.clone().unwrap_or_default(),
+                format!("{} ago", human(now - c.scheduled_at)),
+                uptime,
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::from(" ");
+        for (cell, w) in cells.iter().zip(widths) {
+            s.push_str(&format!(" {cell:<w$}  "));
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = String::from("\n");
+    out.push_str(&line(&headers.map(String::from)));
+    out.push_str(&format!(" {}\n", "─".repeat(widths.iter().map(|w| w + 3).sum::<usize>())));
+    for row in &rows {
+        out.push_str(&line(row));
+    }
+    out.push_str(&format!("\n  {} items\n", rows.len()));
+    out
+}
+
+fn human(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (n, unit) = match s {
+        0..=59 => (s, "second"),
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+pub async fn stop(args: StopArgs) -> Result<()> {
+    let client = Client::from_env()?;
+    let mut failed = 0;
+    for id in &args.ids {
+        match client.stop(id, args.grace).await {
+            Ok(_) if args.no_wait => println!("Stopping {id}"),
+            Ok(_) => match wait_ended(&client, id, args.grace).await {
+                Ok(c) => println!("Stopped {id} ({})", c.status),
+                Err(e) => {
+                    eprintln!("error: {id}: {e:#}");
+                    failed += 1;
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {id}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} containers could not be stopped", args.ids.len());
+    }
+    Ok(())
+}
+
+async fn wait_ended(client: &Client, id: &str, grace: Option<u64>) -> Result<Container> {
+    // The server escalates to SIGKILL after its grace period; allow for that and teardown.
+    let limit = Duration::from_secs(grace.unwrap_or(30) + 30);
+    let start = Instant::now();
+    loop {
+        let c = client.get(id).await?;
+        if c.status.is_terminal() {
+            return Ok(c);
+        }
+        if start.elapsed() > limit {
+            bail!("still {} after {:?}", c.status, limit);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn logs(args: LogsArgs) -> Result<()> {
+    use std::io::Write;
+    let resp = Client::from_env()?.logs(&args.id, args.follow).await?;
+    let mut stream = resp.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.next().await {
+        pending.extend_from_slice(&chunk?);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line);
+            let shown = if args.timestamps { line.as_ref() } else { message(&line) };
+            out.write_all(shown.as_bytes())?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// `<time> <stream> <text>` → `<text>`.
+fn message(line: &str) -> &str {
+    let mut parts = line.splitn(3, ' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some("stdout" | "stderr"), Some(text)) => text,
+        (Some(_), Some("stdout" | "stderr"), None) => "\n",
+        _ => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_lose_their_prefix() {
+        assert_eq!(message("2026-11-28T13:01:33Z stdout hello world\n"), "hello world\n");
+        assert_eq!(message("2026-11-28T13:01:33Z stderr\n"), "\n");
+        assert_eq!(message("garbage\n"), "garbage\n");
+    }
+
+    #[test]
+    fn durations_read_like_words() {
+        assert_eq!(human(1), "1 second");
+        assert_eq!(human(5), "5 seconds");
+        assert_eq!(human(120), "2 minutes");
+        assert_eq!(human(7200), "2 hours");
+    }
+}

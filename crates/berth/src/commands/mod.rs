@@ -1,0 +1,22 @@
+//! One module per verb; each is a short function over the libraries and the API client.
+
+pub mod container;
+pub mod run;
+pub mod server;
+pub mod shim;
+
+use anyhow::Result;
+
+use crate::cli::{Command, ContainerCommand};
+
+pub async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Server(args) => server::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Container(ContainerCommand::List(args)) => container::list(args).await,
+        Command::Container(ContainerCommand::Stop(args)) => container::stop(args).await,
+        Command::Container(ContainerCommand::Logs(args)) => container::logs(args).await,
+        // Handled before the async runtime starts.
+        Command::Shim(_) => Ok(()),
+    }
+}

@@ -1,0 +1,105 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use berth_api::{ContainerStatus, CreateContainerRequest};
+use serde_json::Value;
+
+use crate::cli::{Format, RunArgs};
+use crate::client::Client;
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let client = Client::from_env()?;
+    let req = request(&args)?;
+    let created = client.create(&req).await?;
+    let id = created.id.clone();
+    let text = args.format == Format::Text;
+    let mut last_line = String::new();
+    if text {
+        say(&mut last_line, format!("=> Pulling image {}", created.image));
+    }
+    let mut creating_said = false;
+    let container = loop {
+        let c = client.get(&id).await?;
+        if text {
+            if let Some(p) = c.progress.as_deref().filter(|p| p.contains("layers")) {
+                say(&mut last_line, format!("   {p}"));
+            }
+            // A fast start can pass STARTING between two polls; the line still belongs.
+            let past_pull = !matches!(c.status, ContainerStatus::Pending | ContainerStatus::Pulling);
+            if past_pull && !creating_said && c.status != ContainerStatus::Failed {
+                say(&mut last_line, "=> Creating container".into());
+                creating_said = true;
+            }
+        }
+        if c.status == ContainerStatus::Running || c.status.is_terminal() {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if container.status != ContainerStatus::Running {
+        let reason = container.reason.clone().unwrap_or_default();
+        bail!("container {id} is {}: {reason}", container.status);
+    }
+    if !text {
+        println!("{}", serde_json::to_string_pretty(&container)?);
+        return Ok(());
+    }
+    println!("=> Container created successfully ===> {id}");
+    println!();
+    if container.urls.is_empty() {
+        println!("The container exposes no ports; pass --ports to reach it through a URL.");
+    }
+    for url in &container.urls {
+        println!("✨ Container hosted at: {url}");
+    }
+    Ok(())
+}
+
+fn say(last: &mut String, line: String) {
+    if *last != line {
+        println!("{line}");
+        *last = line;
+    }
+}
+
+/// Flags to an API request. Values are passed as typed so the server validates them.
+fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
+    let mut env = BTreeMap::new();
+    for pair in &args.env {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--env {pair:?} is not NAME=VALUE"))?;
+        env.insert(k.to_string(), v.to_string());
+    }
+    let mut ports = args.ports.clone();
+    ports.extend(&args.port);
+    Ok(CreateContainerRequest {
+        image: args.image.clone(),
+        ports,
+        cpu: args.cpu.as_deref().map(quantity),
+        memory: args.memory.as_deref().map(quantity),
+        env,
+        entrypoint: args.entrypoint.clone(),
+        keep_warm_seconds: args.keep_warm_seconds,
+    })
+}
+
+/// "2" and "0.5" go as numbers, "1500m" and "1Gi" as strings.
+fn quantity(text: &str) -> Value {
+    serde_json::from_str::<serde_json::Number>(text)
+        .map(Value::Number)
+        .unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_keep_their_type() {
+        assert_eq!(quantity("2"), serde_json::json!(2));
+        assert_eq!(quantity("0.5"), serde_json::json!(0.5));
+        assert_eq!(quantity("1Gi"), serde_json::json!("1Gi"));
+    }
+}

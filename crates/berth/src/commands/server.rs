@@ -1,0 +1,51 @@
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use berth_runtime::RuntimeKind;
+use berth_server::ServerConfig;
+
+use crate::cli::{RuntimeArg, ServerArgs};
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let subnet_v6 = match args.pod_subnet_v6.as_str() {
+        "none" | "" => None,
+        text => Some(text.parse().with_context(|| format!("--pod-subnet-v6 {text:?} is not an IPv6 subnet"))?),
+    };
+    if args.ingress_tls_listen.is_some() {
+        tracing::warn!("--ingress-tls-listen is not served yet; pod URLs use plain HTTP");
+    }
+    let config = ServerConfig {
+        state_dir: args.state_dir,
+        api_listen: args.api_listen,
+        ingress_listen: args.ingress_listen,
+        domain: args.domain.trim_matches('.').to_ascii_lowercase(),
+        insecure_registries: args.insecure_registries,
+        registry_mirrors: args.registry_mirrors,
+        runtime: match args.runtime {
+            RuntimeArg::Runc => RuntimeKind::Runc,
+            RuntimeArg::Gvisor => RuntimeKind::Gvisor,
+        },
+        runtime_binary: args.runtime_binary,
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+        subnet_v4: args.pod_subnet_v4,
+        subnet_v6,
+        bridge: args.bridge,
+        cni_bin_dir: args.cni_bin_dir,
+        shim_exe: std::env::current_exe().context("locating the berth binary for its shims")?,
+        profile_path: berth_server::default_profile_path(),
+    };
+    berth_server::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
