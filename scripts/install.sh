@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what berth needs on Debian 12 (runtimes, CNI plugins, iptables, and the tools the
+# test suite uses), then builds and installs the berth binary.
+#
+#   scripts/install.sh               packages + release build into /usr/local/bin/berth
+#   scripts/install.sh --deps-only   packages only (CI builds the tests itself)
+#   scripts/install.sh --quickstart  packages + build, then start the server and launch a demo pod
+set -euo pipefail
+
+mode=${1:-install}
+here=$(cd "$(dirname "$0")/.." && pwd)
+step() { printf '=> %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: run as root (berth manages namespaces, mounts and cgroups)" >&2
+    exit 1
+fi
+
+packages=(
+    runc runsc                      # OCI runtimes: runc by default, gVisor for untrusted code
+    containernetworking-plugins     # CNI bridge, host-local, loopback
+    iptables iproute2               # NAT rules (through CNI) and network namespaces
+    ca-certificates                 # registries over HTTPS
+    docker-registry skopeo          # a local OCI registry for tests and the demo image
+    busybox-static                  # the demo and test images' userland
+    curl jq
+)
+missing=()
+for p in "${packages[@]}"; do
+    [[ $p == \#* ]] && continue
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "Installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's docker-registry package starts its own service on :5000 where systemd runs; the
+# tests and the demo run their own instances on loopback instead.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+
+[ "$mode" = "--deps-only" ] && exit 0
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+step "Building berth (release)"
+(cd "$here" && cargo build --release --locked -p berth 2>&1 | grep -E '^(error|warning: unused)' || true)
+test -x "$here/target/release/berth" || { echo "error: the build failed; run cargo build -p berth to see why" >&2; exit 1; }
+install -m 0755 "$here/target/release/berth" /usr/local/bin/berth
+step "Installed /usr/local/bin/berth ($(/usr/local/bin/berth --version))"
+
+[ "$mode" = "--quickstart" ] && exec "$here/scripts/quickstart.sh"
+exit 0
