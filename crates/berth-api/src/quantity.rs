@@ -42,7 +42,7 @@ pub fn parse_cpu_millis(value: &Value) -> Result<u64, QuantityError> {
 }
 
 fn cores_to_millis(cores: f64) -> Option<u64> {
-    if !cores.is_finite() || cores < 0.0 || cores > 1e6 {
+    if !cores.is_finite() || !(0.0..=1e6).contains(&cores) {
         return None;
     }
     Some((cores * 1000.0).round() as u64)
@@ -98,10 +98,22 @@ mod tests {
         assert_eq!(parse_cpu_millis(&json!(0.5)), Ok(500));
         assert_eq!(parse_cpu_millis(&json!("1500m")), Ok(1500));
         assert_eq!(parse_cpu_millis(&json!("2")), Ok(2000));
-        assert_eq!(parse_cpu_millis(&json!(0.01)), Err(QuantityError::CpuRange(10)));
-        assert_eq!(parse_cpu_millis(&json!(65)), Err(QuantityError::CpuRange(65000)));
-        assert!(matches!(parse_cpu_millis(&json!("lots")), Err(QuantityError::CpuSyntax(_))));
-        assert!(matches!(parse_cpu_millis(&json!(true)), Err(QuantityError::CpuSyntax(_))));
+        assert_eq!(
+            parse_cpu_millis(&json!(0.01)),
+            Err(QuantityError::CpuRange(10))
+        );
+        assert_eq!(
+            parse_cpu_millis(&json!(65)),
+            Err(QuantityError::CpuRange(65000))
+        );
+        assert!(matches!(
+            parse_cpu_millis(&json!("lots")),
+            Err(QuantityError::CpuSyntax(_))
+        ));
+        assert!(matches!(
+            parse_cpu_millis(&json!(true)),
+            Err(QuantityError::CpuSyntax(_))
+        ));
     }
 
     #[test]
@@ -111,9 +123,21 @@ mod tests {
         assert_eq!(parse_memory_mib(&json!("1Gi")), Ok(1024));
         assert_eq!(parse_memory_mib(&json!("1G")), Ok(1000));
         assert_eq!(parse_memory_mib(&json!("64")), Ok(64));
-        assert_eq!(parse_memory_mib(&json!(1)), Err(QuantityError::MemoryRange(1)));
-        assert!(matches!(parse_memory_mib(&json!("1Qi")), Err(QuantityError::MemorySyntax(_))));
-        assert!(matches!(parse_memory_mib(&json!(-5)), Err(QuantityError::MemorySyntax(_))));
-        assert!(matches!(parse_memory_mib(&json!(1.5)), Err(QuantityError::MemorySyntax(_))));
+        assert_eq!(
+            parse_memory_mib(&json!(1)),
+            Err(QuantityError::MemoryRange(1))
+        );
+        assert!(matches!(
+            parse_memory_mib(&json!("1Qi")),
+            Err(QuantityError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            parse_memory_mib(&json!(-5)),
+            Err(QuantityError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            parse_memory_mib(&json!(1.5)),
+            Err(QuantityError::MemorySyntax(_))
+        ));
     }
 }

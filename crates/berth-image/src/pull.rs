@@ -298,7 +298,10 @@ fn classify(name: &str, source: &Reference, error: OciDistributionError) -> Imag
                 ImageError::Unauthorized {
                     reference,
                     registry,
-                    detail: format!("{detail} (the image may not exist, or needs credentials in {})", RegistryCredentials::ENV),
+                    detail: format!(
+                        "{detail} (the image may not exist, or needs credentials in {})",
+                        RegistryCredentials::ENV
+                    ),
                 }
             } else {
                 ImageError::Registry {
@@ -357,14 +360,23 @@ mod tests {
     #[test]
     fn credentials_are_per_registry() {
         let c = RegistryCredentials::parse("r.example:5000=bob:s3:cret, ghcr.io=amy:pw");
-        assert!(matches!(c.for_registry("r.example:5000"), RegistryAuth::Basic(u, p) if u == "bob" && p == "s3:cret"));
-        assert!(matches!(c.for_registry("docker.io"), RegistryAuth::Anonymous));
+        assert!(
+            matches!(c.for_registry("r.example:5000"), RegistryAuth::Basic(u, p) if u == "bob" && p == "s3:cret")
+        );
+        assert!(matches!(
+            c.for_registry("docker.io"),
+            RegistryAuth::Anonymous
+        ));
     }
 
     #[test]
     fn layer_media_types() {
-        assert!(is_layer_media_type("application/vnd.oci.image.layer.v1.tar+zstd"));
-        assert!(is_layer_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"));
+        assert!(is_layer_media_type(
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        ));
+        assert!(is_layer_media_type(
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        ));
         assert!(!is_layer_media_type("application/vnd.in-toto+json"));
     }
 }

@@ -45,7 +45,9 @@ pub fn parse_reference(text: &str) -> Result<Reference, ImageError> {
         return Err(invalid("the reference is empty".into()));
     }
     if text.len() > 1024 {
-        return Err(invalid("the reference is longer than 1024 characters".into()));
+        return Err(invalid(
+            "the reference is longer than 1024 characters".into(),
+        ));
     }
     let reference: Reference = text.parse().map_err(|e| invalid(format!("{e}")))?;
     Ok(reference)

@@ -53,7 +53,11 @@ impl ContentStore {
     }
 
     pub fn layer_dirs(&self, image: &ResolvedImage) -> Vec<PathBuf> {
-        image.layer_digests.iter().map(|d| self.layer_dir(d)).collect()
+        image
+            .layer_digests
+            .iter()
+            .map(|d| self.layer_dir(d))
+            .collect()
     }
 
     pub(crate) fn tmp_path(&self, name: &str) -> PathBuf {
@@ -122,7 +126,10 @@ mod tests {
 
     #[test]
     fn digests_never_escape_the_store() {
-        assert_eq!(digest_hex(&format!("sha256:{}", "A".repeat(64))), "a".repeat(64));
+        assert_eq!(
+            digest_hex(&format!("sha256:{}", "A".repeat(64))),
+            "a".repeat(64)
+        );
         assert_eq!(digest_hex("sha256:../../etc").len(), 64);
     }
 }

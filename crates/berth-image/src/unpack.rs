@@ -73,9 +73,9 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Compression, UnpackError
         let stream: Box<dyn Read> = match compression {
             Compression::None => Box::new(reader),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-            Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(UnpackError::Archive)?)
-            }
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(reader).map_err(UnpackError::Archive)?,
+            ),
         };
         unpack_tar(stream, &tmp)?;
         fs::rename(&tmp, dest).map_err(UnpackError::Archive)?;
@@ -271,16 +271,23 @@ mod tests {
         let blob = layer(|b| {
             let mut h = file_header(5);
             h.set_mode(0o755);
-            b.append_data(&mut h, "usr/bin/app", &b"hello"[..]).expect("append");
+            b.append_data(&mut h, "usr/bin/app", &b"hello"[..])
+                .expect("append");
             let mut l = header(EntryType::Symlink, 0);
             b.append_link(&mut l, "bin", "usr/bin").expect("link");
         });
         let dest = dir.path().join("layer");
         unpack_layer(blob.path(), &dest).expect("unpacks");
         assert_eq!(fs::read(dest.join("usr/bin/app")).expect("read"), b"hello");
-        let mode = fs::metadata(dest.join("usr/bin/app")).expect("meta").permissions().mode();
+        let mode = fs::metadata(dest.join("usr/bin/app"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
-        assert!(fs::symlink_metadata(dest.join("bin")).expect("meta").file_type().is_symlink());
+        assert!(fs::symlink_metadata(dest.join("bin"))
+            .expect("meta")
+            .file_type()
+            .is_symlink());
     }
 
     #[test]
@@ -307,7 +314,8 @@ mod tests {
             let mut l = header(EntryType::Symlink, 0);
             b.append_link(&mut l, "etc2", &outside).expect("link");
             let mut h = file_header(4);
-            b.append_data(&mut h, "etc2/pwned", &b"evil"[..]).expect("append");
+            b.append_data(&mut h, "etc2/pwned", &b"evil"[..])
+                .expect("append");
         });
         let dest = dir.path().join("layer");
         let err = unpack_layer(blob.path(), &dest).expect_err("must be refused");
@@ -357,7 +365,10 @@ mod tests {
         let dest = dir.path().join("layer");
         unpack_layer(blob.path(), &dest).expect("unpacks");
         assert!(!dest.join("dev/sda").exists());
-        assert_eq!(fs::read_to_string(dest.join("abs-file")).expect("read"), "ok");
+        assert_eq!(
+            fs::read_to_string(dest.join("abs-file")).expect("read"),
+            "ok"
+        );
     }
 
     #[test]
@@ -365,9 +376,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let blob = layer(|b| {
             let mut h = file_header(0);
-            b.append_data(&mut h, "etc/.wh.removed", &b""[..]).expect("append");
+            b.append_data(&mut h, "etc/.wh.removed", &b""[..])
+                .expect("append");
             let mut h = file_header(0);
-            b.append_data(&mut h, "opt/.wh..wh..opq", &b""[..]).expect("append");
+            b.append_data(&mut h, "opt/.wh..wh..opq", &b""[..])
+                .expect("append");
         });
         let dest = dir.path().join("layer");
         unpack_layer(blob.path(), &dest).expect("unpacks");
@@ -383,7 +396,10 @@ mod tests {
     #[test]
     fn gzip_and_zstd_are_detected() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"usr/"), Compression::None);
     }
 }

@@ -51,25 +51,40 @@ impl<'a> Cni<'a> {
     }
 
     pub fn add_loopback(&self, id: &str, netns: &Path) -> Result<Value, NetError> {
-        self.exec("loopback", "ADD", id, Some(netns), "lo", self.loopback_conf())
+        self.exec(
+            "loopback",
+            "ADD",
+            id,
+            Some(netns),
+            "lo",
+            self.loopback_conf(),
+        )
     }
 
     pub fn add_bridge(&self, id: &str, netns: &Path) -> Result<Value, NetError> {
         self.exec("bridge", "ADD", id, Some(netns), "eth0", self.bridge_conf())
     }
 
-    pub fn del_bridge(&self, id: &str, netns: Option<&Path>, prev: Option<Value>) -> Result<(), NetError> {
+    pub fn del_bridge(
+        &self,
+        id: &str,
+        netns: Option<&Path>,
+        prev: Option<Value>,
+    ) -> Result<(), NetError> {
         let mut conf = self.bridge_conf();
         if let Some(prev) = prev {
             conf["prevResult"] = prev;
         }
-        self.exec("bridge", "DEL", id, netns, "eth0", conf).map(drop)
+        self.exec("bridge", "DEL", id, netns, "eth0", conf)
+            .map(drop)
     }
 
     pub fn del_loopback(&self, id: &str, netns: Option<&Path>) -> Result<(), NetError> {
         // Loopback needs no cleanup once the namespace is gone.
         match netns {
-            Some(ns) => self.exec("loopback", "DEL", id, Some(ns), "lo", self.loopback_conf()).map(drop),
+            Some(ns) => self
+                .exec("loopback", "DEL", id, Some(ns), "lo", self.loopback_conf())
+                .map(drop),
             None => Ok(()),
         }
     }
@@ -91,10 +106,16 @@ impl<'a> Cni<'a> {
             .env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", netns.map(|p| p.display().to_string()).unwrap_or_default())
+            .env(
+                "CNI_NETNS",
+                netns.map(|p| p.display().to_string()).unwrap_or_default(),
+            )
             .env("CNI_IFNAME", ifname)
             .env("CNI_PATH", &self.config.cni_bin_dir)
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -116,7 +137,11 @@ impl<'a> Cni<'a> {
                 .and_then(|v| {
                     let msg = v.get("msg")?.as_str()?.to_string();
                     let details = v.get("details").and_then(Value::as_str).unwrap_or("");
-                    Some(if details.is_empty() { msg } else { format!("{msg}: {details}") })
+                    Some(if details.is_empty() {
+                        msg
+                    } else {
+                        format!("{msg}: {details}")
+                    })
                 })
                 .unwrap_or_else(|| format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
             return Err(err(format!("{command} failed: {}", message.trim())));
@@ -133,7 +158,9 @@ pub fn addresses(result: &Value) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
     let mut v4 = None;
     let mut v6 = None;
     for ip in result["ips"].as_array().into_iter().flatten() {
-        let Some(cidr) = ip["address"].as_str() else { continue };
+        let Some(cidr) = ip["address"].as_str() else {
+            continue;
+        };
         let addr = cidr.split('/').next().unwrap_or_default();
         if let Ok(a) = addr.parse::<Ipv4Addr>() {
             v4.get_or_insert(a);

@@ -80,7 +80,10 @@ impl Network {
             Ok(pod) => Ok(pod),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(id) {
-                    tracing::warn!(container = id, "cleaning up a failed network setup: {cleanup}");
+                    tracing::warn!(
+                        container = id,
+                        "cleaning up a failed network setup: {cleanup}"
+                    );
                 }
                 Err(e)
             }
@@ -147,6 +150,9 @@ impl Network {
     }
 
     fn result_path(&self, id: &str) -> PathBuf {
-        self.config.state_dir.join("results").join(format!("{id}.json"))
+        self.config
+            .state_dir
+            .join("results")
+            .join(format!("{id}.json"))
     }
 }

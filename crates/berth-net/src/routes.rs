@@ -73,7 +73,10 @@ fn parse_v6(text: &str) -> Vec<Route> {
             let device = f.get(9)?.to_string();
             let addr = Ipv6Addr::from(dest);
             // Link-local, multicast and loopback routes exist on every interface.
-            if device == "lo" || addr.segments()[0] & 0xffc0 == 0xfe80 || addr.segments()[0] >> 8 == 0xff {
+            if device == "lo"
+                || addr.segments()[0] & 0xffc0 == 0xfe80
+                || addr.segments()[0] >> 8 == 0xff
+            {
                 return None;
             }
             Some(Route {
@@ -98,7 +101,8 @@ mod tests {
         }
     }
 
-    const ROUTES: &str = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+    const ROUTES: &str =
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
 eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 podman0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
@@ -116,7 +120,8 @@ berth0\t0000D50A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
 
     #[test]
     fn overlap_with_foreign_route_is_refused() {
-        let err = check(&config("10.88.0.0/16"), parse_v4(ROUTES).into_iter()).expect_err("overlaps podman");
+        let err = check(&config("10.88.0.0/16"), parse_v4(ROUTES).into_iter())
+            .expect_err("overlaps podman");
         assert!(err.to_string().contains("podman0"), "{err}");
         assert!(check(&config("10.213.0.0/16"), parse_v4(ROUTES).into_iter()).is_ok());
         assert!(check(&config("10.0.0.0/8"), parse_v4(ROUTES).into_iter()).is_err());

@@ -9,13 +9,19 @@ pub struct PodHost {
 /// Reads a pod host name under `domain` (case-insensitive, as DNS is).
 pub fn parse_pod_host(host: &str, domain: &str) -> Option<PodHost> {
     let host = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
-    let label = host.strip_suffix(&domain.to_ascii_lowercase())?.strip_suffix('.')?;
+    let label = host
+        .strip_suffix(&domain.to_ascii_lowercase())?
+        .strip_suffix('.')?;
     if label.contains('.') {
         return None;
     }
     let (stub_id, port) = label.rsplit_once('-')?;
     let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
-    if stub_id.is_empty() || !stub_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if stub_id.is_empty()
+        || !stub_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return None;
     }
     Some(PodHost {
@@ -26,7 +32,9 @@ pub fn parse_pod_host(host: &str, domain: &str) -> Option<PodHost> {
 
 fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(']') => name,
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(']') => {
+            name
+        }
         _ => host,
     }
 }
@@ -37,8 +45,11 @@ mod tests {
 
     #[test]
     fn reads_stub_and_port() {
-        let h = parse_pod_host("2929b184-b445-4f23-abc6-7c4b151001da-8888.app.example:8080", "app.example")
-            .expect("parses");
+        let h = parse_pod_host(
+            "2929b184-b445-4f23-abc6-7c4b151001da-8888.app.example:8080",
+            "app.example",
+        )
+        .expect("parses");
         assert_eq!(h.stub_id, "2929b184-b445-4f23-abc6-7c4b151001da");
         assert_eq!(h.port, 8888);
         assert!(parse_pod_host("ABC-80.App.Example", "app.example").is_some());

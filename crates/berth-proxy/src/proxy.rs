@@ -54,7 +54,12 @@ struct ClientConn {
 }
 
 /// Serves the ingress on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, domain: String, routes: Arc<RouteTable>, metrics: Arc<ProxyMetrics>) {
+pub async fn serve(
+    listener: TcpListener,
+    domain: String,
+    routes: Arc<RouteTable>,
+    metrics: Arc<ProxyMetrics>,
+) {
     let ingress = Arc::new(Ingress {
         domain,
         routes,
@@ -113,14 +118,20 @@ async fn handle(
         ingress.metrics.not_found.fetch_add(1, Ordering::Relaxed);
         return text(
             StatusCode::NOT_FOUND,
-            format!("no pod is served at host {host:?}; pod URLs look like <stub-id>-<port>.{}\n", ingress.domain),
+            format!(
+                "no pod is served at host {host:?}; pod URLs look like <stub-id>-<port>.{}\n",
+                ingress.domain
+            ),
         );
     };
     let Some(route) = ingress.routes.lookup(&pod.stub_id, pod.port) else {
         ingress.metrics.not_found.fetch_add(1, Ordering::Relaxed);
         return text(
             StatusCode::NOT_FOUND,
-            format!("no running pod serves port {} of stub {}\n", pod.port, pod.stub_id),
+            format!(
+                "no running pod serves port {} of stub {}\n",
+                pod.port, pod.stub_id
+            ),
         );
     };
     let reusable = bind(state, &route);
@@ -134,7 +145,10 @@ async fn handle(
         None => match connect(&route, pod.port).await {
             Ok(sender) => sender,
             Err(message) => {
-                ingress.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                ingress
+                    .metrics
+                    .upstream_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 return text(StatusCode::BAD_GATEWAY, message);
             }
         },
@@ -142,17 +156,27 @@ async fn handle(
     let mut resp = match sender.send_request(req).await {
         Ok(resp) => resp,
         Err(e) => {
-            ingress.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            ingress
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
             return text(
                 StatusCode::BAD_GATEWAY,
-                format!("pod {} closed the connection on port {}: {e}\n", route.container_id, pod.port),
+                format!(
+                    "pod {} closed the connection on port {}: {e}\n",
+                    route.container_id, pod.port
+                ),
             );
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             ingress.metrics.upgrades.fetch_add(1, Ordering::Relaxed);
-            tunnel(client_upgrade, hyper::upgrade::on(&mut resp), route.activity.connect());
+            tunnel(
+                client_upgrade,
+                hyper::upgrade::on(&mut resp),
+                route.activity.connect(),
+            );
         }
     } else if !upgrading {
         let mut conn = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -244,7 +268,11 @@ fn add_forwarded(req: &mut Request<Incoming>, peer: SocketAddr, host: &str) {
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -18,7 +18,10 @@ pub struct Route {
 
 impl Route {
     pub fn socket_addrs(&self, port: u16) -> Vec<SocketAddr> {
-        self.addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+        self.addrs
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect()
     }
 }
 

@@ -20,7 +20,9 @@ fn oom_kill_count_under(root: &Path, cgroups_path: &str) -> Option<u64> {
         let text = std::fs::read_to_string(path).ok()?;
         text.lines().find_map(|line| {
             let (key, value) = line.split_once(' ')?;
-            (key == "oom_kill").then(|| value.trim().parse().ok()).flatten()
+            (key == "oom_kill")
+                .then(|| value.trim().parse().ok())
+                .flatten()
         })
     })
 }
@@ -34,13 +36,19 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let v1 = root.path().join("memory/berth/a");
         std::fs::create_dir_all(&v1).expect("mkdir");
-        std::fs::write(v1.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
-            .expect("write");
+        std::fs::write(
+            v1.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .expect("write");
         assert_eq!(oom_kill_count_under(root.path(), "/berth/a"), Some(2));
         let v2 = root.path().join("berth/b");
         std::fs::create_dir_all(&v2).expect("mkdir");
-        std::fs::write(v2.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-            .expect("write");
+        std::fs::write(
+            v2.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .expect("write");
         assert_eq!(oom_kill_count_under(root.path(), "/berth/b"), Some(1));
         assert_eq!(oom_kill_count_under(root.path(), "/berth/none"), None);
     }

@@ -49,7 +49,9 @@ impl std::str::FromStr for RuntimeKind {
         match s {
             "runc" => Ok(RuntimeKind::Runc),
             "gvisor" | "runsc" => Ok(RuntimeKind::Gvisor),
-            other => Err(format!("unknown runtime {other:?} (expected runc or gvisor)")),
+            other => Err(format!(
+                "unknown runtime {other:?} (expected runc or gvisor)"
+            )),
         }
     }
 }
@@ -93,7 +95,10 @@ impl OciRuntime {
         cmd.stdin(Stdio::null());
         // The runtime must not see the server's environment (proxies, tokens, PIP_*).
         cmd.env_clear();
-        cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
         cmd
     }
 
@@ -143,7 +148,11 @@ impl OciRuntime {
 
     /// Removes the runtime's record of the container (and its cgroup). Missing is fine.
     pub fn delete(&self, id: &str) -> Result<(), RuntimeError> {
-        match self.run(self.command(None).arg("delete").arg("--force").arg(id), "delete", id) {
+        match self.run(
+            self.command(None).arg("delete").arg("--force").arg(id),
+            "delete",
+            id,
+        ) {
             Err(RuntimeError::Command { stderr, .. })
                 if stderr.contains("does not exist") || stderr.contains("not exist") =>
             {
@@ -209,7 +218,9 @@ mod tests {
     fn failed_command_keeps_stderr() {
         let rt = OciRuntime::new(RuntimeKind::Runc, "/bin/sh", "/nonexistent");
         // `sh --root X kill ID TERM` fails; what matters is that its stderr is kept.
-        let err = rt.kill("abc", "TERM", false).expect_err("sh is not a runtime");
+        let err = rt
+            .kill("abc", "TERM", false)
+            .expect_err("sh is not a runtime");
         match err {
             RuntimeError::Command { stderr, action, .. } => {
                 assert_eq!(action, "kill");

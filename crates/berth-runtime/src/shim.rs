@@ -65,7 +65,8 @@ const FAILED_PREFIX: &str = "failed ";
 /// container runs. Returns the host pid of the container's init.
 pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
     let files = ShimFiles::new(&config.dir);
-    let shim_log = File::create(files.shim_log()).map_err(crate::error::io_err(files.shim_log()))?;
+    let shim_log =
+        File::create(files.shim_log()).map_err(crate::error::io_err(files.shim_log()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("shim")
         .args(config.to_args())
@@ -73,11 +74,18 @@ pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::from(shim_log))
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent; the shim gets
     // its own session so signals aimed at the server's process group never reach it.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
     }
     let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
         binary: exe.display().to_string(),
@@ -111,21 +119,35 @@ pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
 
 /// The body of `berth shim`. Returns the shim's exit code.
 pub fn run(config: &ShimConfig) -> i32 {
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPIPE] {
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
         // SAFETY: SIG_IGN installs no handler code; ignoring is always sound.
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
     let files = ShimFiles::new(&config.dir);
     let _ = std::fs::write(files.shim_pid(), std::process::id().to_string());
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        report(&format!("{FAILED_PREFIX}cannot become a child subreaper: {e}"));
+        report(&format!(
+            "{FAILED_PREFIX}cannot become a child subreaper: {e}"
+        ));
         return 1;
     }
     let runtime = config.runtime();
-    let log = match OpenOptions::new().create(true).append(true).open(files.log()) {
+    let log = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(files.log())
+    {
         Ok(f) => Arc::new(Mutex::new(f)),
         Err(e) => {
-            report(&format!("{FAILED_PREFIX}opening {}: {e}", files.log().display()));
+            report(&format!(
+                "{FAILED_PREFIX}opening {}: {e}",
+                files.log().display()
+            ));
             return 1;
         }
     };
@@ -186,7 +208,14 @@ fn create_and_start(
         None => e.to_string(),
     };
     runtime
-        .create(&config.id, &config.bundle, &files.pid(), &files.runtime_log(), out_w, err_w)
+        .create(
+            &config.id,
+            &config.bundle,
+            &files.pid(),
+            &files.runtime_log(),
+            out_w,
+            err_w,
+        )
         .map_err(explain)?;
     let pid = ShimFiles::read_pid(&files.pid())
         .ok_or_else(|| format!("{} wrote no pid file", runtime.kind().default_binary()))?;
@@ -201,7 +230,11 @@ fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Copies one output stream into the log, a timestamped line per output line.
-fn copy_lines(fd: OwnedFd, stream: &'static str, log: Arc<Mutex<File>>) -> std::thread::JoinHandle<()> {
+fn copy_lines(
+    fd: OwnedFd,
+    stream: &'static str,
+    log: Arc<Mutex<File>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(File::from(fd));
         let mut buf = Vec::with_capacity(4096);

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    UserBuilder,
+    MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder,
+    Spec, UserBuilder,
 };
 
 use crate::error::io_err;
@@ -120,7 +120,12 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
                 .build()
                 .map_err(err)?,
         )
-        .pids(LinuxPidsBuilder::default().limit(run.limits.pids).build().map_err(err)?)
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(run.limits.pids)
+                .build()
+                .map_err(err)?,
+        )
         .build()
         .map_err(err)?;
 
@@ -225,17 +230,28 @@ mod tests {
         assert_eq!(res["pids"]["limit"], 4096);
         assert_eq!(json["linux"]["cgroupsPath"], "/berth/pod-x-1");
         let ns = json["linux"]["namespaces"].as_array().expect("namespaces");
-        assert!(ns.iter().any(|n| n["type"] == "network" && n["path"] == "/run/netns/berth-x"));
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "network" && n["path"] == "/run/netns/berth-x"));
         assert!(ns.iter().any(|n| n["type"] == "pid"));
         assert_eq!(json["process"]["args"][1], "serve");
         assert_eq!(json["process"]["user"]["uid"], 1000);
         assert_eq!(json["process"]["cwd"], "/work");
         assert_eq!(json["process"]["noNewPrivileges"], true);
-        let caps = json["process"]["capabilities"]["bounding"].as_array().expect("caps");
-        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW"));
-        assert_eq!(json["process"]["capabilities"]["ambient"], serde_json::json!([]));
+        let caps = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .expect("caps");
+        assert!(!caps
+            .iter()
+            .any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW"));
+        assert_eq!(
+            json["process"]["capabilities"]["ambient"],
+            serde_json::json!([])
+        );
         let mounts = json["mounts"].as_array().expect("mounts");
-        assert!(mounts.iter().any(|m| m["destination"] == "/etc/resolv.conf"));
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/etc/resolv.conf"));
         assert!(mounts.iter().any(|m| m["destination"] == "/proc"));
     }
 }

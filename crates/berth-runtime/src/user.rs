@@ -6,7 +6,10 @@ use std::path::Path;
 use crate::RuntimeError;
 
 /// Returns (uid, gid, additional gids) for `user` in the root filesystem at `rootfs`.
-pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32, Vec<u32>), RuntimeError> {
+pub fn resolve_user(
+    rootfs: &Path,
+    user: Option<&str>,
+) -> Result<(u32, u32, Vec<u32>), RuntimeError> {
     let Some(user) = user.map(str::trim).filter(|u| !u.is_empty()) else {
         return Ok((0, 0, Vec::new()));
     };
@@ -20,7 +23,8 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32, Vec<
         if f.len() < 4 {
             return None;
         }
-        (f[0] == name || f[2] == name).then(|| (f[0].to_string(), f[2].parse().ok(), f[3].parse().ok()))
+        (f[0] == name || f[2] == name)
+            .then(|| (f[0].to_string(), f[2].parse().ok(), f[3].parse().ok()))
     });
     let (uid, primary_gid, user_name) = match (name.parse::<u32>(), entry) {
         (Ok(uid), Some((n, _, gid))) => (uid, gid.unwrap_or(0), Some(n)),
@@ -41,7 +45,9 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32, Vec<
                 .lines()
                 .find_map(|line| {
                     let f: Vec<&str> = line.split(':').collect();
-                    (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok()).flatten()
+                    (f.len() >= 3 && f[0] == g)
+                        .then(|| f[2].parse().ok())
+                        .flatten()
                 })
                 .ok_or_else(|| RuntimeError::UnknownUser {
                     user: user.to_string(),
@@ -93,8 +99,11 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\njovyan:x:1000:100::/home/jovyan:/bin/bash\n",
         )
         .expect("write");
-        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nusers:x:100:\nsudo:x:27:jovyan\n")
-            .expect("write");
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nusers:x:100:\nsudo:x:27:jovyan\n",
+        )
+        .expect("write");
         dir
     }
 
@@ -102,10 +111,22 @@ mod tests {
     fn names_and_numbers() {
         let r = rootfs();
         assert_eq!(resolve_user(r.path(), None).expect("ok"), (0, 0, vec![]));
-        assert_eq!(resolve_user(r.path(), Some("jovyan")).expect("ok"), (1000, 100, vec![27]));
-        assert_eq!(resolve_user(r.path(), Some("1000")).expect("ok"), (1000, 100, vec![27]));
-        assert_eq!(resolve_user(r.path(), Some("4242:7")).expect("ok"), (4242, 7, vec![]));
-        assert_eq!(resolve_user(r.path(), Some("jovyan:root")).expect("ok"), (1000, 0, vec![27]));
+        assert_eq!(
+            resolve_user(r.path(), Some("jovyan")).expect("ok"),
+            (1000, 100, vec![27])
+        );
+        assert_eq!(
+            resolve_user(r.path(), Some("1000")).expect("ok"),
+            (1000, 100, vec![27])
+        );
+        assert_eq!(
+            resolve_user(r.path(), Some("4242:7")).expect("ok"),
+            (4242, 7, vec![])
+        );
+        assert_eq!(
+            resolve_user(r.path(), Some("jovyan:root")).expect("ok"),
+            (1000, 0, vec![27])
+        );
         assert!(resolve_user(r.path(), Some("nobody-here")).is_err());
     }
 

@@ -69,7 +69,11 @@ impl From<LifecycleError> for Failure {
     }
 }
 
-async fn auth<N: Node>(State(state): State<Arc<AppState<N>>>, req: Request, next: Next) -> Response {
+async fn auth<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -86,8 +90,11 @@ async fn auth<N: Node>(State(state): State<Arc<AppState<N>>>, req: Request, next
     let digest = hex::encode(Sha256::digest(token.as_bytes()));
     match state.lifecycle.store().token_exists(&digest).await {
         Ok(true) => next.run(req).await,
-        Ok(false) => Failure(ApiError::new(ErrorCode::Unauthenticated, "the bearer token is not valid"))
-            .into_response(),
+        Ok(false) => Failure(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "the bearer token is not valid",
+        ))
+        .into_response(),
         Err(e) => Failure(ApiError::new(ErrorCode::Internal, e.to_string())).into_response(),
     }
 }
@@ -95,15 +102,26 @@ async fn auth<N: Node>(State(state): State<Arc<AppState<N>>>, req: Request, next
 /// Parses a JSON body, naming what is wrong with it.
 fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
     if body.is_empty() {
-        return Err(Failure(ApiError::invalid("body", "is empty; send a JSON object")));
+        return Err(Failure(ApiError::invalid(
+            "body",
+            "is empty; send a JSON object",
+        )));
     }
-    serde_json::from_slice(body).map_err(|e| Failure(ApiError::invalid("body", format!("not valid JSON for this call: {e}"))))
+    serde_json::from_slice(body).map_err(|e| {
+        Failure(ApiError::invalid(
+            "body",
+            format!("not valid JSON for this call: {e}"),
+        ))
+    })
 }
 
 #[utoipa::path(post, path = "/v1/containers", request_body = CreateContainerRequest,
     responses((status = 202, body = Container), (status = 400, body = ApiError), (status = 401, body = ApiError)),
     security(("bearer" = [])))]
-async fn create<N: Node>(State(state): State<Arc<AppState<N>>>, body: Bytes) -> Result<(StatusCode, Json<Container>), Failure> {
+async fn create<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Container>), Failure> {
     let req: CreateContainerRequest = parse_body(&body)?;
     let spec = PodSpec::validate(req).map_err(Failure)?;
     let container = state.lifecycle.create(spec).await?;
@@ -118,7 +136,10 @@ struct ListQuery {
 
 #[utoipa::path(get, path = "/v1/containers", params(("all" = Option<bool>, Query, description = "include ended containers")),
     responses((status = 200, body = ContainerList)), security(("bearer" = [])))]
-async fn list<N: Node>(State(state): State<Arc<AppState<N>>>, Query(q): Query<ListQuery>) -> Result<Json<ContainerList>, Failure> {
+async fn list<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ContainerList>, Failure> {
     Ok(Json(ContainerList {
         containers: state.lifecycle.list(q.all).await?,
     }))
@@ -126,21 +147,35 @@ async fn list<N: Node>(State(state): State<Arc<AppState<N>>>, Query(q): Query<Li
 
 #[utoipa::path(get, path = "/v1/containers/{id}", responses((status = 200, body = Container), (status = 404, body = ApiError)),
     security(("bearer" = [])))]
-async fn fetch<N: Node>(State(state): State<Arc<AppState<N>>>, Path(id): Path<String>) -> Result<Json<Container>, Failure> {
-    state
-        .lifecycle
-        .get(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| Failure(ApiError::new(ErrorCode::NotFound, format!("no container {id}"))))
+async fn fetch<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    Path(id): Path<String>,
+) -> Result<Json<Container>, Failure> {
+    state.lifecycle.get(&id).await?.map(Json).ok_or_else(|| {
+        Failure(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no container {id}"),
+        ))
+    })
 }
 
 #[utoipa::path(post, path = "/v1/containers/{id}/stop", request_body = Option<StopRequest>,
     responses((status = 200, body = Container), (status = 404, body = ApiError)), security(("bearer" = [])))]
-async fn stop<N: Node>(State(state): State<Arc<AppState<N>>>, Path(id): Path<String>, body: Bytes) -> Result<Json<Container>, Failure> {
-    let req: StopRequest = if body.is_empty() { StopRequest::default() } else { parse_body(&body)? };
+async fn stop<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Container>, Failure> {
+    let req: StopRequest = if body.is_empty() {
+        StopRequest::default()
+    } else {
+        parse_body(&body)?
+    };
     if matches!(req.grace_seconds, Some(g) if g > 3600) {
-        return Err(Failure(ApiError::invalid("grace_seconds", "must be at most 3600")));
+        return Err(Failure(ApiError::invalid(
+            "grace_seconds",
+            "must be at most 3600",
+        )));
     }
     let grace = req.grace_seconds.map(Duration::from_secs);
     Ok(Json(state.lifecycle.stop(&id, grace).await?))
@@ -185,10 +220,17 @@ async fn openapi() -> impl IntoResponse {
 
 async fn not_found(headers: HeaderMap) -> Failure {
     let _ = headers;
-    Failure(ApiError::new(ErrorCode::NotFound, "no such API route; see /openapi.json"))
+    Failure(ApiError::new(
+        ErrorCode::NotFound,
+        "no such API route; see /openapi.json",
+    ))
 }
 
-pub(crate) fn body_response(status: StatusCode, content_type: &'static str, body: Body) -> Response {
+pub(crate) fn body_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Body,
+) -> Response {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)

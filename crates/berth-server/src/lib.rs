@@ -83,7 +83,10 @@ pub struct ServerConfig {
 
 /// Runs the server until `shutdown` resolves. Running pods are left running: their shims
 /// keep them, and the next start adopts them.
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let state_dir = &config.state_dir;
     create_private_dir(state_dir)?;
     let store = store::Store::open(&state_dir.join("state.db")).await?;
@@ -122,7 +125,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
 
     let api_listener = bind("API", config.api_listen).await?;
     let ingress_listener = bind("ingress", config.ingress_listen).await?;
-    let ingress_addr = ingress_listener.local_addr().unwrap_or(config.ingress_listen);
+    let ingress_addr = ingress_listener
+        .local_addr()
+        .unwrap_or(config.ingress_listen);
     let api_addr = api_listener.local_addr().unwrap_or(config.api_listen);
 
     let routes = Arc::new(berth_proxy::RouteTable::new());
@@ -141,10 +146,13 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let monitor = lifecycle.spawn_monitor();
 
     let gateway = profile::gateway_url(api_addr);
-    profile::write_profile(&config.profile_path, &ClientProfile {
-        gateway: gateway.clone(),
-        token,
-    })?;
+    profile::write_profile(
+        &config.profile_path,
+        &ClientProfile {
+            gateway: gateway.clone(),
+            token,
+        },
+    )?;
 
     let app = api::router(Arc::new(api::AppState {
         lifecycle: lifecycle.clone(),
@@ -162,7 +170,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         ingress_addr.port(),
         config.profile_path.display()
     );
-    let served = axum::serve(api_listener, app).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(api_listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
 
     ingress.abort();
     monitor.abort();
@@ -171,11 +181,16 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     }
     node.network().remove_bridge_if_unused();
     store.close().await;
-    tracing::info!("berth server stopped; running pods keep running and are adopted on the next start");
+    tracing::info!(
+        "berth server stopped; running pods keep running and are adopted on the next start"
+    );
     Ok(())
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, ServerError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Listen { what, addr, source })

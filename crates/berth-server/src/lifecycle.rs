@@ -61,7 +61,12 @@ fn now_ms() -> i64 {
 }
 
 impl<N: Node> Lifecycle<N> {
-    pub fn new(store: Store, node: N, routes: Arc<RouteTable>, config: LifecycleConfig) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        node: N,
+        routes: Arc<RouteTable>,
+        config: LifecycleConfig,
+    ) -> Arc<Self> {
         Arc::new(Lifecycle {
             store,
             node,
@@ -116,7 +121,11 @@ impl<N: Node> Lifecycle<N> {
 
     async fn start(self: Arc<Self>, req: StartRequest) {
         let id = req.id.clone();
-        if self.transition(&id, ContainerStatus::Pulling, |_| {}).await.is_err() {
+        if self
+            .transition(&id, ContainerStatus::Pulling, |_| {})
+            .await
+            .is_err()
+        {
             return self.finish_early_stop(&id).await;
         }
         self.set_progress(&id, format!("Pulling image {}", req.spec.image));
@@ -129,7 +138,11 @@ impl<N: Node> Lifecycle<N> {
             Ok(image) => image,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
-        if self.transition(&id, ContainerStatus::Starting, |_| {}).await.is_err() {
+        if self
+            .transition(&id, ContainerStatus::Starting, |_| {})
+            .await
+            .is_err()
+        {
             return self.finish_early_stop(&id).await;
         }
         self.set_progress(&id, "Creating container".into());
@@ -194,7 +207,11 @@ impl<N: Node> Lifecycle<N> {
     }
 
     /// Asks a container to stop. Stopping a container that already ended is a no-op.
-    pub async fn stop(self: &Arc<Self>, id: &str, grace: Option<Duration>) -> Result<Container, LifecycleError> {
+    pub async fn stop(
+        self: &Arc<Self>,
+        id: &str,
+        grace: Option<Duration>,
+    ) -> Result<Container, LifecycleError> {
         let row = self
             .store
             .container(id)
@@ -213,7 +230,10 @@ impl<N: Node> Lifecycle<N> {
             Ok(row) => row,
             // It ended between the read and the write: nothing left to stop.
             Err(LifecycleError::Illegal { .. }) => {
-                return self.get(id).await?.ok_or_else(|| LifecycleError::NotFound(id.to_string()))
+                return self
+                    .get(id)
+                    .await?
+                    .ok_or_else(|| LifecycleError::NotFound(id.to_string()))
             }
             Err(e) => return Err(e),
         };
@@ -232,12 +252,16 @@ impl<N: Node> Lifecycle<N> {
             return;
         }
         self.routes.remove(&id);
-        let state = self.node.stop(&id, grace.unwrap_or(self.config.stop_grace)).await;
+        let state = self
+            .node
+            .stop(&id, grace.unwrap_or(self.config.stop_grace))
+            .await;
         let exit_code = match state {
             ProcessState::Exited(rec) => Some(rec.exit_code),
             _ => None,
         };
-        self.teardown_and_record(&id, ContainerStatus::Stopped, exit_code, None).await;
+        self.teardown_and_record(&id, ContainerStatus::Stopped, exit_code, None)
+            .await;
         self.release(&id);
     }
 
@@ -262,7 +286,11 @@ impl<N: Node> Lifecycle<N> {
                     row.reason = Some(reason);
                 }
                 if let Some(e) = cleanup {
-                    let prefix = row.reason.take().map(|r| format!("{r}; ")).unwrap_or_default();
+                    let prefix = row
+                        .reason
+                        .take()
+                        .map(|r| format!("{r}; "))
+                        .unwrap_or_default();
                     row.reason = Some(format!("{prefix}cleanup failed: {e}"));
                 }
                 row.finished_at = Some(now());
@@ -299,7 +327,9 @@ impl<N: Node> Lifecycle<N> {
         change(&mut row);
         self.store.update_container(&row).await?;
         match &row.reason {
-            Some(reason) if to.is_terminal() => tracing::info!(container = %id, "{from} → {to} ({reason})"),
+            Some(reason) if to.is_terminal() => {
+                tracing::info!(container = %id, "{from} → {to} ({reason})")
+            }
             _ => tracing::info!(container = %id, "{from} → {to}"),
         }
         Ok(row)
@@ -343,13 +373,25 @@ impl<N: Node> Lifecycle<N> {
 
     async fn check_running(self: &Arc<Self>) -> Result<(), LifecycleError> {
         let rows = self.store.containers(true).await?;
-        for row in rows.into_iter().filter(|r| r.status == ContainerStatus::Running) {
+        for row in rows
+            .into_iter()
+            .filter(|r| r.status == ContainerStatus::Running)
+        {
             match self.node.process_state(&row.id) {
                 ProcessState::Exited(exit) => {
                     let (status, reason) = if exit.oom_killed {
-                        (ContainerStatus::OomKilled, format!("killed for exceeding its {} MiB memory limit", row.memory_mib))
+                        (
+                            ContainerStatus::OomKilled,
+                            format!(
+                                "killed for exceeding its {} MiB memory limit",
+                                row.memory_mib
+                            ),
+                        )
                     } else {
-                        (ContainerStatus::Exited, format!("the entrypoint exited with code {}", exit.exit_code))
+                        (
+                            ContainerStatus::Exited,
+                            format!("the entrypoint exited with code {}", exit.exit_code),
+                        )
                     };
                     self.spawn_finish(row.id, status, Some(exit.exit_code), reason);
                 }
@@ -365,13 +407,20 @@ impl<N: Node> Lifecycle<N> {
         Ok(())
     }
 
-    fn spawn_finish(self: &Arc<Self>, id: String, status: ContainerStatus, exit_code: Option<i32>, reason: String) {
+    fn spawn_finish(
+        self: &Arc<Self>,
+        id: String,
+        status: ContainerStatus,
+        exit_code: Option<i32>,
+        reason: String,
+    ) {
         if !self.claim(&id) {
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
-            this.teardown_and_record(&id, status, exit_code, Some(reason)).await;
+            this.teardown_and_record(&id, status, exit_code, Some(reason))
+                .await;
             this.release(&id);
         });
     }
@@ -397,7 +446,9 @@ impl<N: Node> Lifecycle<N> {
         }
         let reason = format!("idle: no connection for {} s", row.keep_warm_seconds);
         if self
-            .transition(&row.id, ContainerStatus::Stopping, |r| r.reason = Some(reason))
+            .transition(&row.id, ContainerStatus::Stopping, |r| {
+                r.reason = Some(reason)
+            })
             .await
             .is_ok()
         {
@@ -412,14 +463,13 @@ impl<N: Node> Lifecycle<N> {
     pub async fn recover(self: &Arc<Self>) -> Result<(), LifecycleError> {
         for row in self.store.containers(true).await? {
             match row.status {
-                ContainerStatus::Running => match self.node.process_state(&row.id) {
-                    ProcessState::Running => {
+                ContainerStatus::Running => {
+                    // Exits that happened meanwhile are recorded by the monitor's first pass.
+                    if self.node.process_state(&row.id) == ProcessState::Running {
                         tracing::info!(container = %row.id, "adopted running container");
                         self.add_route(&row);
                     }
-                    // The monitor records exits on its first pass.
-                    _ => {}
-                },
+                }
                 ContainerStatus::Stopping => {
                     let this = self.clone();
                     tokio::spawn(async move { this.stop_and_finish(row.id, None).await });
@@ -429,7 +479,9 @@ impl<N: Node> Lifecycle<N> {
                     let _ = self.node.teardown(&id).await;
                     let _ = self
                         .transition(&id, ContainerStatus::Failed, |r| {
-                            r.reason = Some("the server restarted while the container was starting".into());
+                            r.reason = Some(
+                                "the server restarted while the container was starting".into(),
+                            );
                             r.finished_at = Some(now());
                         })
                         .await;
@@ -455,7 +507,10 @@ impl<N: Node> Lifecycle<N> {
 
     /// Open ingress connections per running container.
     pub fn open_connections(&self) -> usize {
-        self.activities_lock().values().map(|a| a.open_connections()).sum()
+        self.activities_lock()
+            .values()
+            .map(|a| a.open_connections())
+            .sum()
     }
 
     pub fn url(&self, stub_id: &str, port: u16) -> String {
@@ -474,7 +529,11 @@ impl<N: Node> Lifecycle<N> {
             .get(&row.id)
             .cloned();
         Container {
-            urls: row.ports.iter().map(|p| self.url(&row.stub_id, *p)).collect(),
+            urls: row
+                .ports
+                .iter()
+                .map(|p| self.url(&row.stub_id, *p))
+                .collect(),
             id: row.id,
             stub_id: row.stub_id,
             deployment_id: row.deployment_id,
@@ -501,7 +560,10 @@ impl<N: Node> Lifecycle<N> {
     }
 
     fn clear_progress(&self, id: &str) {
-        self.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn activities_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Activity>>> {
@@ -509,10 +571,16 @@ impl<N: Node> Lifecycle<N> {
     }
 
     fn claim(&self, id: &str) -> bool {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string())
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string())
     }
 
     fn release(&self, id: &str) {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }

@@ -33,12 +33,19 @@ pub async fn logs<N: Node>(
 ) -> Result<Response, Failure> {
     let lifecycle = state.lifecycle.clone();
     if lifecycle.get(&id).await?.is_none() {
-        return Err(Failure(ApiError::new(ErrorCode::NotFound, format!("no container {id}"))));
+        return Err(Failure(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no container {id}"),
+        )));
     }
     let path = lifecycle.node().log_path(&id);
     if !q.follow {
         let text = tokio::fs::read(&path).await.unwrap_or_default();
-        return Ok(body_response(StatusCode::OK, "text/plain; charset=utf-8", Body::from(text)));
+        return Ok(body_response(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            Body::from(text),
+        ));
     }
     // Follow: send what is there, then poll for more until the container ended and the file
     // has nothing new.
@@ -69,7 +76,11 @@ pub async fn logs<N: Node>(
             }
         }
     });
-    Ok(body_response(StatusCode::OK, "text/plain; charset=utf-8", Body::from_stream(stream)))
+    Ok(body_response(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        Body::from_stream(stream),
+    ))
 }
 
 async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {

@@ -14,7 +14,12 @@ use crate::api::{body_response, AppState};
 use crate::node::Node;
 
 pub async fn metrics<N: Node>(State(state): State<Arc<AppState<N>>>) -> Response {
-    let counts = state.lifecycle.store().count_by_status().await.unwrap_or_default();
+    let counts = state
+        .lifecycle
+        .store()
+        .count_by_status()
+        .await
+        .unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(out, "# HELP berth_containers Containers by status.");
     let _ = writeln!(out, "# TYPE berth_containers gauge");
@@ -23,18 +28,45 @@ pub async fn metrics<N: Node>(State(state): State<Arc<AppState<N>>>) -> Response
             .iter()
             .find(|(s, _)| s == status.as_str())
             .map_or(0, |(_, n)| *n);
-        let _ = writeln!(out, "berth_containers{{status=\"{}\"}} {n}", status.as_str());
+        let _ = writeln!(
+            out,
+            "berth_containers{{status=\"{}\"}} {n}",
+            status.as_str()
+        );
     }
     let m = &state.metrics;
     let counters = [
-        ("berth_ingress_connections_total", "Client connections accepted by the ingress.", m.connections.load(Ordering::Relaxed)),
-        ("berth_ingress_requests_total", "Requests received by the ingress.", m.requests.load(Ordering::Relaxed)),
-        ("berth_ingress_not_found_total", "Ingress requests for hosts with no running pod.", m.not_found.load(Ordering::Relaxed)),
-        ("berth_ingress_upstream_errors_total", "Ingress requests the pod did not answer.", m.upstream_errors.load(Ordering::Relaxed)),
-        ("berth_ingress_upgrades_total", "Connections upgraded (websockets) through the ingress.", m.upgrades.load(Ordering::Relaxed)),
+        (
+            "berth_ingress_connections_total",
+            "Client connections accepted by the ingress.",
+            m.connections.load(Ordering::Relaxed),
+        ),
+        (
+            "berth_ingress_requests_total",
+            "Requests received by the ingress.",
+            m.requests.load(Ordering::Relaxed),
+        ),
+        (
+            "berth_ingress_not_found_total",
+            "Ingress requests for hosts with no running pod.",
+            m.not_found.load(Ordering::Relaxed),
+        ),
+        (
+            "berth_ingress_upstream_errors_total",
+            "Ingress requests the pod did not answer.",
+            m.upstream_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "berth_ingress_upgrades_total",
+            "Connections upgraded (websockets) through the ingress.",
+            m.upgrades.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
     let _ = writeln!(
         out,

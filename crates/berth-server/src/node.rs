@@ -146,12 +146,14 @@ impl LocalNode {
         let rootfs = bundle.join("rootfs");
         let etc = dir.join("etc");
         for d in [&bundle, &etc] {
-            std::fs::create_dir_all(d).map_err(|e| NodeError::Io(format!("{}: {e}", d.display())))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| NodeError::Io(format!("{}: {e}", d.display())))?;
         }
 
         let pod_net = self.network.setup(&req.id)?;
         berth_runtime::mount_overlay(layers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
-        let (uid, gid, additional_gids) = berth_runtime::resolve_user(&rootfs, config.user.as_deref())?;
+        let (uid, gid, additional_gids) =
+            berth_runtime::resolve_user(&rootfs, config.user.as_deref())?;
 
         let hostname = hostname_of(&req.id);
         let addrs: Vec<IpAddr> = pod_net
@@ -242,7 +244,8 @@ impl Node for Arc<LocalNode> {
     async fn pull(&self, spec: &PodSpec, progress: ProgressFn) -> Result<LocalImage, NodeError> {
         let reference = parse_reference(&spec.image)?;
         let image_name = spec.image.clone();
-        let on_progress = move |p: PullProgress| progress(format!("Pulling image {image_name}: {p}"));
+        let on_progress =
+            move |p: PullProgress| progress(format!("Pulling image {image_name}: {p}"));
         let image = self.puller.resolve(&reference, &on_progress).await?;
         let layers = self.puller.store().layer_dirs(&image);
         Ok(LocalImage {
@@ -340,7 +343,12 @@ pub fn cgroups_path(id: &str) -> String {
 fn command(spec: &PodSpec, config: &ImageConfig) -> Result<Vec<String>, NodeError> {
     let args = match &spec.entrypoint {
         Some(args) => args.clone(),
-        None => config.entrypoint.iter().chain(&config.cmd).cloned().collect(),
+        None => config
+            .entrypoint
+            .iter()
+            .chain(&config.cmd)
+            .cloned()
+            .collect(),
     };
     if args.is_empty() {
         return Err(NodeError::NoCommand {
@@ -357,7 +365,11 @@ fn environment(req: &StartRequest, config: &ImageConfig) -> Vec<String> {
         vars.retain(|(name, _)| name != k);
         vars.push((k.to_string(), v.to_string()));
     };
-    set(&mut vars, "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    set(
+        &mut vars,
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
     for entry in &config.env {
         let (k, v) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
         set(&mut vars, k, v);
@@ -367,7 +379,11 @@ fn environment(req: &StartRequest, config: &ImageConfig) -> Vec<String> {
     }
     set(&mut vars, "BERTH_CONTAINER_ID", &req.id);
     set(&mut vars, "BERTH_STUB_ID", &req.stub_id);
-    set(&mut vars, "KEEP_WARM_SECONDS", &req.spec.keep_warm_seconds.to_string());
+    set(
+        &mut vars,
+        "KEEP_WARM_SECONDS",
+        &req.spec.keep_warm_seconds.to_string(),
+    );
     if !vars.iter().any(|(k, _)| k == "HOME") {
         vars.push(("HOME".into(), "/root".into()));
     }
@@ -376,20 +392,31 @@ fn environment(req: &StartRequest, config: &ImageConfig) -> Vec<String> {
 
 /// Hostnames are limited to 63 characters; the container id's tail is unique enough.
 fn hostname_of(id: &str) -> String {
-    let h: String = id.chars().rev().take(63).collect::<Vec<_>>().into_iter().rev().collect();
+    let h: String = id
+        .chars()
+        .rev()
+        .take(63)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     h.trim_start_matches('-').to_string()
 }
 
 fn write_etc_files(etc: &Path, hostname: &str, addrs: &[IpAddr]) -> Result<(), NodeError> {
     let io = |p: &Path, e: std::io::Error| NodeError::Io(format!("{}: {e}", p.display()));
-    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for addr in addrs {
         hosts.push_str(&format!("{addr}\t{hostname}\n"));
     }
     for (name, text) in [
         ("hosts", hosts),
         ("hostname", format!("{hostname}\n")),
-        ("resolv.conf", resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())),
+        (
+            "resolv.conf",
+            resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+        ),
     ] {
         let path = etc.join(name);
         std::fs::write(&path, text).map_err(|e| io(&path, e))?;
@@ -431,9 +458,12 @@ mod tests {
             ports: vec![],
             cpu_millis: 1000,
             memory_mib: 128,
-            env: [("GREETING".to_string(), "hi".to_string()), ("PATH".to_string(), "/x".to_string())]
-                .into_iter()
-                .collect(),
+            env: [
+                ("GREETING".to_string(), "hi".to_string()),
+                ("PATH".to_string(), "/x".to_string()),
+            ]
+            .into_iter()
+            .collect(),
             entrypoint: entrypoint.map(|e| e.into_iter().map(String::from).collect()),
             keep_warm_seconds: 30,
         }
@@ -446,8 +476,14 @@ mod tests {
             cmd: vec!["serve".into()],
             ..ImageConfig::default()
         };
-        assert_eq!(command(&spec(None), &config).expect("cmd"), ["tini", "serve"]);
-        assert_eq!(command(&spec(Some(vec!["sh", "-c", "x"])), &config).expect("cmd"), ["sh", "-c", "x"]);
+        assert_eq!(
+            command(&spec(None), &config).expect("cmd"),
+            ["tini", "serve"]
+        );
+        assert_eq!(
+            command(&spec(Some(vec!["sh", "-c", "x"])), &config).expect("cmd"),
+            ["sh", "-c", "x"]
+        );
         assert!(matches!(
             command(&spec(None), &ImageConfig::default()),
             Err(NodeError::NoCommand { .. })
@@ -476,7 +512,13 @@ mod tests {
 
     #[test]
     fn loopback_resolvers_are_dropped() {
-        assert_eq!(resolv_conf("nameserver 127.0.0.53\noptions edns0\n"), "options edns0\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-        assert_eq!(resolv_conf("# c\nnameserver 10.0.0.2\nsearch x\n"), "nameserver 10.0.0.2\nsearch x\n");
+        assert_eq!(
+            resolv_conf("nameserver 127.0.0.53\noptions edns0\n"),
+            "options edns0\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+        assert_eq!(
+            resolv_conf("# c\nnameserver 10.0.0.2\nsearch x\n"),
+            "nameserver 10.0.0.2\nsearch x\n"
+        );
     }
 }

@@ -54,9 +54,14 @@ pub async fn ensure_admin_token(store: &Store, state_dir: &Path) -> Result<Strin
     let bytes: [u8; 32] = rand::rng().random();
     let token = hex::encode(bytes);
     store
-        .insert_token("admin", &hash(&token), time::OffsetDateTime::now_utc().unix_timestamp())
+        .insert_token(
+            "admin",
+            &hash(&token),
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
         .await?;
-    write_private(&path, token.as_bytes()).map_err(|source| ServerError::Profile { path, source })?;
+    write_private(&path, token.as_bytes())
+        .map_err(|source| ServerError::Profile { path, source })?;
     tracing::info!("created the admin API token");
     Ok(token)
 }
@@ -107,9 +112,18 @@ mod tests {
 
     #[test]
     fn gateway_urls() {
-        assert_eq!(gateway_url("0.0.0.0:7070".parse().expect("addr")), "http://127.0.0.1:7070");
-        assert_eq!(gateway_url("[::]:7070".parse().expect("addr")), "http://[::1]:7070");
-        assert_eq!(gateway_url("127.0.0.1:1".parse().expect("addr")), "http://127.0.0.1:1");
+        assert_eq!(
+            gateway_url("0.0.0.0:7070".parse().expect("addr")),
+            "http://127.0.0.1:7070"
+        );
+        assert_eq!(
+            gateway_url("[::]:7070".parse().expect("addr")),
+            "http://[::1]:7070"
+        );
+        assert_eq!(
+            gateway_url("127.0.0.1:1".parse().expect("addr")),
+            "http://127.0.0.1:1"
+        );
     }
 
     #[tokio::test]
@@ -121,7 +135,10 @@ mod tests {
         assert_eq!(first, again);
         assert_eq!(store.token_count().await.expect("count"), 1);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("admin-token")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("admin-token"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

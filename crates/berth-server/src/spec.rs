@@ -52,7 +52,10 @@ impl PodSpec {
         };
 
         if req.env.len() > MAX_ENV_VARS {
-            return Err(ApiError::invalid("env", format!("more than {MAX_ENV_VARS} variables")));
+            return Err(ApiError::invalid(
+                "env",
+                format!("more than {MAX_ENV_VARS} variables"),
+            ));
         }
         let mut env_bytes = 0;
         for (name, value) in &req.env {
@@ -63,12 +66,18 @@ impl PodSpec {
                 ));
             }
             if value.contains('\0') {
-                return Err(ApiError::invalid("env", format!("the value of {name} contains a NUL byte")));
+                return Err(ApiError::invalid(
+                    "env",
+                    format!("the value of {name} contains a NUL byte"),
+                ));
             }
             env_bytes += name.len() + value.len();
         }
         if env_bytes > MAX_ENV_BYTES {
-            return Err(ApiError::invalid("env", format!("more than {MAX_ENV_BYTES} bytes in total")));
+            return Err(ApiError::invalid(
+                "env",
+                format!("more than {MAX_ENV_BYTES} bytes in total"),
+            ));
         }
 
         if let Some(args) = &req.entrypoint {
@@ -78,7 +87,8 @@ impl PodSpec {
                     "is empty; leave it out to run the image's own command",
                 ));
             }
-            if args.len() > MAX_ARGS || args.iter().map(String::len).sum::<usize>() > MAX_ARG_BYTES {
+            if args.len() > MAX_ARGS || args.iter().map(String::len).sum::<usize>() > MAX_ARG_BYTES
+            {
                 return Err(ApiError::invalid("entrypoint", "is too long"));
             }
             if args.iter().any(|a| a.contains('\0')) {
@@ -86,7 +96,9 @@ impl PodSpec {
             }
         }
 
-        let keep_warm_seconds = req.keep_warm_seconds.unwrap_or(berth_api::DEFAULT_KEEP_WARM_SECONDS);
+        let keep_warm_seconds = req
+            .keep_warm_seconds
+            .unwrap_or(berth_api::DEFAULT_KEEP_WARM_SECONDS);
         if keep_warm_seconds < -1 {
             return Err(ApiError::invalid(
                 "keep_warm_seconds",
@@ -109,7 +121,14 @@ impl PodSpec {
     pub fn stub_id(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
         let h = hex::encode(&Sha256::digest(&json)[..16]);
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 }
 
@@ -130,7 +149,12 @@ mod tests {
 
     fn field_of(v: serde_json::Value) -> String {
         let err = PodSpec::validate(req(v)).expect_err("invalid");
-        err.error.message.split(':').next().unwrap_or_default().to_string()
+        err.error
+            .message
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     #[test]
@@ -141,7 +165,8 @@ mod tests {
         assert_eq!(spec.keep_warm_seconds, 600);
         let same = PodSpec::validate(req(json!({"image": "busybox"}))).expect("valid");
         assert_eq!(spec.stub_id(), same.stub_id());
-        let other = PodSpec::validate(req(json!({"image": "busybox", "env": {"A": "1"}}))).expect("valid");
+        let other =
+            PodSpec::validate(req(json!({"image": "busybox", "env": {"A": "1"}}))).expect("valid");
         assert_ne!(spec.stub_id(), other.stub_id());
         assert_eq!(spec.stub_id().len(), 36);
     }
@@ -157,7 +182,13 @@ mod tests {
         assert_eq!(field_of(json!({"image": "a", "memory": "1Qi"})), "memory");
         assert_eq!(field_of(json!({"image": "a", "env": {"1BAD": "x"}})), "env");
         assert_eq!(field_of(json!({"image": "a", "env": {"A=B": "x"}})), "env");
-        assert_eq!(field_of(json!({"image": "a", "entrypoint": []})), "entrypoint");
-        assert_eq!(field_of(json!({"image": "a", "keep_warm_seconds": -5})), "keep_warm_seconds");
+        assert_eq!(
+            field_of(json!({"image": "a", "entrypoint": []})),
+            "entrypoint"
+        );
+        assert_eq!(
+            field_of(json!({"image": "a", "keep_warm_seconds": -5})),
+            "keep_warm_seconds"
+        );
     }
 }

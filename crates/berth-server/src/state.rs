@@ -44,6 +44,9 @@ mod tests {
         assert!(allowed(Pulling, Stopping));
         assert!(!allowed(Running, Pulling));
         assert!(!allowed(Pending, Running));
-        assert!(!allowed(Running, Stopped), "stopping is always recorded first");
+        assert!(
+            !allowed(Running, Stopped),
+            "stopping is always recorded first"
+        );
     }
 }

@@ -197,7 +197,11 @@ impl Store {
 }
 
 fn ports_text(ports: &[u16]) -> String {
-    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
@@ -241,7 +245,9 @@ mod tests {
     #[tokio::test]
     async fn containers_round_trip_and_filter() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("state.db")).await.expect("opens");
+        let store = Store::open(&dir.path().join("state.db"))
+            .await
+            .expect("opens");
         let spec = PodSpec {
             image: "busybox".into(),
             ports: vec![80],
@@ -252,7 +258,10 @@ mod tests {
             keep_warm_seconds: 600,
         };
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
-        store.upsert_stub("s1", &spec, 2).await.expect("stub again is fine");
+        store
+            .upsert_stub("s1", &spec, 2)
+            .await
+            .expect("stub again is fine");
         assert_eq!(store.stub_spec("s1").await.expect("read"), Some(spec));
         let mut row = ContainerRow {
             id: "pod-s1-00000001".into(),
@@ -273,7 +282,10 @@ mod tests {
             finished_at: None,
         };
         store.insert_container(&row).await.expect("insert");
-        assert_eq!(store.container(&row.id).await.expect("get"), Some(row.clone()));
+        assert_eq!(
+            store.container(&row.id).await.expect("get"),
+            Some(row.clone())
+        );
         row.status = ContainerStatus::Exited;
         row.exit_code = Some(3);
         store.update_container(&row).await.expect("update");

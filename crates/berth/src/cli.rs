@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Serverless containers on machines you own")]
+#[command(
+    name = "berth",
+    version,
+    about = "Serverless containers on machines you own"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

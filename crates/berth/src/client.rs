@@ -60,7 +60,11 @@ impl Client {
     }
 
     pub async fn create(&self, req: &CreateContainerRequest) -> Result<Container> {
-        Ok(self.send(self.http.post(self.url("/v1/containers")).json(req)).await?.json().await?)
+        Ok(self
+            .send(self.http.post(self.url("/v1/containers")).json(req))
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn get(&self, id: &str) -> Result<Container> {
@@ -73,7 +77,11 @@ impl Client {
 
     pub async fn list(&self, all: bool) -> Result<Vec<Container>> {
         let list: ContainerList = self
-            .send(self.http.get(self.url("/v1/containers")).query(&[("all", all)]))
+            .send(
+                self.http
+                    .get(self.url("/v1/containers"))
+                    .query(&[("all", all)]),
+            )
             .await?
             .json()
             .await?;

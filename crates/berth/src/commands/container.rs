@@ -11,13 +11,26 @@ pub async fn list(args: ListArgs) -> Result<()> {
     let containers = Client::from_env()?.list(args.all).await?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&containers)?),
-        Format::Text => print!("{}", table(&containers, time::OffsetDateTime::now_utc().unix_timestamp())),
+        Format::Text => print!(
+            "{}",
+            table(
+                &containers,
+                time::OffsetDateTime::now_utc().unix_timestamp()
+            )
+        ),
     }
     Ok(())
 }
 
 fn table(containers: &[Container], now: i64) -> String {
-    let headers = ["ID", "Status", "Stub ID", "Deployment ID", "Scheduled At", "Uptime"];
+    let headers = [
+        "ID",
+        "Status",
+        "Stub ID",
+        "Deployment ID",
+        "Scheduled At",
+        "Uptime",
+    ];
     let rows: Vec<[String; 6]> = containers
         .iter()
         .map(|c| {
@@ -51,7 +64,10 @@ fn table(containers: &[Container], now: i64) -> String {
     };
     let mut out = String::from("\n");
     out.push_str(&line(&headers.map(String::from)));
-    out.push_str(&format!(" {}\n", "─".repeat(widths.iter().map(|w| w + 3).sum::<usize>())));
+    out.push_str(&format!(
+        " {}\n",
+        "─".repeat(widths.iter().map(|w| w + 3).sum::<usize>())
+    ));
     for row in &rows {
         out.push_str(&line(row));
     }
@@ -90,7 +106,10 @@ pub async fn stop(args: StopArgs) -> Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} containers could not be stopped", args.ids.len());
+        bail!(
+            "{failed} of {} containers could not be stopped",
+            args.ids.len()
+        );
     }
     Ok(())
 }
@@ -122,7 +141,11 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
         while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line);
-            let shown = if args.timestamps { line.as_ref() } else { message(&line) };
+            let shown = if args.timestamps {
+                line.as_ref()
+            } else {
+                message(&line)
+            };
             out.write_all(shown.as_bytes())?;
         }
         out.flush()?;
@@ -146,7 +169,10 @@ mod tests {
 
     #[test]
     fn log_lines_lose_their_prefix() {
-        assert_eq!(message("2026-11-28T13:01:33Z stdout hello world\n"), "hello world\n");
+        assert_eq!(
+            message("2026-11-28T13:01:33Z stdout hello world\n"),
+            "hello world\n"
+        );
         assert_eq!(message("2026-11-28T13:01:33Z stderr\n"), "\n");
         assert_eq!(message("garbage\n"), "garbage\n");
     }

@@ -16,7 +16,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let text = args.format == Format::Text;
     let mut last_line = String::new();
     if text {
-        say(&mut last_line, format!("=> Pulling image {}", created.image));
+        say(
+            &mut last_line,
+            format!("=> Pulling image {}", created.image),
+        );
     }
     let mut creating_said = false;
     let container = loop {
@@ -26,7 +29,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 say(&mut last_line, format!("   {p}"));
             }
             // A fast start can pass STARTING between two polls; the line still belongs.
-            let past_pull = !matches!(c.status, ContainerStatus::Pending | ContainerStatus::Pulling);
+            let past_pull = !matches!(
+                c.status,
+                ContainerStatus::Pending | ContainerStatus::Pulling
+            );
             if past_pull && !creating_said && c.status != ContainerStatus::Failed {
                 say(&mut last_line, "=> Creating container".into());
                 creating_said = true;

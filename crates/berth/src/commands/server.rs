@@ -9,7 +9,10 @@ use crate::cli::{RuntimeArg, ServerArgs};
 pub async fn run(args: ServerArgs) -> Result<()> {
     let subnet_v6 = match args.pod_subnet_v6.as_str() {
         "none" | "" => None,
-        text => Some(text.parse().with_context(|| format!("--pod-subnet-v6 {text:?} is not an IPv6 subnet"))?),
+        text => Some(
+            text.parse()
+                .with_context(|| format!("--pod-subnet-v6 {text:?} is not an IPv6 subnet"))?,
+        ),
     };
     if args.ingress_tls_listen.is_some() {
         tracing::warn!("--ingress-tls-listen is not served yet; pod URLs use plain HTTP");
