@@ -153,6 +153,19 @@ impl<'a> Cni<'a> {
     }
 }
 
+/// The host end of the pod's veth pair: the result's interface outside any sandbox that is
+/// not the bridge.
+pub fn host_interface(result: &Value, bridge: &str) -> Option<String> {
+    result["interfaces"].as_array()?.iter().find_map(|i| {
+        let name = i["name"].as_str()?;
+        let in_sandbox = i
+            .get("sandbox")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty());
+        (!in_sandbox && name != bridge).then(|| name.to_string())
+    })
+}
+
 /// The pod's IPv4 and IPv6 addresses from a CNI result.
 pub fn addresses(result: &Value) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
     let mut v4 = None;
@@ -184,6 +197,20 @@ mod tests {
         let (v4, v6) = addresses(&result);
         assert_eq!(v4, Some("10.213.0.5".parse().expect("ip")));
         assert_eq!(v6, Some("fd62:6572:7468::5".parse().expect("ip")));
+    }
+
+    #[test]
+    fn finds_the_host_end_of_the_veth() {
+        let result = json!({"interfaces": [
+            {"name": "berth0", "mac": "x"},
+            {"name": "veth1234", "mac": "y"},
+            {"name": "eth0", "mac": "z", "sandbox": "/run/netns/berth-a"}
+        ]});
+        assert_eq!(
+            host_interface(&result, "berth0").as_deref(),
+            Some("veth1234")
+        );
+        assert_eq!(host_interface(&json!({}), "berth0"), None);
     }
 
     #[test]

@@ -100,6 +100,14 @@ impl Network {
             path: path.clone(),
             source: e,
         })?;
+        // Pods share the bridge but must not reach each other: an isolated bridge port only
+        // forwards to the bridge itself (the host, the way out), never to another isolated port.
+        let veth =
+            cni::host_interface(&result, &self.config.bridge).ok_or_else(|| NetError::Plugin {
+                plugin: "bridge".into(),
+                message: format!("returned no host-side interface: {result}"),
+            })?;
+        netns::isolate_bridge_port(&veth)?;
         let (ipv4, ipv6) = cni::addresses(&result);
         if ipv4.is_none() && ipv6.is_none() {
             return Err(NetError::Plugin {

@@ -27,6 +27,23 @@ pub fn delete(name: &str) -> Result<(), NetError> {
     run_ip(name, &["netns", "delete", name])
 }
 
+/// Sets the bridge port `veth` isolated (`bridge link ... isolated on`).
+pub fn isolate_bridge_port(veth: &str) -> Result<(), NetError> {
+    run_ip(
+        veth,
+        &[
+            "link",
+            "set",
+            "dev",
+            veth,
+            "type",
+            "bridge_slave",
+            "isolated",
+            "on",
+        ],
+    )
+}
+
 fn run_ip(name: &str, args: &[&str]) -> Result<(), NetError> {
     let out = Command::new("ip")
         .args(args)
