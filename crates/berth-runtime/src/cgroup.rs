@@ -9,6 +9,25 @@ pub fn oom_kill_count(cgroups_path: &str) -> Option<u64> {
     oom_kill_count_under(Path::new("/sys/fs/cgroup"), cgroups_path)
 }
 
+/// Removes the cgroup directory `cgroups_path` (like `/berth`, the parent of all pods) from
+/// every hierarchy where it is empty. A parent that still holds pods stays.
+pub fn remove_empty_cgroup(cgroups_path: &str) {
+    let rel = cgroups_path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<std::path::PathBuf> =
+        hierarchies.flatten().map(|h| h.path().join(rel)).collect();
+    dirs.push(Path::new("/sys/fs/cgroup").join(rel));
+    for dir in dirs {
+        // rmdir of a cgroup fails while it has children or tasks, which is what we want.
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 fn oom_kill_count_under(root: &Path, cgroups_path: &str) -> Option<u64> {
     let rel = cgroups_path.trim_start_matches('/');
     let candidates = [

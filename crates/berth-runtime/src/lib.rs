@@ -10,7 +10,7 @@ pub mod shim;
 mod spec;
 mod user;
 
-pub use cgroup::oom_kill_count;
+pub use cgroup::{oom_kill_count, remove_empty_cgroup};
 pub use driver::{OciRuntime, RuntimeKind};
 pub use error::RuntimeError;
 pub use files::{ExitRecord, ShimFiles};

@@ -179,7 +179,7 @@ pub async fn run(
     if let Err(e) = served {
         tracing::error!("API server: {e}");
     }
-    node.network().remove_bridge_if_unused();
+    node.release_host_resources();
     store.close().await;
     tracing::info!(
         "berth server stopped; running pods keep running and are adopted on the next start"

@@ -121,8 +121,11 @@ impl LocalNode {
         })
     }
 
-    pub fn network(&self) -> &Network {
-        &self.network
+    /// On a clean shutdown with no pod left: removes the bridge and the pods' parent cgroup,
+    /// so the host looks as it did before the server ran.
+    pub fn release_host_resources(&self) {
+        self.network.remove_bridge_if_unused();
+        berth_runtime::remove_empty_cgroup(CGROUP_PARENT);
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -213,6 +216,8 @@ impl LocalNode {
         if let Err(e) = self.runtime.delete(id) {
             first.get_or_insert(e.into());
         }
+        // runc removes the container's cgroup on delete; runsc leaves some hierarchies behind.
+        berth_runtime::remove_empty_cgroup(&cgroups_path(id));
         if let Err(e) = berth_runtime::unmount(&dir.join("bundle/rootfs")) {
             first.get_or_insert(e.into());
         }
@@ -335,8 +340,11 @@ async fn wait_gone(node: &Arc<LocalNode>, id: &str, limit: Duration) -> Option<P
     }
 }
 
+/// All pods' cgroups live under this one.
+const CGROUP_PARENT: &str = "/berth";
+
 pub fn cgroups_path(id: &str) -> String {
-    format!("/berth/{id}")
+    format!("{CGROUP_PARENT}/{id}")
 }
 
 /// The process to run: the pod's entrypoint, or the image's ENTRYPOINT + CMD.

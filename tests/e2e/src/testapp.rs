@@ -84,7 +84,9 @@ fn install_signal_handlers() {
         // SAFETY: the handler only calls async-signal-safe functions (see `on_terminate`).
         let previous = unsafe { libc::signal(signal, handler) };
         if previous == libc::SIG_ERR {
-            say_err(&format!("testapp: could not install a handler for signal {signal}"));
+            say_err(&format!(
+                "testapp: could not install a handler for signal {signal}"
+            ));
         }
     }
 }
@@ -95,14 +97,18 @@ fn install_signal_handlers() {
 fn exit_mode(args: &[String]) -> ExitCode {
     let parsed = (|| -> Result<(u8, u64), String> {
         let code = args.first().ok_or("exit: missing CODE")?;
-        let code: u8 = code.parse().map_err(|_| format!("exit: bad CODE {code:?}"))?;
+        let code: u8 = code
+            .parse()
+            .map_err(|_| format!("exit: bad CODE {code:?}"))?;
         let mut after_ms = 0;
         let mut rest = args[1..].iter();
         while let Some(flag) = rest.next() {
             match flag.as_str() {
                 "--after-ms" => {
                     let v = rest.next().ok_or("exit: --after-ms needs a value")?;
-                    after_ms = v.parse().map_err(|_| format!("exit: bad --after-ms {v:?}"))?;
+                    after_ms = v
+                        .parse()
+                        .map_err(|_| format!("exit: bad --after-ms {v:?}"))?;
                 }
                 other => return Err(format!("exit: unknown flag {other:?}")),
             }
@@ -128,7 +134,7 @@ fn hog() -> Result<(), String> {
     loop {
         // A non-zero fill writes every page, so the memory is really resident.
         chunks.push(vec![0xA5; MIB]);
-        if chunks.len() % 16 == 0 {
+        if chunks.len().is_multiple_of(16) {
             say(&format!("hog: {} MiB touched", chunks.len()));
         }
         std::hint::black_box(&chunks);
@@ -160,8 +166,14 @@ struct HttpOptions {
 
 fn parse_http(args: &[String]) -> Result<HttpOptions, String> {
     let port = args.first().ok_or("http: missing PORT")?;
-    let port: u16 = port.parse().map_err(|_| format!("http: bad PORT {port:?}"))?;
-    let mut opts = HttpOptions { port, bind: Bind::DualStack, text: DEFAULT_TEXT.to_string() };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("http: bad PORT {port:?}"))?;
+    let mut opts = HttpOptions {
+        port,
+        bind: Bind::DualStack,
+        text: DEFAULT_TEXT.to_string(),
+    };
     let mut rest = args[1..].iter();
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -176,10 +188,14 @@ fn parse_http(args: &[String]) -> Result<HttpOptions, String> {
 
 fn bind_listener(port: u16, bind: Bind) -> io::Result<TcpListener> {
     let (domain, addr) = match bind {
-        Bind::V4Only => (Domain::IPV4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
-        Bind::V6Only | Bind::DualStack => {
-            (Domain::IPV6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
-        }
+        Bind::V4Only => (
+            Domain::IPV4,
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        ),
+        Bind::V6Only | Bind::DualStack => (
+            Domain::IPV6,
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        ),
     };
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     if domain == Domain::IPV6 {
@@ -192,9 +208,15 @@ fn bind_listener(port: u16, bind: Bind) -> io::Result<TcpListener> {
 }
 
 fn serve_http(opts: &HttpOptions) -> Result<(), String> {
-    let listener = bind_listener(opts.port, opts.bind)
-        .map_err(|e| format!("http: cannot listen on port {} ({:?}): {e}", opts.port, opts.bind))?;
-    let local = listener.local_addr().map_err(|e| format!("http: local_addr: {e}"))?;
+    let listener = bind_listener(opts.port, opts.bind).map_err(|e| {
+        format!(
+            "http: cannot listen on port {} ({:?}): {e}",
+            opts.port, opts.bind
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("http: local_addr: {e}"))?;
     let mode = match opts.bind {
         Bind::DualStack => "dual-stack",
         Bind::V6Only => "ipv6 only",
@@ -208,7 +230,10 @@ fn serve_http(opts: &HttpOptions) -> Result<(), String> {
             Ok(stream) => {
                 let text = Arc::clone(&text);
                 std::thread::spawn(move || {
-                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    let peer = stream
+                        .peer_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
                     if let Err(e) = handle_connection(stream, &text) {
                         say(&format!("connection from {peer} ended with an error: {e}"));
                     }
@@ -266,7 +291,9 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Result<Option<RequestHead>, S
     // Tolerate empty lines before a request (RFC 9112 section 2.2).
     while request_line.trim().is_empty() {
         request_line.clear();
-        let n = reader.read_line(&mut request_line).map_err(|e| format!("read: {e}"))?;
+        let n = reader
+            .read_line(&mut request_line)
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Ok(None);
         }
@@ -278,7 +305,10 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Result<Option<RequestHead>, S
     let mut parts = request_line.split_whitespace();
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Err(format!("malformed request line {:?}", request_line.trim_end()));
+        return Err(format!(
+            "malformed request line {:?}",
+            request_line.trim_end()
+        ));
     };
     let mut head = RequestHead {
         method: method.to_string(),
@@ -288,7 +318,9 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Result<Option<RequestHead>, S
     };
     loop {
         let mut line = String::new();
-        let n = reader.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("connection closed inside the request head".into());
         }
@@ -300,24 +332,40 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Result<Option<RequestHead>, S
         if line.is_empty() {
             return Ok(Some(head));
         }
-        let (name, value) =
-            line.split_once(':').ok_or_else(|| format!("malformed header line {line:?}"))?;
-        head.headers.push((name.trim().to_string(), value.trim().to_string()));
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("malformed header line {line:?}"))?;
+        head.headers
+            .push((name.trim().to_string(), value.trim().to_string()));
     }
 }
 
 fn handle_connection(stream: TcpStream, text: &str) -> Result<(), String> {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let mut writer = stream.try_clone().map_err(|e| format!("clone socket: {e}"))?;
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let mut writer = stream
+        .try_clone()
+        .map_err(|e| format!("clone socket: {e}"))?;
     let mut reader = BufReader::new(stream);
     loop {
         let Some(head) = read_head(&mut reader)? else {
             return Ok(());
         };
-        say(&format!("request {} {} from {peer}", head.method, head.target));
+        say(&format!(
+            "request {} {} from {peer}",
+            head.method, head.target
+        ));
 
         if head.header("transfer-encoding").is_some() {
-            respond(&mut writer, 501, "chunked request bodies are not supported\n", false, true)?;
+            respond(
+                &mut writer,
+                501,
+                "chunked request bodies are not supported\n",
+                false,
+                true,
+            )?;
             return Ok(());
         }
         let body_len: u64 = match head.header("content-length") {
@@ -378,7 +426,8 @@ fn respond(
     if send_body {
         response.push_str(body);
     }
-    out.write_all(response.as_bytes()).map_err(|e| format!("write response: {e}"))?;
+    out.write_all(response.as_bytes())
+        .map_err(|e| format!("write response: {e}"))?;
     out.flush().map_err(|e| format!("flush response: {e}"))
 }
 
@@ -388,13 +437,17 @@ fn websocket_echo(
     head: &RequestHead,
     peer: &str,
 ) -> Result<(), String> {
-    let key = head.header("sec-websocket-key").ok_or("websocket upgrade without a key")?;
+    let key = head
+        .header("sec-websocket-key")
+        .ok_or("websocket upgrade without a key")?;
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    writer.write_all(response.as_bytes()).map_err(|e| format!("write upgrade: {e}"))?;
+    writer
+        .write_all(response.as_bytes())
+        .map_err(|e| format!("write upgrade: {e}"))?;
     writer.flush().map_err(|e| format!("flush upgrade: {e}"))?;
     // Bytes the client sent right after its request are already in the reader's buffer.
     let leftover = reader.buffer().to_vec();

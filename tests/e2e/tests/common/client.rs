@@ -53,7 +53,10 @@ impl CliOutput {
 }
 
 fn http_client(timeout: Duration) -> reqwest::blocking::ClientBuilder {
-    Client::builder().no_proxy().timeout(timeout).redirect(reqwest::redirect::Policy::none())
+    Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 impl Api {
@@ -64,7 +67,9 @@ impl Api {
             ingress: server.ingress,
             bin: server.bin.clone(),
             profile: server.profile.clone(),
-            http: http_client(Duration::from_secs(30)).build().ctx("build API client")?,
+            http: http_client(Duration::from_secs(30))
+                .build()
+                .ctx("build API client")?,
         })
     }
 
@@ -73,11 +78,18 @@ impl Api {
 
     /// A request to `path` (like "/v1/containers") carrying the admin token.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
     }
 
     /// A request to `path` with the given token, or none.
-    pub fn request_with_token(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+    pub fn request_with_token(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.base));
         match token {
             Some(t) => req.bearer_auth(t),
@@ -109,30 +121,52 @@ impl Api {
     pub fn create(&self, spec: &Value) -> Res<Container> {
         let (status, body) = self.create_raw(&spec.to_string(), Some(&self.token))?;
         if !status.is_success() {
-            return Err(format!("POST /v1/containers {spec} answered {status}: {body}"));
+            return Err(format!(
+                "POST /v1/containers {spec} answered {status}: {body}"
+            ));
         }
         if status != StatusCode::ACCEPTED {
-            return Err(format!("POST /v1/containers answered {status}, the API promises 202"));
+            return Err(format!(
+                "POST /v1/containers answered {status}, the API promises 202"
+            ));
         }
         parse_json(&body, "the created container")
     }
 
     /// Creates a container and returns a guard that stops it when dropped.
-    pub fn launch(&self, spec: Value) -> Res<Pod<'_>> {
+    /// Creates a pod of its own. Identical specs share a stub and so a URL (the newest
+    /// container answers), so each launch gets a unique marker in its env.
+    pub fn launch(&self, mut spec: Value) -> Res<Pod<'_>> {
+        static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !spec["env"].is_object() {
+            spec["env"] = serde_json::json!({});
+        }
+        spec["env"]["E2E_LAUNCH"] = Value::String(format!("{}-{n}", std::process::id()));
         let container = self.create(&spec)?;
         check_id_shape(&container)?;
-        Ok(Pod { api: self, id: container.id.clone(), created: container })
+        Ok(Pod {
+            api: self,
+            id: container.id.clone(),
+            created: container,
+        })
     }
 
     /// A guard for a container created some other way (the CLI).
     pub fn adopt(&self, id: &str) -> Res<Pod<'_>> {
         let container = self.get(id)?;
-        Ok(Pod { api: self, id: id.to_string(), created: container })
+        Ok(Pod {
+            api: self,
+            id: id.to_string(),
+            created: container,
+        })
     }
 
     pub fn get(&self, id: &str) -> Res<Container> {
-        let (status, body) =
-            self.send(self.request(Method::GET, &format!("/v1/containers/{id}")), "GET container")?;
+        let (status, body) = self.send(
+            self.request(Method::GET, &format!("/v1/containers/{id}")),
+            "GET container",
+        )?;
         if status != StatusCode::OK {
             return Err(format!("GET /v1/containers/{id} answered {status}: {body}"));
         }
@@ -140,7 +174,11 @@ impl Api {
     }
 
     pub fn list(&self, all: bool) -> Res<Vec<Container>> {
-        let path = if all { "/v1/containers?all=true" } else { "/v1/containers" };
+        let path = if all {
+            "/v1/containers?all=true"
+        } else {
+            "/v1/containers"
+        };
         let (status, body) = self.send(self.request(Method::GET, path), "list containers")?;
         if status != StatusCode::OK {
             return Err(format!("GET {path} answered {status}: {body}"));
@@ -156,7 +194,9 @@ impl Api {
             .body("{}");
         let (status, body) = self.send(req, "stop container")?;
         if status != StatusCode::OK {
-            return Err(format!("POST /v1/containers/{id}/stop answered {status}: {body}"));
+            return Err(format!(
+                "POST /v1/containers/{id}/stop answered {status}: {body}"
+            ));
         }
         parse_json(&body, "a container")
     }
@@ -182,7 +222,11 @@ impl Api {
             Ok(l) => tail_lines(&l, 20),
             Err(e) => format!("(cannot get them: {e})"),
         };
-        format!("container {id}:\n{}\nits last log lines:\n{}", indent(&container), indent(&logs))
+        format!(
+            "container {id}:\n{}\nits last log lines:\n{}",
+            indent(&container),
+            indent(&logs)
+        )
     }
 
     /// Polls the container until `done` holds. Fails with the status history on timeout, or
@@ -223,11 +267,15 @@ impl Api {
     }
 
     pub fn wait_running(&self, id: &str) -> Res<Container> {
-        self.wait_for(id, "RUNNING", timeouts::START, |c| c.status == ContainerStatus::Running)
+        self.wait_for(id, "RUNNING", timeouts::START, |c| {
+            c.status == ContainerStatus::Running
+        })
     }
 
     pub fn wait_terminal(&self, id: &str, timeout: Duration) -> Res<Container> {
-        self.wait_for(id, "in a terminal state", timeout, |c| c.status.is_terminal())
+        self.wait_for(id, "in a terminal state", timeout, |c| {
+            c.status.is_terminal()
+        })
     }
 
     // ------------------------------------------------------------------------------------------
@@ -261,9 +309,18 @@ impl Api {
         run_with_timeout(cmd, args, timeouts::CLI)
     }
 
+    /// Runs `berth ARGS...` with `BERTH_TOKEN` set to `token`.
+    pub fn cli_with_token(&self, args: &[&str], token: &str) -> Res<CliOutput> {
+        let mut cmd = self.cli_command(args);
+        cmd.env("BERTH_TOKEN", token);
+        run_with_timeout(cmd, args, timeouts::CLI)
+    }
+
     /// Starts `berth ARGS...` and hands back the running child (for `logs --follow`).
     pub fn cli_spawn(&self, args: &[&str]) -> Res<Child> {
-        self.cli_command(args).spawn().with_ctx(|| format!("spawn berth {}", args.join(" ")))
+        self.cli_command(args)
+            .spawn()
+            .with_ctx(|| format!("spawn berth {}", args.join(" ")))
     }
 
     // ------------------------------------------------------------------------------------------
@@ -271,7 +328,9 @@ impl Api {
 
     /// A client that resolves the host of `url` to the ingress, as DNS for `*.berth.test` would.
     fn ingress_client(&self, url: &Url) -> Res<Client> {
-        let host = url.host_str().ok_or_else(|| format!("URL {url} has no host"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("URL {url} has no host"))?;
         http_client(Duration::from_secs(15))
             .resolve(host, self.ingress)
             .build()
@@ -282,7 +341,10 @@ impl Api {
     pub fn ingress_get(&self, url: &str) -> Res<(StatusCode, String)> {
         let parsed = Url::parse(url).with_ctx(|| format!("parse URL {url:?}"))?;
         let client = self.ingress_client(&parsed)?;
-        let resp = client.get(parsed).send().with_ctx(|| format!("GET {url}"))?;
+        let resp = client
+            .get(parsed)
+            .send()
+            .with_ctx(|| format!("GET {url}"))?;
         let status = resp.status();
         let body = resp.text().with_ctx(|| format!("GET {url}: read body"))?;
         Ok((status, body))
@@ -299,7 +361,9 @@ impl Api {
                 Err(e) => e,
             };
             if start.elapsed() >= timeout {
-                return Err(format!("GET {url} did not answer 200 within {timeout:?}; last: {last}"));
+                return Err(format!(
+                    "GET {url} did not answer 200 within {timeout:?}; last: {last}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -308,13 +372,21 @@ impl Api {
     /// Opens a websocket to `url` (an `http://` pod URL plus path) through the ingress.
     pub fn ws_connect(&self, url: &str) -> Res<WebSocket<TcpStream>> {
         let ws_url = url.replacen("http://", "ws://", 1);
-        let request = ws_url.as_str().into_client_request().with_ctx(|| format!("websocket request {ws_url}"))?;
+        let request = ws_url
+            .as_str()
+            .into_client_request()
+            .with_ctx(|| format!("websocket request {ws_url}"))?;
         let stream = TcpStream::connect(self.ingress).ctx("connect to the ingress")?;
-        stream.set_read_timeout(Some(Duration::from_secs(15))).ctx("set read timeout")?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .ctx("set read timeout")?;
         let (ws, response) = tungstenite::client(request, stream)
             .map_err(|e| format!("websocket handshake with {ws_url} through the ingress: {e}"))?;
         if response.status().as_u16() != 101 {
-            return Err(format!("websocket handshake answered {}", response.status()));
+            return Err(format!(
+                "websocket handshake answered {}",
+                response.status()
+            ));
         }
         Ok(ws)
     }
@@ -365,13 +437,25 @@ impl Pod<'_> {
             self.api.ingress.port()
         );
         if url.trim_end_matches('/') != expected {
-            return Err(format!("{} has URL {url:?}, expected {expected:?}", self.id));
+            return Err(format!(
+                "{} has URL {url:?}, expected {expected:?}",
+                self.id
+            ));
         }
         Ok(expected)
     }
 
     pub fn get(&self) -> Res<Container> {
         self.api.get(&self.id)
+    }
+
+    /// Polls `GET <url for port><path>` through the ingress until it answers 200; the error
+    /// describes the container.
+    pub fn wait_http_ok(&self, port: u16, path: &str) -> Res<String> {
+        let url = format!("{}{path}", self.url(port)?);
+        self.api
+            .wait_http_ok(&url, timeouts::HTTP_READY)
+            .map_err(|e| format!("{e}\n{}", self.describe()))
     }
 
     pub fn describe(&self) -> String {
@@ -404,10 +488,16 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &str, what: &str) -> Res
 fn check_id_shape(c: &Container) -> Res<()> {
     let prefix = format!("pod-{}-", c.stub_id);
     let ok = c.id.strip_prefix(&prefix).is_some_and(|tail| {
-        tail.len() == 8 && tail.chars().all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase())
+        tail.len() == 8
+            && tail
+                .chars()
+                .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase())
     });
     if !ok {
-        return Err(format!("container id {:?} is not pod-<stub_id>-<8 hex> (stub_id {:?})", c.id, c.stub_id));
+        return Err(format!(
+            "container id {:?} is not pod-<stub_id>-<8 hex> (stub_id {:?})",
+            c.id, c.stub_id
+        ));
     }
     Ok(())
 }
@@ -492,9 +582,15 @@ impl RawHttp {
             _ => return Err(format!("URL {url} has no host")),
         };
         let stream = TcpStream::connect(ingress).ctx("connect to the ingress")?;
-        stream.set_read_timeout(Some(Duration::from_secs(15))).ctx("set read timeout")?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .ctx("set read timeout")?;
         let reader = BufReader::new(stream.try_clone().ctx("clone socket")?);
-        Ok(RawHttp { stream, reader, host })
+        Ok(RawHttp {
+            stream,
+            reader,
+            host,
+        })
     }
 
     /// Sends `GET path` on this connection and reads the response; (status, body).
@@ -503,13 +599,17 @@ impl RawHttp {
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-e2e\r\nAccept: */*\r\n\r\n",
             self.host
         );
-        self.stream.write_all(request.as_bytes()).ctx("send request")?;
+        self.stream
+            .write_all(request.as_bytes())
+            .ctx("send request")?;
         self.read_response()
     }
 
     fn read_response(&mut self) -> Res<(u16, String)> {
         let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).ctx("read status line")?;
+        self.reader
+            .read_line(&mut status_line)
+            .ctx("read status line")?;
         let status: u16 = status_line
             .split_whitespace()
             .nth(1)
@@ -541,7 +641,9 @@ impl RawHttp {
         if chunked {
             loop {
                 let mut size_line = String::new();
-                self.reader.read_line(&mut size_line).ctx("read chunk size")?;
+                self.reader
+                    .read_line(&mut size_line)
+                    .ctx("read chunk size")?;
                 let size_hex = size_line.trim().split(';').next().unwrap_or("");
                 let size = usize::from_str_radix(size_hex, 16)
                     .map_err(|_| format!("bad chunk size line {size_line:?}"))?;

@@ -32,7 +32,11 @@ pub struct Blob {
 
 impl Blob {
     pub fn new(media_type: &'static str, data: Vec<u8>) -> Blob {
-        Blob { media_type, digest: sha256_digest(&data), data }
+        Blob {
+            media_type,
+            digest: sha256_digest(&data),
+            data,
+        }
     }
 
     fn descriptor(&self) -> Value {
@@ -58,9 +62,18 @@ pub struct LayerBuilder {
     dirs: BTreeSet<String>,
 }
 
+impl Default for LayerBuilder {
+    fn default() -> Self {
+        LayerBuilder {
+            tar: tar::Builder::new(Vec::new()),
+            dirs: BTreeSet::new(),
+        }
+    }
+}
+
 impl LayerBuilder {
     pub fn new() -> LayerBuilder {
-        LayerBuilder { tar: tar::Builder::new(Vec::new()), dirs: BTreeSet::new() }
+        LayerBuilder::default()
     }
 
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -103,9 +116,12 @@ impl LayerBuilder {
         self.ensure_parents(&rel)?;
         if self.dirs.insert(rel.clone()) {
             let mut h = Self::header(tar::EntryType::Directory, mode, 0);
-            h.set_path(format!("{rel}/")).with_ctx(|| format!("tar path {path}"))?;
+            h.set_path(format!("{rel}/"))
+                .with_ctx(|| format!("tar path {path}"))?;
             h.set_cksum();
-            self.tar.append(&h, std::io::empty()).with_ctx(|| format!("tar dir {path}"))?;
+            self.tar
+                .append(&h, std::io::empty())
+                .with_ctx(|| format!("tar dir {path}"))?;
         }
         Ok(self)
     }
@@ -116,7 +132,9 @@ impl LayerBuilder {
         let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
         h.set_path(rel).with_ctx(|| format!("tar path {path}"))?;
         h.set_cksum();
-        self.tar.append(&h, data).with_ctx(|| format!("tar file {path}"))?;
+        self.tar
+            .append(&h, data)
+            .with_ctx(|| format!("tar file {path}"))?;
         Ok(self)
     }
 
@@ -135,9 +153,12 @@ impl LayerBuilder {
         self.ensure_parents(rel)?;
         let mut h = Self::header(kind, 0o777, 0);
         h.set_path(rel).with_ctx(|| format!("tar path {path}"))?;
-        h.set_link_name_literal(target).with_ctx(|| format!("tar link name {target}"))?;
+        h.set_link_name_literal(target)
+            .with_ctx(|| format!("tar link name {target}"))?;
         h.set_cksum();
-        self.tar.append(&h, std::io::empty()).with_ctx(|| format!("tar link {path}"))?;
+        self.tar
+            .append(&h, std::io::empty())
+            .with_ctx(|| format!("tar link {path}"))?;
         Ok(self)
     }
 
@@ -153,14 +174,18 @@ impl LayerBuilder {
         gnu.name = [0; 100];
         gnu.name[..name.len()].copy_from_slice(name.as_bytes());
         h.set_cksum();
-        self.tar.append(&h, data).with_ctx(|| format!("tar raw entry {name}"))?;
+        self.tar
+            .append(&h, data)
+            .with_ctx(|| format!("tar raw entry {name}"))?;
         Ok(self)
     }
 
     /// Copies a host file (following symlinks) to the same absolute path in the layer.
     pub fn host_file(&mut self, host_path: &Path, mode: u32) -> Res<&mut Self> {
         let data = std::fs::read(host_path).with_ctx(|| format!("read {}", host_path.display()))?;
-        let path = host_path.to_str().ok_or_else(|| format!("non-UTF-8 path {host_path:?}"))?;
+        let path = host_path
+            .to_str()
+            .ok_or_else(|| format!("non-UTF-8 path {host_path:?}"))?;
         self.file(path, &data, mode)
     }
 
@@ -171,7 +196,10 @@ impl LayerBuilder {
         let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
         gz.write_all(&tar).ctx("gzip layer")?;
         let data = gz.finish().ctx("gzip layer")?;
-        Ok(Layer { blob: Blob::new(MEDIA_LAYER, data), diff_id })
+        Ok(Layer {
+            blob: Blob::new(MEDIA_LAYER, data),
+            diff_id,
+        })
     }
 }
 
@@ -196,17 +224,25 @@ impl Image {
             },
             "history": layers.iter().map(|_| json!({"created_by": "berth-e2e harness"})).collect::<Vec<_>>(),
         });
-        let config =
-            Blob::new(MEDIA_CONFIG, serde_json::to_vec(&config).ctx("serialize image config")?);
+        let config = Blob::new(
+            MEDIA_CONFIG,
+            serde_json::to_vec(&config).ctx("serialize image config")?,
+        );
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
             "config": config.descriptor(),
             "layers": layers.iter().map(|l| l.blob.descriptor()).collect::<Vec<_>>(),
         });
-        let manifest =
-            Blob::new(MEDIA_MANIFEST, serde_json::to_vec(&manifest).ctx("serialize manifest")?);
-        Ok(Image { layers: layers.iter().map(|l| l.blob.clone()).collect(), config, manifest })
+        let manifest = Blob::new(
+            MEDIA_MANIFEST,
+            serde_json::to_vec(&manifest).ctx("serialize manifest")?,
+        );
+        Ok(Image {
+            layers: layers.iter().map(|l| l.blob.clone()).collect(),
+            config,
+            manifest,
+        })
     }
 }
 
@@ -221,7 +257,9 @@ fn oci_arch() -> &'static str {
 
 /// The shared libraries `ldd` reports for `binary`, including the dynamic loader.
 pub fn shared_libraries(binary: &Path) -> Res<Vec<PathBuf>> {
-    let bin = binary.to_str().ok_or_else(|| format!("non-UTF-8 path {binary:?}"))?;
+    let bin = binary
+        .to_str()
+        .ok_or_else(|| format!("non-UTF-8 path {binary:?}"))?;
     let out = command_output("ldd", &[bin])?;
     let mut libs = Vec::new();
     for line in out.lines() {
@@ -301,7 +339,11 @@ fn busybox_layer() -> Res<Layer> {
     for applet in ["sh", "httpd", "echo", "cat", "sleep", "ls"] {
         layer.symlink(&format!("/bin/{applet}"), "busybox")?;
     }
-    layer.file("/www/index.html", format!("{BUSYBOX_INDEX}\n").as_bytes(), 0o644)?;
+    layer.file(
+        "/www/index.html",
+        format!("{BUSYBOX_INDEX}\n").as_bytes(),
+        0o644,
+    )?;
     layer.dir("/tmp", 0o1777)?;
     layer.file("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
     layer.finish()
@@ -347,7 +389,11 @@ pub fn build_and_push(registry: &Registry, testapp: &Path) -> Res<TestImages> {
 
 /// `../` enough times to reach `/` from any unpack directory, then `path`.
 fn climb(path: &Path) -> String {
-    format!("{}{}", "../".repeat(16), path.display().to_string().trim_start_matches('/'))
+    format!(
+        "{}{}",
+        "../".repeat(16),
+        path.display().to_string().trim_start_matches('/')
+    )
 }
 
 /// Hostile images: each has the testapp layer (so it could run) plus layers that try to write
@@ -360,13 +406,13 @@ fn build_hostile(registry: &Registry, app_layer: &Layer) -> Res<Vec<HostileImage
     // 1. A plain `..` entry name.
     let escape = PathBuf::from(format!("/tmp/berth-escape-{tag}"));
     let mut layer = LayerBuilder::new();
-    layer.raw_file(
-        &climb(&escape),
-        b"escaped via ..\n",
-        0o644,
-    )?;
+    layer.raw_file(&climb(&escape), b"escaped via ..\n", 0o644)?;
     let evil = layer.finish()?;
-    registry.push("evil-dotdot", "latest", &Image::new(&[app_layer, &evil], testapp_config())?)?;
+    registry.push(
+        "evil-dotdot",
+        "latest",
+        &Image::new(&[app_layer, &evil], testapp_config())?,
+    )?;
     images.push(HostileImage {
         reference: format!("{host}/evil-dotdot:latest"),
         what: "a layer entry named ../../(...)/tmp/berth-escape-*",
@@ -378,9 +424,17 @@ fn build_hostile(registry: &Registry, app_layer: &Layer) -> Res<Vec<HostileImage
     let pwned = format!("berth-pwned-{tag}");
     let mut layer = LayerBuilder::new();
     layer.symlink("/etc2", "/etc")?;
-    layer.raw_file(&format!("etc2/{pwned}"), b"written through a symlink\n", 0o644)?;
+    layer.raw_file(
+        &format!("etc2/{pwned}"),
+        b"written through a symlink\n",
+        0o644,
+    )?;
     let evil = layer.finish()?;
-    registry.push("evil-symlink", "latest", &Image::new(&[app_layer, &evil], testapp_config())?)?;
+    registry.push(
+        "evil-symlink",
+        "latest",
+        &Image::new(&[app_layer, &evil], testapp_config())?,
+    )?;
     images.push(HostileImage {
         reference: format!("{host}/evil-symlink:latest"),
         what: "a symlink etc2 -> /etc followed by a file etc2/berth-pwned-*",
@@ -391,13 +445,16 @@ fn build_hostile(registry: &Registry, app_layer: &Layer) -> Res<Vec<HostileImage
     // 3. A relative symlink climbing to a host directory in one layer, a file through it in the
     //    next layer. The target directory exists on the host, so a naive unpacker would succeed.
     let target_dir = PathBuf::from(format!("/tmp/berth-symdir-{tag}"));
-    std::fs::create_dir_all(&target_dir)
-        .with_ctx(|| format!("create {}", target_dir.display()))?;
+    std::fs::create_dir_all(&target_dir).with_ctx(|| format!("create {}", target_dir.display()))?;
     let mut link_layer = LayerBuilder::new();
     link_layer.symlink("/data", &climb(&target_dir))?;
     let link_layer = link_layer.finish()?;
     let mut file_layer = LayerBuilder::new();
-    file_layer.raw_file(&format!("data/{pwned}"), b"written through a symlink\n", 0o644)?;
+    file_layer.raw_file(
+        &format!("data/{pwned}"),
+        b"written through a symlink\n",
+        0o644,
+    )?;
     let file_layer = file_layer.finish()?;
     registry.push(
         "evil-symlink-rel",
@@ -420,7 +477,11 @@ fn build_hostile(registry: &Registry, app_layer: &Layer) -> Res<Vec<HostileImage
     layer.hardlink("/stolen", &victim.display().to_string())?;
     layer.hardlink("/stolen2", &climb(&victim))?;
     let evil = layer.finish()?;
-    registry.push("evil-hardlink", "latest", &Image::new(&[app_layer, &evil], testapp_config())?)?;
+    registry.push(
+        "evil-hardlink",
+        "latest",
+        &Image::new(&[app_layer, &evil], testapp_config())?,
+    )?;
     images.push(HostileImage {
         reference: format!("{host}/evil-hardlink:latest"),
         what: "hard links to an absolute and a ../-climbing host path",
@@ -432,17 +493,24 @@ fn build_hostile(registry: &Registry, app_layer: &Layer) -> Res<Vec<HostileImage
 }
 
 impl TestImages {
-    /// Host files and directories the hostile images were built around, removed at teardown.
+    /// Host files and directories the hostile images were built around (and any file an
+    /// escape created, once its test has reported it), removed at teardown; files first.
     pub fn host_fixtures(&self) -> Vec<PathBuf> {
         let mut paths = Vec::new();
+        let mut dirs = Vec::new();
         for image in &self.hostile {
             paths.extend(image.must_stay_unlinked.iter().cloned());
             for p in &image.must_not_exist {
-                if let Some(dir) = p.parent().filter(|d| d.starts_with("/tmp/berth-symdir-")) {
-                    paths.push(dir.to_path_buf());
+                paths.push(p.clone());
+                if let Some(dir) = p
+                    .parent()
+                    .filter(|d| d.to_string_lossy().starts_with("/tmp/berth-symdir-"))
+                {
+                    dirs.push(dir.to_path_buf());
                 }
             }
         }
+        paths.extend(dirs);
         paths
     }
 }

@@ -90,7 +90,11 @@ fn read_mounts() -> Vec<(String, String, String)> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
-            Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.to_string()))
+            Some((
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+            ))
         })
         .collect()
 }
@@ -140,7 +144,9 @@ fn strip_counters(line: &str) -> String {
         .filter(|w| {
             !(w.starts_with('[')
                 && w.ends_with(']')
-                && w[1..w.len() - 1].split(':').all(|n| n.chars().all(|c| c.is_ascii_digit())))
+                && w[1..w.len() - 1]
+                    .split(':')
+                    .all(|n| n.chars().all(|c| c.is_ascii_digit())))
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -153,7 +159,10 @@ fn shim_processes() -> BTreeSet<String> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.chars().all(|c| c.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
+        else {
             continue;
         };
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
@@ -179,7 +188,7 @@ fn cgroups() -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut stack: Vec<(PathBuf, usize)> = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
     while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         for entry in entries.flatten() {

@@ -2,6 +2,7 @@
 //! the leak checker.
 
 pub mod client;
+pub mod harness;
 pub mod images;
 pub mod leaks;
 pub mod registry;
@@ -77,7 +78,11 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 /// Polls `probe` every `interval` until it returns `Some` or `timeout` passes.
-pub fn poll<T>(timeout: Duration, interval: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn poll<T>(
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = probe() {
@@ -114,7 +119,10 @@ pub fn tail_lines(text: &str, lines: usize) -> String {
 
 /// Indents a multi-line text block for nesting in a failure message.
 pub fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs a command to completion and returns its stdout, failing on a non-zero exit.

@@ -50,7 +50,7 @@ impl Registry {
         let err = out.try_clone().ctx("clone registry log handle")?;
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
-            .arg(&config)
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -61,16 +61,26 @@ impl Registry {
             .timeout(Duration::from_secs(60))
             .build()
             .ctx("build registry http client")?;
-        let registry = Registry { addr, log, child: Mutex::new(Some(child)), http };
+        let registry = Registry {
+            addr,
+            log,
+            child: Mutex::new(Some(child)),
+            http,
+        };
 
         let ready = poll(Duration::from_secs(30), Duration::from_millis(100), || {
             if let Some(status) = registry.exit_status() {
                 return Some(Err(format!("docker-registry exited early ({status})")));
             }
-            let resp = registry.http.get(format!("http://{addr}/v2/")).send().ok()?;
+            let resp = registry
+                .http
+                .get(format!("http://{addr}/v2/"))
+                .send()
+                .ok()?;
             (resp.status() == StatusCode::OK).then_some(Ok(()))
         });
-        let outcome = ready.unwrap_or_else(|| Err("docker-registry did not answer GET /v2/ within 30s".into()));
+        let outcome = ready
+            .unwrap_or_else(|| Err("docker-registry did not answer GET /v2/ within 30s".into()));
         outcome.map_err(|e| format!("{e}; its log:\n{}", tail_file(&registry.log, 30)))?;
         Ok(registry)
     }
@@ -89,7 +99,8 @@ impl Registry {
     /// Returns the manifest digest.
     pub fn push(&self, name: &str, tag: &str, image: &Image) -> Res<String> {
         for blob in image.layers.iter().chain(std::iter::once(&image.config)) {
-            self.push_blob(name, blob).with_ctx(|| format!("push {name}:{tag}"))?;
+            self.push_blob(name, blob)
+                .with_ctx(|| format!("push {name}:{tag}"))?;
         }
         self.push_manifest(name, tag, &image.manifest)
     }
@@ -122,7 +133,11 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .ok_or("blob upload answer has no Location header")?
             .to_string();
-        let location = if location.starts_with('/') { format!("{base}{location}") } else { location };
+        let location = if location.starts_with('/') {
+            format!("{base}{location}")
+        } else {
+            location
+        };
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = self
             .http

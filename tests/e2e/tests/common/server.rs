@@ -11,8 +11,9 @@ use super::{free_port, loopback, poll, tail_file, Context, Res};
 
 pub const DOMAIN: &str = "berth.test";
 pub const BRIDGE: &str = "berthtest0";
-pub const POD_SUBNET_V4: &str = "10.213.0.0/16";
-pub const POD_SUBNET_V6: &str = "fd62:6572:7468::/64";
+// Not the server defaults, so the suite can run beside a berth server on the same machine.
+pub const POD_SUBNET_V4: &str = "10.214.0.0/16";
+pub const POD_SUBNET_V6: &str = "fd62:6572:7469::/64";
 /// Seconds between SIGTERM and SIGKILL when the server stops a container.
 pub const STOP_TIMEOUT_SECONDS: u64 = 3;
 
@@ -40,7 +41,8 @@ pub fn berth_bin() -> Res<PathBuf> {
             path.display()
         ));
     }
-    path.canonicalize().with_ctx(|| format!("canonicalize {}", path.display()))
+    path.canonicalize()
+        .with_ctx(|| format!("canonicalize {}", path.display()))
 }
 
 pub struct Server {
@@ -90,7 +92,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        let child = cmd.spawn().with_ctx(|| format!("start {} server", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_ctx(|| format!("start {} server", bin.display()))?;
         let mut server = Server {
             bin,
             api,
@@ -103,7 +107,11 @@ impl Server {
             child: Mutex::new(Some(child)),
         };
         server.wait_ready().map_err(|e| {
-            format!("{e}\nlast lines of the server log {}:\n{}", server.log.display(), server.log_tail(40))
+            format!(
+                "{e}\nlast lines of the server log {}:\n{}",
+                server.log.display(),
+                server.log_tail(40)
+            )
         })?;
         Ok(server)
     }
@@ -117,7 +125,9 @@ impl Server {
         let url = format!("http://{}/healthz", self.api);
         let healthy = poll(Duration::from_secs(60), Duration::from_millis(200), || {
             if let Some(status) = self.exit_status() {
-                return Some(Err(format!("berth server exited during startup ({status})")));
+                return Some(Err(format!(
+                    "berth server exited during startup ({status})"
+                )));
             }
             let resp = http.get(&url).send().ok()?;
             (resp.status() == reqwest::StatusCode::OK).then_some(Ok(()))
@@ -138,7 +148,10 @@ impl Server {
             )
         })?;
         if token.is_empty() {
-            return Err(format!("the profile {} has an empty token", self.profile.display()));
+            return Err(format!(
+                "the profile {} has an empty token",
+                self.profile.display()
+            ));
         }
         self.token = token;
         self.gateway = gateway;
@@ -202,7 +215,9 @@ pub fn terminate(mut child: Child, grace: Duration) -> Option<ExitStatus> {
             libc::kill(pid, libc::SIGTERM);
         }
     }
-    let exited = poll(grace, Duration::from_millis(100), || child.try_wait().ok().flatten());
+    let exited = poll(grace, Duration::from_millis(100), || {
+        child.try_wait().ok().flatten()
+    });
     if exited.is_none() {
         let _ = child.kill();
         let _ = child.wait();

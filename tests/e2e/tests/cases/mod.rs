@@ -1,0 +1,148 @@
+//! The end-to-end tests, grouped by topic. Each is a plain function over the shared `Env`.
+
+mod api;
+mod cli;
+mod hostile;
+mod ingress;
+mod lifecycle;
+mod logs;
+mod validation;
+
+use serde_json::{json, Value};
+
+use crate::common::harness::Env;
+use crate::common::images::TESTAPP_PATH;
+use crate::common::Res;
+
+pub struct Case {
+    pub name: &'static str,
+    pub run: fn(&Env) -> Res<()>,
+}
+
+/// Every test, in the order they are dispatched (slow ones first, so a parallel run ends
+/// sooner).
+pub fn all() -> Vec<Case> {
+    vec![
+        Case {
+            name: "lifecycle::keep_warm_held_websocket",
+            run: lifecycle::keep_warm_held_websocket,
+        },
+        Case {
+            name: "lifecycle::keep_warm_held_http_keepalive",
+            run: lifecycle::keep_warm_held_http_keepalive,
+        },
+        Case {
+            name: "lifecycle::keep_warm_idle_stop",
+            run: lifecycle::keep_warm_idle_stop,
+        },
+        Case {
+            name: "cli::run_busybox",
+            run: cli::run_busybox,
+        },
+        Case {
+            name: "lifecycle::oom_killed",
+            run: lifecycle::oom_killed,
+        },
+        Case {
+            name: "lifecycle::exit_code",
+            run: lifecycle::exit_code,
+        },
+        Case {
+            name: "lifecycle::stop_via_api",
+            run: lifecycle::stop_via_api,
+        },
+        Case {
+            name: "logs::stdout_stderr_and_follow",
+            run: logs::stdout_stderr_and_follow,
+        },
+        Case {
+            name: "ingress::websocket_echo",
+            run: ingress::websocket_echo,
+        },
+        Case {
+            name: "ingress::two_pods_same_port",
+            run: ingress::two_pods_same_port,
+        },
+        Case {
+            name: "ingress::ipv6_only_and_ipv4_only",
+            run: ingress::ipv6_only_and_ipv4_only,
+        },
+        Case {
+            name: "ingress::env_and_identity",
+            run: ingress::env_and_identity,
+        },
+        Case {
+            name: "ingress::pod_not_listening",
+            run: ingress::pod_not_listening,
+        },
+        Case {
+            name: "ingress::unknown_host",
+            run: ingress::unknown_host,
+        },
+        Case {
+            name: "hostile::dotdot_entry",
+            run: hostile::dotdot_entry,
+        },
+        Case {
+            name: "hostile::symlink_to_etc",
+            run: hostile::symlink_to_etc,
+        },
+        Case {
+            name: "hostile::symlink_climb_across_layers",
+            run: hostile::symlink_climb_across_layers,
+        },
+        Case {
+            name: "hostile::hardlink_to_host_file",
+            run: hostile::hardlink_to_host_file,
+        },
+        Case {
+            name: "validation::rejects_bad_fields",
+            run: validation::rejects_bad_fields,
+        },
+        Case {
+            name: "validation::requires_token",
+            run: validation::requires_token,
+        },
+        Case {
+            name: "validation::pull_failures",
+            run: validation::pull_failures,
+        },
+        Case {
+            name: "validation::image_without_command",
+            run: validation::image_without_command,
+        },
+        Case {
+            name: "cli::run_failure_reports_error",
+            run: cli::run_failure_reports_error,
+        },
+        Case {
+            name: "cli::profile_without_env",
+            run: cli::profile_without_env,
+        },
+        Case {
+            name: "api::health_openapi_metrics",
+            run: api::health_openapi_metrics,
+        },
+        Case {
+            name: "api::unknown_container",
+            run: api::unknown_container,
+        },
+    ]
+}
+
+/// A spec running the testapp with `args` (after the binary) on port 8080.
+pub fn testapp_spec(env: &Env, args: &[&str]) -> Value {
+    let mut entrypoint = vec![TESTAPP_PATH.to_string()];
+    entrypoint.extend(args.iter().map(|a| a.to_string()));
+    json!({
+        "image": env.images.testapp,
+        "ports": [8080],
+        "entrypoint": entrypoint,
+    })
+}
+
+/// `spec` with `key` set to `value`.
+pub fn with(mut spec: Value, key: &str, value: Value) -> Value {
+    spec[key] = value;
+    spec
+}
