@@ -584,3 +584,269 @@ impl<N: Node> Lifecycle<N> {
             .remove(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{NodeError, ProgressFn};
+    use berth_runtime::ExitRecord;
+    use std::path::PathBuf;
+
+    /// A node that runs nothing: tests drive its processes' fate by hand.
+    #[derive(Default)]
+    struct FakeNode {
+        fail_pull: bool,
+        states: Mutex<HashMap<String, ProcessState>>,
+        teardowns: Mutex<Vec<String>>,
+    }
+
+    fn exited(code: i32, oom: bool) -> ProcessState {
+        ProcessState::Exited(ExitRecord {
+            exit_code: code,
+            signal: None,
+            oom_killed: oom,
+            finished_at: 0,
+        })
+    }
+
+    impl Node for Arc<FakeNode> {
+        type Image = ();
+
+        async fn pull(&self, spec: &PodSpec, progress: ProgressFn) -> Result<(), NodeError> {
+            progress(format!("Pulling image {}: 0/1 layers", spec.image));
+            if self.fail_pull {
+                return Err(NodeError::Io(format!("image {} not found", spec.image)));
+            }
+            Ok(())
+        }
+
+        async fn start(&self, req: StartRequest, _image: ()) -> Result<Started, NodeError> {
+            self.states
+                .lock()
+                .expect("lock")
+                .insert(req.id, ProcessState::Running);
+            Ok(Started {
+                ports: if req.spec.ports.is_empty() {
+                    vec![80]
+                } else {
+                    req.spec.ports
+                },
+                addrs: vec!["10.0.0.2".parse().expect("ip")],
+            })
+        }
+
+        async fn stop(&self, id: &str, _grace: Duration) -> ProcessState {
+            let state = exited(143, false);
+            self.states
+                .lock()
+                .expect("lock")
+                .insert(id.to_string(), state);
+            state
+        }
+
+        async fn teardown(&self, id: &str) -> Result<(), NodeError> {
+            self.teardowns.lock().expect("lock").push(id.to_string());
+            Ok(())
+        }
+
+        fn process_state(&self, id: &str) -> ProcessState {
+            *self
+                .states
+                .lock()
+                .expect("lock")
+                .get(id)
+                .unwrap_or(&ProcessState::Lost)
+        }
+
+        fn log_path(&self, _id: &str) -> PathBuf {
+            PathBuf::from("/dev/null")
+        }
+    }
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        node: Arc<FakeNode>,
+        routes: Arc<RouteTable>,
+        lifecycle: Arc<Lifecycle<Arc<FakeNode>>>,
+    }
+
+    async fn harness(node: FakeNode) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db")).await.expect("store");
+        let node = Arc::new(node);
+        let routes = Arc::new(RouteTable::new());
+        let lifecycle = Lifecycle::new(
+            store,
+            node.clone(),
+            routes.clone(),
+            LifecycleConfig {
+                domain: "example.test".into(),
+                url_port: 80,
+                stop_grace: Duration::from_secs(1),
+            },
+        );
+        Harness {
+            _dir: dir,
+            node,
+            routes,
+            lifecycle,
+        }
+    }
+
+    fn spec(keep_warm_seconds: i64) -> PodSpec {
+        PodSpec {
+            image: "img".into(),
+            ports: vec![8080],
+            cpu_millis: 1000,
+            memory_mib: 64,
+            env: Default::default(),
+            entrypoint: None,
+            keep_warm_seconds,
+        }
+    }
+
+    async fn wait_for(h: &Harness, id: &str, status: ContainerStatus) -> Container {
+        for _ in 0..200 {
+            let c = h.lifecycle.get(id).await.expect("get").expect("exists");
+            if c.status == status {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{id} never became {status}");
+    }
+
+    #[tokio::test]
+    async fn create_runs_routes_and_stop_tears_down_once() {
+        let h = harness(FakeNode::default()).await;
+        let c = h.lifecycle.create(spec(-1)).await.expect("create");
+        assert_eq!(c.status, ContainerStatus::Pending);
+        assert_eq!(c.urls, [format!("http://{}-8080.example.test", c.stub_id)]);
+        wait_for(&h, &c.id, ContainerStatus::Running).await;
+        assert!(h.routes.lookup(&c.stub_id, 8080).is_some());
+
+        h.lifecycle.stop(&c.id, None).await.expect("stop");
+        let done = wait_for(&h, &c.id, ContainerStatus::Stopped).await;
+        assert_eq!(done.exit_code, Some(143));
+        assert!(h.routes.lookup(&c.stub_id, 8080).is_none());
+        assert_eq!(*h.node.teardowns.lock().expect("lock"), [c.id.clone()]);
+        // Stopping again changes nothing.
+        assert_eq!(
+            h.lifecycle.stop(&c.id, None).await.expect("stop").status,
+            ContainerStatus::Stopped
+        );
+    }
+
+    #[tokio::test]
+    async fn exits_and_oom_kills_are_recorded_by_the_monitor() {
+        let h = harness(FakeNode::default()).await;
+        let a = h.lifecycle.create(spec(-1)).await.expect("create");
+        let b = h.lifecycle.create(spec(-1)).await.expect("create");
+        wait_for(&h, &a.id, ContainerStatus::Running).await;
+        wait_for(&h, &b.id, ContainerStatus::Running).await;
+        h.node
+            .states
+            .lock()
+            .expect("lock")
+            .insert(a.id.clone(), exited(7, false));
+        h.node
+            .states
+            .lock()
+            .expect("lock")
+            .insert(b.id.clone(), exited(137, true));
+        h.lifecycle.check_running().await.expect("check");
+        assert_eq!(
+            wait_for(&h, &a.id, ContainerStatus::Exited).await.exit_code,
+            Some(7)
+        );
+        wait_for(&h, &b.id, ContainerStatus::OomKilled).await;
+        assert_eq!(h.node.teardowns.lock().expect("lock").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_pods_stop_and_open_connections_or_minus_one_keep_them() {
+        let h = harness(FakeNode::default()).await;
+        let idle = h.lifecycle.create(spec(0)).await.expect("create");
+        let forever = h.lifecycle.create(spec(-1)).await.expect("create");
+        let busy = h.lifecycle.create(spec(0)).await.expect("create");
+        for c in [&idle, &forever, &busy] {
+            wait_for(&h, &c.id, ContainerStatus::Running).await;
+        }
+        let route = h.routes.lookup(&busy.stub_id, 8080).expect("route");
+        let guard = route.activity.connect();
+        h.lifecycle.check_running().await.expect("check");
+        wait_for(&h, &idle.id, ContainerStatus::Stopped).await;
+        let kept = h
+            .lifecycle
+            .get(&busy.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            kept.status,
+            ContainerStatus::Running,
+            "an open connection keeps a pod"
+        );
+        let kept = h
+            .lifecycle
+            .get(&forever.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(kept.status, ContainerStatus::Running, "-1 never idles out");
+        drop(guard);
+        h.lifecycle.check_running().await.expect("check");
+        wait_for(&h, &busy.id, ContainerStatus::Stopped).await;
+    }
+
+    #[tokio::test]
+    async fn failed_pull_is_failed_with_the_reason() {
+        let h = harness(FakeNode {
+            fail_pull: true,
+            ..FakeNode::default()
+        })
+        .await;
+        let c = h.lifecycle.create(spec(-1)).await.expect("create");
+        let failed = wait_for(&h, &c.id, ContainerStatus::Failed).await;
+        assert_eq!(failed.reason.as_deref(), Some("image img not found"));
+        assert!(h.lifecycle.list(false).await.expect("list").is_empty());
+        assert_eq!(h.lifecycle.list(true).await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recovery_fails_interrupted_starts_and_adopts_running_pods() {
+        let h = harness(FakeNode::default()).await;
+        let running = h.lifecycle.create(spec(-1)).await.expect("create");
+        wait_for(&h, &running.id, ContainerStatus::Running).await;
+        let mut row = h
+            .lifecycle
+            .store
+            .container(&running.id)
+            .await
+            .expect("get")
+            .expect("row");
+        row.id = format!("{}-cut", row.id);
+        row.status = ContainerStatus::Starting;
+        h.lifecycle
+            .store
+            .insert_container(&row)
+            .await
+            .expect("insert");
+
+        // A new server over the same store and node.
+        let fresh = Lifecycle::new(
+            h.lifecycle.store.clone(),
+            h.node.clone(),
+            Arc::new(RouteTable::new()),
+            h.lifecycle.config.clone(),
+        );
+        fresh.recover().await.expect("recover");
+        let cut = fresh.get(&row.id).await.expect("get").expect("exists");
+        assert_eq!(cut.status, ContainerStatus::Failed);
+        assert!(h.node.teardowns.lock().expect("lock").contains(&row.id));
+        assert!(
+            fresh.routes.lookup(&running.stub_id, 8080).is_some(),
+            "running pod adopted"
+        );
+    }
+}

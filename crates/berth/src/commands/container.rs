@@ -142,7 +142,7 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
             let line: Vec<u8> = pending.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line);
             let shown = if args.timestamps {
-                line.as_ref()
+                line.into_owned()
             } else {
                 message(&line)
             };
@@ -153,13 +153,13 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
     Ok(())
 }
 
-/// `<time> <stream> <text>` → `<text>`.
-fn message(line: &str) -> &str {
-    let mut parts = line.splitn(3, ' ');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(_), Some("stdout" | "stderr"), Some(text)) => text,
-        (Some(_), Some("stdout" | "stderr"), None) => "\n",
-        _ => line,
+/// `<time> <stream> <text>` → `<text>`; other lines as they are.
+fn message(line: &str) -> String {
+    let body = line.strip_suffix('\n').unwrap_or(line);
+    let mut parts = body.splitn(3, ' ');
+    match (parts.next(), parts.next()) {
+        (Some(_), Some("stdout" | "stderr")) => format!("{}\n", parts.next().unwrap_or("")),
+        _ => line.to_string(),
     }
 }
 
