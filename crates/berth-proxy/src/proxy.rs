@@ -280,3 +280,237 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Activity;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream that answers each request with its request line and X-Forwarded-For, and
+    /// on `Upgrade` switches protocols and echoes bytes.
+    async fn upstream() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut have = 0;
+                    loop {
+                        let n = s.read(&mut buf[have..]).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        have += n;
+                        let Some(end) = find(&buf[..have], b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        have = 0;
+                        let line = head.lines().next().unwrap_or("").to_string();
+                        let xff = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("x-forwarded-for: "))
+                            .unwrap_or("")
+                            .to_string();
+                        if head.to_ascii_lowercase().contains("upgrade: echo") {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+                                .await;
+                            loop {
+                                let n = s.read(&mut buf).await.unwrap_or(0);
+                                if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        let body = format!("{line} xff={xff}");
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+
+    async fn ingress(routes: Arc<RouteTable>) -> (SocketAddr, Arc<ProxyMetrics>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Arc::new(ProxyMetrics::default());
+        tokio::spawn(serve(listener, "pods.test".into(), routes, metrics.clone()));
+        (addr, metrics)
+    }
+
+    fn route(id: &str, port: u16) -> (Route, Arc<Activity>) {
+        let activity = Arc::new(Activity::default());
+        let route = Route {
+            container_id: id.into(),
+            addrs: vec!["127.0.0.1".parse().expect("ip")],
+            ports: vec![port],
+            activity: activity.clone(),
+        };
+        (route, activity)
+    }
+
+    /// Sends one request on `conn` and reads one response (status, body).
+    async fn request(conn: &mut TcpStream, host: &str, path: &str) -> (u16, String) {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        conn.write_all(req.as_bytes()).await.expect("write");
+        read_response(conn).await
+    }
+
+    async fn read_response(conn: &mut TcpStream) -> (u16, String) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).await.expect("read");
+            assert!(
+                n > 0,
+                "connection closed mid-response: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = find(&buf, b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = head[9..12].parse().expect("status");
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                return (status, body);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_hosts_get_404() {
+        let (addr, metrics) = ingress(Arc::new(RouteTable::new())).await;
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let (status, body) = request(&mut conn, "abc-80.pods.test", "/").await;
+        assert_eq!(status, 404);
+        assert!(
+            body.contains("no running pod serves port 80 of stub abc"),
+            "{body}"
+        );
+        let (status, _) = request(&mut conn, "example.com", "/").await;
+        assert_eq!(status, 404);
+        assert_eq!(metrics.not_found.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pod_not_listening_gets_a_readable_502() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let routes = Arc::new(RouteTable::new());
+        routes.insert("stub", route("pod-stub-1", port).0);
+        let (addr, _) = ingress(routes).await;
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let (status, body) = request(&mut conn, &format!("stub-{port}.pods.test"), "/").await;
+        assert_eq!(status, 502);
+        assert!(
+            body.contains("pod-stub-1 is not accepting connections"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_are_forwarded_and_the_connection_counted_until_closed() {
+        let port = upstream().await;
+        let routes = Arc::new(RouteTable::new());
+        let (r, activity) = route("pod-stub-1", port);
+        routes.insert("stub", r);
+        let (addr, _) = ingress(routes).await;
+        let host = format!("stub-{port}.pods.test:8080");
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let (status, body) = request(&mut conn, &host, "/a?b=c").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, "GET /a?b=c HTTP/1.1 xff=127.0.0.1");
+        // Keep-alive: a second request on the same client connection.
+        let (status, body) = request(&mut conn, &host, "/second").await;
+        assert_eq!(status, 200);
+        assert!(body.starts_with("GET /second"), "{body}");
+        assert_eq!(activity.open_connections(), 1);
+        drop(conn);
+        for _ in 0..100 {
+            if activity.open_connections() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            activity.open_connections(),
+            0,
+            "closing the client connection is seen"
+        );
+        assert!(activity.last_active_ms().is_some());
+    }
+
+    #[tokio::test]
+    async fn upgrades_tunnel_bytes_both_ways_and_count_as_open() {
+        let port = upstream().await;
+        let routes = Arc::new(RouteTable::new());
+        let (r, activity) = route("pod-stub-1", port);
+        routes.insert("stub", r);
+        let (addr, metrics) = ingress(routes).await;
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: stub-{port}.pods.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+        );
+        conn.write_all(req.as_bytes()).await.expect("write");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while find(&head, b"\r\n\r\n").is_none() {
+            assert_eq!(conn.read(&mut byte).await.expect("read"), 1);
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        conn.write_all(b"ping through the tunnel")
+            .await
+            .expect("write");
+        let mut echoed = [0u8; 23];
+        conn.read_exact(&mut echoed).await.expect("echo");
+        assert_eq!(&echoed, b"ping through the tunnel");
+        assert!(activity.open_connections() >= 1);
+        assert_eq!(metrics.upgrades.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn oversized_request_heads_are_refused() {
+        let port = upstream().await;
+        let routes = Arc::new(RouteTable::new());
+        routes.insert("stub", route("pod-stub-1", port).0);
+        let (addr, _) = ingress(routes).await;
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let huge = "x".repeat(MAX_HEAD_BYTES * 2);
+        let req = format!("GET / HTTP/1.1\r\nHost: stub-{port}.pods.test\r\nX-Big: {huge}\r\n\r\n");
+        let _ = conn.write_all(req.as_bytes()).await;
+        let mut buf = Vec::new();
+        let _ = conn.read_to_end(&mut buf).await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 431"),
+            "an oversized head must not be forwarded: {text}"
+        );
+    }
+}

@@ -729,7 +729,10 @@ mod tests {
         let done = wait_for(&h, &c.id, ContainerStatus::Stopped).await;
         assert_eq!(done.exit_code, Some(143));
         assert!(h.routes.lookup(&c.stub_id, 8080).is_none());
-        assert_eq!(*h.node.teardowns.lock().expect("lock"), [c.id.clone()]);
+        assert_eq!(
+            *h.node.teardowns.lock().expect("lock"),
+            std::slice::from_ref(&c.id)
+        );
         // Stopping again changes nothing.
         assert_eq!(
             h.lifecycle.stop(&c.id, None).await.expect("stop").status,
