@@ -3,8 +3,11 @@
 //! Modes (the first argument):
 //! - `http PORT [--v6only | --v4only] [--text TEXT]`: an HTTP/1.1 server (keep-alive) that
 //!   answers every request with `TEXT\nBERTH_CONTAINER_ID=<id>\n` plus one `NAME=value` line per
-//!   `?env=NAME` query parameter (`NAME unset` when the variable is not set). `/ws` upgrades to a
-//!   websocket that echoes every text and binary message.
+//!   `?env=NAME` query parameter (`NAME unset` when the variable is not set), then
+//!   `uid=<uid> gid=<gid> cwd=<dir>` for `?whoami`, then one `PATH=<content>` line per
+//!   `?read=PATH` under /sys/fs/cgroup or /proc (a file's lines joined by `; `, a directory's
+//!   sorted entries joined by spaces; `PATH unreadable: <error>` on failure). `/ws` upgrades to
+//!   a websocket that echoes every text and binary message.
 //! - `exit CODE [--after-ms N]`: waits N milliseconds, prints `exiting with CODE`, exits with it.
 //! - `hog`: allocates and touches memory 1 MiB at a time, forever.
 //! - `sleep`: sleeps forever.
@@ -14,6 +17,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Component, Path};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +35,8 @@ const DEFAULT_TEXT: &str = "hello from testapp";
 const MIB: usize = 1024 * 1024;
 /// Upper bound of a request head (request line and headers).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Where `?read=PATH` may look: the pod's own view of its cgroups and processes.
+const READABLE_ROOTS: [&str; 2] = ["/sys/fs/cgroup", "/proc"];
 
 fn main() -> ExitCode {
     install_signal_handlers();
@@ -391,9 +397,14 @@ fn handle_connection(stream: TcpStream, text: &str) -> Result<(), String> {
 fn response_body(text: &str, query: &str) -> String {
     let mut body = format!("{text}\n");
     let mut vars = vec!["BERTH_CONTAINER_ID".to_string()];
+    let mut whoami = false;
+    let mut reads = Vec::new();
     for pair in query.split('&') {
-        if let Some(("env", name)) = pair.split_once('=') {
-            vars.push(name.to_string());
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("env", name) if !name.is_empty() => vars.push(name.to_string()),
+            ("whoami", _) => whoami = true,
+            ("read", path) if !path.is_empty() => reads.push(path.to_string()),
+            _ => {}
         }
     }
     for name in vars {
@@ -402,7 +413,45 @@ fn response_body(text: &str, query: &str) -> String {
             Err(_) => body.push_str(&format!("{name} unset\n")),
         }
     }
+    if whoami {
+        // SAFETY: getuid(2) and getgid(2) have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|e| format!("({e})"));
+        body.push_str(&format!("uid={uid} gid={gid} cwd={cwd}\n"));
+    }
+    for path in reads {
+        match read_path(&path) {
+            Ok(content) => body.push_str(&format!("{path}={content}\n")),
+            Err(e) => body.push_str(&format!("{path} unreadable: {e}\n")),
+        }
+    }
     body
+}
+
+/// A file's lines joined by `; `, or a directory's sorted entries joined by spaces; only under
+/// `READABLE_ROOTS`.
+fn read_path(path: &str) -> Result<String, String> {
+    let p = Path::new(path);
+    let allowed = READABLE_ROOTS.iter().any(|root| p.starts_with(root))
+        && !p.components().any(|c| c == Component::ParentDir);
+    if !allowed {
+        return Err(format!("only paths under {READABLE_ROOTS:?} may be read"));
+    }
+    if p.is_dir() {
+        let mut names = std::fs::read_dir(p)
+            .and_then(|entries| {
+                entries
+                    .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .map_err(|e| e.to_string())?;
+        names.sort();
+        return Ok(names.join(" "));
+    }
+    let text = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
+    Ok(text.trim_end().lines().collect::<Vec<_>>().join("; "))
 }
 
 fn respond(

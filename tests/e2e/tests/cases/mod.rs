@@ -3,9 +3,12 @@
 mod api;
 mod cli;
 mod hostile;
+mod images;
 mod ingress;
 mod lifecycle;
 mod logs;
+mod process;
+mod startup;
 mod validation;
 
 use serde_json::{json, Value};
@@ -38,6 +41,14 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "cli::run_busybox",
             run: cli::run_busybox,
+        },
+        Case {
+            name: "images::docker_hub_via_mirror",
+            run: images::docker_hub_via_mirror,
+        },
+        Case {
+            name: "startup::subnet_overlap_refused",
+            run: startup::subnet_overlap_refused,
         },
         Case {
             name: "lifecycle::oom_killed",
@@ -78,6 +89,22 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "ingress::unknown_host",
             run: ingress::unknown_host,
+        },
+        Case {
+            name: "images::multi_arch_index_runs_amd64",
+            run: images::multi_arch_index_runs_amd64,
+        },
+        Case {
+            name: "images::zstd_layer",
+            run: images::zstd_layer,
+        },
+        Case {
+            name: "process::image_user_and_workdir",
+            run: process::image_user_and_workdir,
+        },
+        Case {
+            name: "process::cpu_and_pids_limits",
+            run: process::cpu_and_pids_limits,
         },
         Case {
             name: "hostile::dotdot_entry",

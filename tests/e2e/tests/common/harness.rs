@@ -177,6 +177,7 @@ fn stop_leftovers(api: &Api) -> Res<Vec<String>> {
     Ok(ids)
 }
 
-fn link_exists(name: &str) -> bool {
+/// Whether the network interface `name` exists.
+pub fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }

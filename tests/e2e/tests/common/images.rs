@@ -1,4 +1,5 @@
-//! Test images, built here as OCI layers (gzip tarballs), configs and manifests.
+//! Test images, built here as OCI layers (gzip or zstd tarballs), configs, manifests and
+//! indexes.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -9,16 +10,25 @@ use flate2::Compression;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::registry::{Registry, MEDIA_MANIFEST};
+use super::registry::{Registry, MEDIA_INDEX, MEDIA_MANIFEST};
 use super::{command_output, random_hex, Context, Res};
 
 pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Where the testapp binary lives inside its images.
 pub const TESTAPP_PATH: &str = "/usr/local/bin/testapp";
 const BUSYBOX_HOST_PATH: &str = "/bin/busybox";
 const BUSYBOX_INDEX: &str = "hello from busybox httpd";
+/// What the testapp answers in each image of the multi-arch index, and in the zstd image.
+pub const MULTIARCH_AMD64_TEXT: &str = "hello from the amd64 image of the index";
+pub const MULTIARCH_ARM64_TEXT: &str = "hello from the arm64 image of the index";
+pub const ZSTD_TEXT: &str = "hello from an image with a zstd layer";
+/// The user and working directory of the `user_workdir` image (uid 1000 in its /etc/passwd).
+pub const IMAGE_USER: &str = "app";
+pub const IMAGE_USER_UID: u32 = 1000;
+pub const IMAGE_WORKDIR: &str = "/tmp";
 /// A fixed mtime keeps layers reproducible.
 const MTIME: u64 = 1_700_000_000;
 
@@ -53,6 +63,29 @@ pub fn sha256_digest(data: &[u8]) -> String {
 pub struct Layer {
     pub blob: Blob,
     pub diff_id: String,
+}
+
+impl Layer {
+    /// A `tar+gzip` layer of `tar`.
+    pub fn gzip(tar: &[u8]) -> Res<Layer> {
+        // Fast compression: flate2 is unoptimised in the test profile.
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(tar).ctx("gzip layer")?;
+        let data = gz.finish().ctx("gzip layer")?;
+        Ok(Layer {
+            blob: Blob::new(MEDIA_LAYER, data),
+            diff_id: sha256_digest(tar),
+        })
+    }
+
+    /// A `tar+zstd` layer of `tar`.
+    pub fn zstd(tar: &[u8]) -> Res<Layer> {
+        let data = zstd::bulk::compress(tar, 1).ctx("zstd layer")?;
+        Ok(Layer {
+            blob: Blob::new(MEDIA_LAYER_ZSTD, data),
+            diff_id: sha256_digest(tar),
+        })
+    }
 }
 
 /// Builds one layer tarball. Paths are absolute image paths ("/usr/bin/x"); parent directories
@@ -189,17 +222,14 @@ impl LayerBuilder {
         self.file(path, &data, mode)
     }
 
+    /// The uncompressed tarball.
+    pub fn finish_tar(self) -> Res<Vec<u8>> {
+        self.tar.into_inner().ctx("finish tar")
+    }
+
+    /// A gzip layer.
     pub fn finish(self) -> Res<Layer> {
-        let tar = self.tar.into_inner().ctx("finish tar")?;
-        let diff_id = sha256_digest(&tar);
-        // Fast compression: flate2 is unoptimised in the test profile.
-        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-        gz.write_all(&tar).ctx("gzip layer")?;
-        let data = gz.finish().ctx("gzip layer")?;
-        Ok(Layer {
-            blob: Blob::new(MEDIA_LAYER, data),
-            diff_id,
-        })
+        Layer::gzip(&self.finish_tar()?)
     }
 }
 
@@ -213,8 +243,13 @@ pub struct Image {
 impl Image {
     /// `runtime_config` is the config's `config` object (Entrypoint, Cmd, Env, ExposedPorts...).
     pub fn new(layers: &[&Layer], runtime_config: Value) -> Res<Image> {
+        Image::for_arch(layers, runtime_config, oci_arch())
+    }
+
+    /// An image whose config claims the OCI architecture `arch` ("amd64", "arm64"...).
+    pub fn for_arch(layers: &[&Layer], runtime_config: Value, arch: &str) -> Res<Image> {
         let config = json!({
-            "architecture": oci_arch(),
+            "architecture": arch,
             "os": "linux",
             "created": "2023-11-14T22:13:20Z",
             "config": runtime_config,
@@ -241,6 +276,39 @@ impl Image {
         Ok(Image {
             layers: layers.iter().map(|l| l.blob.clone()).collect(),
             config,
+            manifest,
+        })
+    }
+}
+
+/// An OCI image index (a multi-platform image) over images built here.
+pub struct ImageIndex {
+    pub images: Vec<Image>,
+    pub manifest: Blob,
+}
+
+impl ImageIndex {
+    /// `entries` are (image, architecture), listed in that order, all for os linux.
+    pub fn new(entries: Vec<(Image, &str)>) -> Res<ImageIndex> {
+        let manifests: Vec<Value> = entries
+            .iter()
+            .map(|(image, arch)| {
+                let mut descriptor = image.manifest.descriptor();
+                descriptor["platform"] = json!({"architecture": arch, "os": "linux"});
+                descriptor
+            })
+            .collect();
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_INDEX,
+            "manifests": manifests,
+        });
+        let manifest = Blob::new(
+            MEDIA_INDEX,
+            serde_json::to_vec(&index).ctx("serialize image index")?,
+        );
+        Ok(ImageIndex {
+            images: entries.into_iter().map(|(image, _)| image).collect(),
             manifest,
         })
     }
@@ -289,7 +357,17 @@ pub struct TestImages {
     /// rejected request left a container behind.
     pub testapp_validation: String,
     pub busybox: String,
+    /// `busybox`: a Docker Hub short name, served by the registry as its docker.io mirror.
+    pub hub_busybox: String,
     pub nocmd: String,
+    /// An OCI index listing an arm64 image (answering `MULTIARCH_ARM64_TEXT`) before the
+    /// amd64 one (answering `MULTIARCH_AMD64_TEXT`). Both hold the host's testapp binary, so
+    /// either would run: only the answer tells which one the server picked.
+    pub multiarch: String,
+    /// The testapp in a `tar+zstd` layer, answering `ZSTD_TEXT`.
+    pub zstd: String,
+    /// The testapp with USER `IMAGE_USER` and WORKDIR `IMAGE_WORKDIR` in its config.
+    pub user_workdir: String,
     pub hostile: Vec<HostileImage>,
 }
 
@@ -312,7 +390,15 @@ fn testapp_config() -> Value {
     })
 }
 
-fn testapp_layer(testapp: &Path) -> Res<Layer> {
+/// The testapp config with its http mode answering `text`.
+fn testapp_config_text(text: &str) -> Value {
+    let mut config = testapp_config();
+    config["Cmd"] = json!(["http", "8080", "--text", text]);
+    config
+}
+
+/// The uncompressed testapp layer: the binary, its libraries, /tmp and users root and app.
+fn testapp_tar(testapp: &Path) -> Res<Vec<u8>> {
     let mut layer = LayerBuilder::new();
     let binary = std::fs::read(testapp).with_ctx(|| format!("read {}", testapp.display()))?;
     layer.file(TESTAPP_PATH, &binary, 0o755)?;
@@ -327,7 +413,7 @@ fn testapp_layer(testapp: &Path) -> Res<Layer> {
     )?;
     layer.file("/etc/group", b"root:x:0:\napp:x:1000:\n", 0o644)?;
     layer.dir("/home/app", 0o755)?;
-    layer.finish()
+    layer.finish_tar()
 }
 
 fn busybox_layer() -> Res<Layer> {
@@ -358,7 +444,8 @@ pub fn build_and_push(registry: &Registry, testapp: &Path) -> Res<TestImages> {
     let host = registry.host();
     let reference = |name: &str| format!("{host}/{name}:latest");
 
-    let app_layer = testapp_layer(testapp)?;
+    let app_tar = testapp_tar(testapp)?;
+    let app_layer = Layer::gzip(&app_tar)?;
     let testapp_image = Image::new(&[&app_layer], testapp_config())?;
     registry.push("testapp", "latest", &testapp_image)?;
     registry.push("testapp", "validation", &testapp_image)?;
@@ -373,8 +460,40 @@ pub fn build_and_push(registry: &Registry, testapp: &Path) -> Res<TestImages> {
         }),
     )?;
     registry.push("busybox", "latest", &busybox_image)?;
+    // Where `busybox` (docker.io/library/busybox:latest) lands through the mirror.
+    registry.push("library/busybox", "latest", &busybox_image)?;
     let nocmd_image = Image::new(&[&bb_layer], json!({"Env": ["PATH=/bin"]}))?;
     registry.push("nocmd", "latest", &nocmd_image)?;
+
+    let index = ImageIndex::new(vec![
+        (
+            Image::for_arch(
+                &[&app_layer],
+                testapp_config_text(MULTIARCH_ARM64_TEXT),
+                "arm64",
+            )?,
+            "arm64",
+        ),
+        (
+            Image::for_arch(
+                &[&app_layer],
+                testapp_config_text(MULTIARCH_AMD64_TEXT),
+                "amd64",
+            )?,
+            "amd64",
+        ),
+    ])?;
+    registry.push_index("multiarch", "latest", &index)?;
+
+    let zstd_layer = Layer::zstd(&app_tar)?;
+    let zstd_image = Image::new(&[&zstd_layer], testapp_config_text(ZSTD_TEXT))?;
+    registry.push("zstd", "latest", &zstd_image)?;
+
+    let mut user_config = testapp_config();
+    user_config["User"] = json!(IMAGE_USER);
+    user_config["WorkingDir"] = json!(IMAGE_WORKDIR);
+    let user_image = Image::new(&[&app_layer], user_config)?;
+    registry.push("user-workdir", "latest", &user_image)?;
 
     let hostile = build_hostile(registry, &app_layer)?;
 
@@ -382,7 +501,11 @@ pub fn build_and_push(registry: &Registry, testapp: &Path) -> Res<TestImages> {
         testapp: reference("testapp"),
         testapp_validation: format!("{host}/testapp:validation"),
         busybox: reference("busybox"),
+        hub_busybox: "busybox".to_string(),
         nocmd: reference("nocmd"),
+        multiarch: reference("multiarch"),
+        zstd: reference("zstd"),
+        user_workdir: reference("user-workdir"),
         hostile,
     })
 }

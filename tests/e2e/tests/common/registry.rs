@@ -11,12 +11,13 @@ use std::time::Duration;
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 
-use super::images::{Blob, Image};
+use super::images::{Blob, Image, ImageIndex};
 use super::{free_port, loopback, poll, tail_file, Context, Res};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 pub struct Registry {
     pub addr: SocketAddr,
@@ -105,6 +106,17 @@ impl Registry {
         self.push_manifest(name, tag, &image.manifest)
     }
 
+    /// Pushes every image of `index` by digest (untagged), then the index itself as
+    /// `name:tag`. Returns the index digest.
+    pub fn push_index(&self, name: &str, tag: &str, index: &ImageIndex) -> Res<String> {
+        for image in &index.images {
+            let digest = image.manifest.digest.clone();
+            self.push(name, &digest, image)
+                .with_ctx(|| format!("push a manifest of the index {name}:{tag}"))?;
+        }
+        self.push_manifest(name, tag, &index.manifest)
+    }
+
     fn push_blob(&self, name: &str, blob: &Blob) -> Res<()> {
         let base = format!("http://{}", self.addr);
         let head = self
@@ -157,12 +169,13 @@ impl Registry {
         Ok(())
     }
 
+    /// PUTs `manifest` (an image manifest or an index) as `name:tag`; `tag` may be its digest.
     fn push_manifest(&self, name: &str, tag: &str, manifest: &Blob) -> Res<String> {
         let url = format!("http://{}/v2/{name}/manifests/{tag}", self.addr);
         let put = self
             .http
             .put(&url)
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_MANIFEST)
+            .header(reqwest::header::CONTENT_TYPE, manifest.media_type)
             .body(manifest.data.clone())
             .send()
             .with_ctx(|| format!("PUT manifest {name}:{tag}"))?;

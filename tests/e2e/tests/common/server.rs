@@ -60,7 +60,8 @@ pub struct Server {
 
 impl Server {
     /// Starts `berth server` with everything under `dir` and waits until `/healthz` answers and
-    /// the client profile holds a token.
+    /// the client profile holds a token. `registry` (HOST:PORT) is spoken to over plain HTTP and
+    /// mirrors Docker Hub.
     pub fn start(dir: &Path, registry: &str) -> Res<Server> {
         let bin = berth_bin()?;
         let api = loopback(free_port()?);
@@ -78,6 +79,7 @@ impl Server {
             .args(["--ingress-listen", &ingress.to_string()])
             .args(["--domain", DOMAIN])
             .args(["--insecure-registry", registry])
+            .args(["--registry-mirror", &format!("docker.io={registry}")])
             .args(["--stop-timeout", &STOP_TIMEOUT_SECONDS.to_string()])
             .args(["--pod-subnet-v4", POD_SUBNET_V4])
             .args(["--pod-subnet-v6", POD_SUBNET_V6])

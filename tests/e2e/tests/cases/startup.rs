@@ -1,0 +1,142 @@
+//! `berth server` refuses, at start and before touching the host, a configuration that would
+//! break the host's network.
+
+use std::fs::File;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use berth_api::ContainerStatus;
+use serde_json::json;
+
+use super::{testapp_spec, with};
+use crate::common::harness::{link_exists, Env};
+use crate::common::server::{terminate, BRIDGE, NO_PROXY, POD_SUBNET_V4};
+use crate::common::{
+    command_output, free_port, indent, loopback, poll, random_hex, tail_file, Context, Res,
+};
+use crate::ensure;
+
+/// The upper half of the suite's pod subnet.
+const OVERLAPPING_SUBNET: &str = "10.214.128.0/17";
+/// The second server's bridge; it must never appear.
+const OTHER_BRIDGE: &str = "berthtest1";
+/// How long a refused server may take to exit.
+const EXIT_WITHIN: Duration = Duration::from_secs(10);
+
+/// A second server whose pod subnet overlaps the route of the suite's bridge exits at once
+/// with an error naming both, and leaves nothing behind.
+pub fn subnet_overlap_refused(env: &Env) -> Res<()> {
+    let api = &env.api;
+    // The suite's bridge routes its subnet only once a pod has run: keep one running.
+    let pod = api.launch(with(
+        testapp_spec(env, &["sleep"]),
+        "keep_warm_seconds",
+        json!(-1),
+    ))?;
+    api.wait_running(&pod.id)?;
+    let routes = command_output("ip", &["-4", "route", "show", "dev", BRIDGE])?;
+    ensure!(
+        routes.lines().any(|l| l.starts_with(POD_SUBNET_V4)),
+        "precondition: with a pod running, the host should route {POD_SUBNET_V4} to {BRIDGE}; \
+         `ip -4 route show dev {BRIDGE}` says:\n{}",
+        indent(&routes)
+    );
+    ensure!(
+        !link_exists(OTHER_BRIDGE),
+        "precondition: the bridge {OTHER_BRIDGE} already exists"
+    );
+
+    let suite_tmp = env
+        .server
+        .state_dir
+        .parent()
+        .ok_or("the server's state directory has no parent")?;
+    let dir = suite_tmp.join(format!("overlap-server-{}", random_hex(4)));
+    std::fs::create_dir_all(&dir).with_ctx(|| format!("create {}", dir.display()))?;
+    let profile = dir.join("profile.json");
+    let (stdout_log, stderr_log) = (dir.join("stdout.log"), dir.join("stderr.log"));
+    let stdout = File::create(&stdout_log).ctx("create the second server's stdout log")?;
+    let stderr = File::create(&stderr_log).ctx("create the second server's stderr log")?;
+    let mut child = Command::new(&env.server.bin)
+        .arg("server")
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--api-listen", &loopback(free_port()?).to_string()])
+        .args(["--ingress-listen", &loopback(free_port()?).to_string()])
+        .args(["--pod-subnet-v4", OVERLAPPING_SUBNET])
+        .args(["--pod-subnet-v6", "none"])
+        .args(["--bridge", OTHER_BRIDGE])
+        .env("BERTH_PROFILE", &profile)
+        .env("RUST_LOG", "info")
+        .env("NO_PROXY", NO_PROXY)
+        .env("no_proxy", NO_PROXY)
+        .env_remove("BERTH_GATEWAY")
+        .env_remove("BERTH_TOKEN")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .with_ctx(|| format!("start a second {} server", env.server.bin.display()))?;
+    let exited = poll(EXIT_WITHIN, Duration::from_millis(100), || {
+        child.try_wait().ok().flatten()
+    });
+    let started = format!(
+        "a second berth server with --pod-subnet-v4 {OVERLAPPING_SUBNET}, which overlaps the \
+         host route {POD_SUBNET_V4} on {BRIDGE}"
+    );
+    let Some(status) = exited else {
+        terminate(child, Duration::from_secs(10));
+        remove_bridge_if_created();
+        return Err(format!(
+            "{started}, was still running after {EXIT_WITHIN:?} instead of refusing to start; \
+             its stderr:\n{}",
+            indent(&tail_file(&stderr_log, 30))
+        ));
+    };
+    let output = tail_file(&stderr_log, 30);
+    let bridge_created = remove_bridge_if_created();
+
+    ensure!(
+        !status.success(),
+        "{started}, exited 0; its stderr:\n{}",
+        indent(&output)
+    );
+    for needle in [OVERLAPPING_SUBNET, "overlaps", POD_SUBNET_V4] {
+        ensure!(
+            output.contains(needle),
+            "{started}, exited ({status}) but its stderr does not say {needle:?}:\n{}",
+            indent(&output)
+        );
+    }
+    ensure!(
+        !bridge_created,
+        "{started}, created the bridge {OTHER_BRIDGE} before exiting ({status})"
+    );
+    ensure!(
+        !profile.exists(),
+        "{started}, wrote a client profile {} although it refused to start",
+        profile.display()
+    );
+    // The suite's server and its pod carry on.
+    let c = pod.get()?;
+    ensure!(
+        c.status == ContainerStatus::Running,
+        "the suite's pod {} became {} while a second server was refused\n{}",
+        pod.id,
+        c.status,
+        pod.describe()
+    );
+    Ok(())
+}
+
+/// Deletes `OTHER_BRIDGE` if it exists; returns whether it did.
+fn remove_bridge_if_created() -> bool {
+    if !link_exists(OTHER_BRIDGE) {
+        return false;
+    }
+    if let Err(e) = command_output("ip", &["link", "del", OTHER_BRIDGE]) {
+        eprintln!("cleanup: deleting the bridge {OTHER_BRIDGE}: {e}");
+    }
+    true
+}
