@@ -124,13 +124,20 @@ impl Puller {
         if let Some(image) = self.store.lookup(&name) {
             return Ok(image);
         }
-        let source = apply_mirrors(reference, &self.options.mirrors);
-        let auth = self.options.credentials.for_registry(source.registry());
-        let (manifest, manifest_digest, config_json) = self
-            .client
-            .pull_manifest_and_config(&source, &auth)
+        // A mirror that fails or lacks the image falls back to the registry itself, as
+        // Docker's registry-mirrors do.
+        let mirrored = apply_mirrors(reference, &self.options.mirrors);
+        let (source, (manifest, manifest_digest, config_json)) = match self
+            .manifest(&mirrored)
             .await
-            .map_err(|e| classify(&name, &source, e))?;
+        {
+            Ok(found) => (mirrored, found),
+            Err(e) if mirrored.registry() != reference.registry() => {
+                tracing::info!(image = %name, mirror = %mirrored.registry(), "mirror failed ({e}); trying the registry");
+                (reference.clone(), self.manifest(reference).await?)
+            }
+            Err(e) => return Err(e),
+        };
         let config = ImageConfig::from_json(&config_json).map_err(|e| ImageError::BadConfig {
             reference: name.clone(),
             detail: e.to_string(),
@@ -165,6 +172,17 @@ impl Puller {
         };
         self.store.record(&image)?;
         Ok(image)
+    }
+
+    async fn manifest(
+        &self,
+        source: &Reference,
+    ) -> Result<(oci_client::manifest::OciImageManifest, String, String), ImageError> {
+        let auth = self.options.credentials.for_registry(source.registry());
+        self.client
+            .pull_manifest_and_config(source, &auth)
+            .await
+            .map_err(|e| classify(&source.whole(), source, e))
     }
 
     async fn fetch_layer(

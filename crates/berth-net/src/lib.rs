@@ -45,7 +45,7 @@ pub struct Network {
 }
 
 impl Network {
-    /// Checks the configuration against this host and prepares the state directory. A pod
+    /// Checks the configuration against this host, writing nothing. A pod
     /// subnet that overlaps a route the host already has (other than berth's own bridge) is
     /// refused: pods would shadow part of the host's network.
     pub fn new(config: NetConfig) -> Result<Self, NetError> {
@@ -62,11 +62,12 @@ impl Network {
             )));
         }
         routes::check_overlap(&config)?;
-        std::fs::create_dir_all(config.state_dir.join("results")).map_err(|e| NetError::Io {
-            path: config.state_dir.clone(),
-            source: e,
-        })?;
         Ok(Network { config })
+    }
+
+    fn ensure_state_dir(&self) -> Result<(), NetError> {
+        let dir = self.config.state_dir.join("results");
+        std::fs::create_dir_all(&dir).map_err(|source| NetError::Io { path: dir, source })
     }
 
     pub fn config(&self) -> &NetConfig {
@@ -75,6 +76,7 @@ impl Network {
 
     /// Creates the pod's namespace and wires it. On failure nothing is left behind.
     pub fn setup(&self, id: &str) -> Result<PodNetwork, NetError> {
+        self.ensure_state_dir()?;
         let netns = netns::create(&netns::name(id))?;
         match self.wire(id, &netns) {
             Ok(pod) => Ok(pod),

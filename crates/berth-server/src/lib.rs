@@ -88,10 +88,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let state_dir = &config.state_dir;
-    create_private_dir(state_dir)?;
-    let store = store::Store::open(&state_dir.join("state.db")).await?;
-    let token = profile::ensure_admin_token(&store, state_dir).await?;
-
+    // Checked before anything is written: a refused configuration leaves no state behind.
     let network = Network::new(NetConfig {
         bridge: config.bridge.clone(),
         subnet_v4: config.subnet_v4,
@@ -99,6 +96,10 @@ pub async fn run(
         cni_bin_dir: config.cni_bin_dir.clone(),
         state_dir: state_dir.join("net"),
     })?;
+    create_private_dir(state_dir)?;
+    let store = store::Store::open(&state_dir.join("state.db")).await?;
+    let token = profile::ensure_admin_token(&store, state_dir).await?;
+
     let puller = Puller::new(
         ContentStore::open(state_dir.join("images"))?,
         PullOptions {
