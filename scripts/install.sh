@@ -23,6 +23,7 @@ packages=(
     ca-certificates                 # registries over HTTPS
     docker-registry skopeo          # a local OCI registry for tests and the demo image
     busybox-static                  # the demo and test images' userland
+    mmdebstrap                      # builds the default base image (Debian with python3)
     curl jq
 )
 missing=()

@@ -3,10 +3,12 @@
 //! Nothing here depends on other berth crates: this is the contract of the HTTP API.
 
 mod error;
+mod image;
 mod quantity;
 mod types;
 
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
+pub use image::*;
 pub use quantity::{parse_cpu_millis, parse_memory_mib, QuantityError};
 pub use types::*;
 

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateContainerRequest {
-    /// Image reference, Docker style: `busybox`, `jupyter/base-notebook:latest`,
-    /// `127.0.0.1:5000/app@sha256:...`.
-    pub image: String,
+    /// A registry reference (Docker style: `busybox`, `jupyter/base-notebook:latest`,
+    /// `127.0.0.1:5000/app@sha256:...`) or an image spec berth builds.
+    pub image: crate::ImageSource,
     /// Ports to expose through the ingress; empty means the image's EXPOSE ports.
     #[serde(default)]
     pub ports: Vec<u32>,
@@ -41,6 +41,7 @@ pub struct CreateContainerRequest {
 pub enum ContainerStatus {
     Pending,
     Pulling,
+    Building,
     Starting,
     Running,
     Stopping,
@@ -51,9 +52,10 @@ pub enum ContainerStatus {
 }
 
 impl ContainerStatus {
-    pub const ALL: [ContainerStatus; 9] = [
+    pub const ALL: [ContainerStatus; 10] = [
         ContainerStatus::Pending,
         ContainerStatus::Pulling,
+        ContainerStatus::Building,
         ContainerStatus::Starting,
         ContainerStatus::Running,
         ContainerStatus::Stopping,
@@ -67,6 +69,7 @@ impl ContainerStatus {
         match self {
             ContainerStatus::Pending => "PENDING",
             ContainerStatus::Pulling => "PULLING",
+            ContainerStatus::Building => "BUILDING",
             ContainerStatus::Starting => "STARTING",
             ContainerStatus::Running => "RUNNING",
             ContainerStatus::Stopping => "STOPPING",
@@ -106,7 +109,7 @@ pub struct Container {
     pub stub_id: String,
     pub deployment_id: Option<String>,
     pub status: ContainerStatus,
-    /// The image reference as requested.
+    /// The image reference as requested, or `berth-build/<key>` for a built image.
     pub image: String,
     pub ports: Vec<u16>,
     /// One URL per exposed port, in port order.

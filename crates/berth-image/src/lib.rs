@@ -2,6 +2,7 @@
 //!
 //! Only this crate talks to registries or reads layer tarballs.
 
+pub mod build;
 mod config;
 mod error;
 mod pull;
@@ -13,5 +14,5 @@ pub use config::ImageConfig;
 pub use error::ImageError;
 pub use pull::{PullOptions, PullProgress, Puller, RegistryCredentials};
 pub use reference::{parse_reference, RegistryMirror};
-pub use store::{ContentStore, ResolvedImage};
+pub use store::{ContentStore, Prune, ResolvedImage};
 pub use unpack::{unpack_layer, Compression, UnpackError};

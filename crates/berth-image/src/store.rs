@@ -26,14 +26,15 @@ pub struct ContentStore {
 impl ContentStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, ImageError> {
         let root = root.into();
-        for dir in ["blobs/sha256", "layers", "refs", "tmp"] {
+        for dir in ["blobs/sha256", "layers", "refs", "tmp", "build-cache"] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(io_err(&path))?;
         }
-        // Leftovers of an interrupted pull: never referenced, safe to drop.
+        // Leftovers of an interrupted pull or build: never referenced, safe to drop.
         if let Ok(entries) = std::fs::read_dir(root.join("tmp")) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                let path = entry.path();
+                let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
             }
         }
         Ok(ContentStore { root })
@@ -58,6 +59,78 @@ impl ContentStore {
             .iter()
             .map(|d| self.layer_dir(d))
             .collect()
+    }
+
+    /// Marks a layer as a build cache entry, which `prune` keeps.
+    pub fn mark_build_layer(&self, digest: &str) {
+        let _ = std::fs::write(self.root.join("build-cache").join(digest_hex(digest)), b"");
+    }
+
+    fn is_build_layer(&self, hex: &str) -> bool {
+        self.root.join("build-cache").join(hex).exists()
+    }
+
+    /// Every image recorded in the store.
+    pub fn images(&self) -> Vec<ResolvedImage> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("refs")) else {
+            return Vec::new();
+        };
+        let mut images: Vec<ResolvedImage> = entries
+            .flatten()
+            .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok())
+            .collect();
+        images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        images
+    }
+
+    /// Bytes the image's layers take on disk (shared layers count for each image).
+    pub fn image_size(&self, image: &ResolvedImage) -> u64 {
+        self.layer_dirs(image).iter().map(|d| dir_size(d)).sum()
+    }
+
+    /// Drops pulled images whose reference `keep` refuses, then every layer and blob that
+    /// no remaining image and no build cache entry references.
+    pub fn prune(&self, keep: &dyn Fn(&ResolvedImage) -> bool) -> Prune {
+        let mut result = Prune::default();
+        let mut kept_layers = std::collections::HashSet::new();
+        for image in self.images() {
+            let built = image
+                .layer_digests
+                .iter()
+                .all(|d| self.is_build_layer(&digest_hex(d)))
+                || image.reference.starts_with("berth-build/");
+            if built || keep(&image) {
+                kept_layers.extend(image.layer_digests.iter().map(|d| digest_hex(d)));
+            } else {
+                let _ = std::fs::remove_file(self.ref_path(&image.reference));
+                result.removed_images.push(image.reference);
+            }
+        }
+        for dir in ["layers", "blobs/sha256"] {
+            let Ok(entries) = std::fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if kept_layers.contains(&name) || self.is_build_layer(&name) {
+                    continue;
+                }
+                let path = entry.path();
+                let size = dir_size(&path);
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                if removed.is_ok() {
+                    result.freed_bytes += size;
+                    if dir == "layers" {
+                        result.removed_layers += 1;
+                    }
+                }
+            }
+        }
+        result
     }
 
     pub(crate) fn tmp_path(&self, name: &str) -> PathBuf {
@@ -90,6 +163,26 @@ impl ContentStore {
         std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))
     }
+}
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prune {
+    pub removed_images: Vec<String>,
+    pub removed_layers: usize,
+    pub freed_bytes: u64,
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 /// The hex part of `sha256:<hex>`, refusing anything that could act as a path.

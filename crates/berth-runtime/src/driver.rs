@@ -131,6 +131,27 @@ impl OciRuntime {
         }
     }
 
+    /// `run` in the foreground: creates and starts the container and returns the runtime
+    /// process, which exits with the container's exit code. For short-lived build steps that
+    /// need no shim.
+    pub fn run_foreground(
+        &self,
+        id: &str,
+        bundle: &Path,
+        log: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<std::process::Child, RuntimeError> {
+        let mut cmd = self.command(Some(log));
+        cmd.arg("run")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id)
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr));
+        cmd.spawn().map_err(|source| self.spawn_err(source))
+    }
+
     pub fn start(&self, id: &str, log: &Path) -> Result<(), RuntimeError> {
         self.run(self.command(Some(log)).arg("start").arg(id), "start", id)
     }

@@ -36,6 +36,9 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
         .route("/v1/containers/{id}", get(fetch::<N>))
         .route("/v1/containers/{id}/stop", post(stop::<N>))
         .route("/v1/containers/{id}/logs", get(crate::logs::logs::<N>))
+        .route("/v1/images", get(crate::images::list::<N>))
+        .route("/v1/images/build", post(crate::images::build::<N>))
+        .route("/v1/images/prune", post(crate::images::prune::<N>))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::<N>));
     Router::new()
         .route("/healthz", get(healthz))
@@ -100,7 +103,7 @@ async fn auth<N: Node>(
 }
 
 /// Parses a JSON body, naming what is wrong with it.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
     if body.is_empty() {
         return Err(Failure(ApiError::invalid(
             "body",
@@ -191,8 +194,10 @@ async fn healthz() -> Json<Health> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "berth", description = "Serverless containers on machines you own."),
-    paths(create, list, fetch, stop, crate::logs::logs),
-    components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health)),
+    paths(create, list, fetch, stop, crate::logs::logs, crate::images::build, crate::images::list, crate::images::prune),
+    components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
+        berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
+        berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -2,6 +2,8 @@
 //! `berth server`.
 
 mod api;
+mod build;
+mod images;
 mod lifecycle;
 mod logs;
 mod metrics;
@@ -79,6 +81,8 @@ pub struct ServerConfig {
     /// The berth binary, run as `berth shim` for each container.
     pub shim_exe: PathBuf,
     pub profile_path: PathBuf,
+    /// The CA bundle build steps trust (not baked into images); `None` for the image's own.
+    pub build_ca_bundle: Option<PathBuf>,
 }
 
 /// Runs the server until `shutdown` resolves. Running pods are left running: their shims
@@ -122,6 +126,7 @@ pub async fn run(
         network,
         runtime,
         config.shim_exe.clone(),
+        config.build_ca_bundle.clone(),
     )?);
 
     let api_listener = bind("API", config.api_listen).await?;

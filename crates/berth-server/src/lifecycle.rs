@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_api::{Container, ContainerStatus};
+use berth_api::{Container, ContainerStatus, ImageSource};
 use berth_proxy::{Activity, Route, RouteTable};
 use rand::Rng;
 
@@ -98,7 +98,7 @@ impl<N: Node> Lifecycle<N> {
             stub_id: stub_id.clone(),
             deployment_id: None,
             status: ContainerStatus::Pending,
-            image: spec.image.clone(),
+            image: spec.image_name(),
             ports: spec.ports.clone(),
             cpu_millis: spec.cpu_millis,
             memory_mib: spec.memory_mib,
@@ -112,7 +112,7 @@ impl<N: Node> Lifecycle<N> {
             finished_at: None,
         };
         self.store.insert_container(&row).await?;
-        tracing::info!(container = %id, image = %spec.image, "PENDING");
+        tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
         let this = self.clone();
         let req = StartRequest { id, stub_id, spec };
         tokio::spawn(async move { this.start(req).await });
@@ -121,14 +121,14 @@ impl<N: Node> Lifecycle<N> {
 
     async fn start(self: Arc<Self>, req: StartRequest) {
         let id = req.id.clone();
-        if self
-            .transition(&id, ContainerStatus::Pulling, |_| {})
-            .await
-            .is_err()
-        {
+        let (phase, line) = match &req.spec.image {
+            ImageSource::Reference(r) => (ContainerStatus::Pulling, format!("Pulling image {r}")),
+            ImageSource::Spec(_) => (ContainerStatus::Building, "Building image".to_string()),
+        };
+        if self.transition(&id, phase, |_| {}).await.is_err() {
             return self.finish_early_stop(&id).await;
         }
-        self.set_progress(&id, format!("Pulling image {}", req.spec.image));
+        self.set_progress(&id, line);
         let progress: crate::node::ProgressFn = {
             let this = self.clone();
             let id = id.clone();
@@ -150,9 +150,14 @@ impl<N: Node> Lifecycle<N> {
             Ok(started) => started,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
-        let Started { ports, addrs } = started;
+        let Started {
+            image,
+            ports,
+            addrs,
+        } = started;
         let running = self
             .transition(&id, ContainerStatus::Running, |row| {
+                row.image = image;
                 row.ports = ports.clone();
                 row.started_at = Some(now());
                 for addr in &addrs {
@@ -613,9 +618,12 @@ mod tests {
         type Image = ();
 
         async fn pull(&self, spec: &PodSpec, progress: ProgressFn) -> Result<(), NodeError> {
-            progress(format!("Pulling image {}: 0/1 layers", spec.image));
+            progress(format!("Pulling image {}: 0/1 layers", spec.image_name()));
             if self.fail_pull {
-                return Err(NodeError::Io(format!("image {} not found", spec.image)));
+                return Err(NodeError::Io(format!(
+                    "image {} not found",
+                    spec.image_name()
+                )));
             }
             Ok(())
         }
@@ -626,6 +634,7 @@ mod tests {
                 .expect("lock")
                 .insert(req.id, ProcessState::Running);
             Ok(Started {
+                image: req.spec.image_name(),
                 ports: if req.spec.ports.is_empty() {
                     vec![80]
                 } else {
@@ -660,6 +669,27 @@ mod tests {
 
         fn log_path(&self, _id: &str) -> PathBuf {
             PathBuf::from("/dev/null")
+        }
+
+        async fn build(
+            &self,
+            _spec: berth_api::ImageSpec,
+            _log: ProgressFn,
+            _cancelled: Arc<std::sync::atomic::AtomicBool>,
+        ) -> Result<crate::node::BuiltImage, NodeError> {
+            Err(NodeError::Io("the fake node builds nothing".into()))
+        }
+
+        fn images(&self) -> Vec<berth_api::ImageSummary> {
+            Vec::new()
+        }
+
+        fn prune(&self, _keep: HashSet<String>) -> berth_api::PruneResult {
+            berth_api::PruneResult {
+                removed_images: Vec::new(),
+                removed_layers: 0,
+                freed_bytes: 0,
+            }
         }
     }
 

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+
+use berth_api::{ImageSource, ImageSpec, ImageSummary, PruneResult};
 use berth_image::{parse_reference, ImageConfig, PullProgress, Puller};
 use berth_net::Network;
 use berth_runtime::shim::{self, ShimConfig};
@@ -35,6 +39,8 @@ pub enum NodeError {
         cleanup: Box<NodeError>,
     },
     #[error("{0}")]
+    Build(#[from] berth_image::build::BuildError),
+    #[error("{0}")]
     Io(String),
 }
 
@@ -49,6 +55,8 @@ pub struct StartRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
+    /// The image that runs: the reference, or the built image's name.
+    pub image: String,
     /// Ports served through the ingress: the spec's, or the image's EXPOSE ports.
     pub ports: Vec<u16>,
     pub addrs: Vec<IpAddr>,
@@ -91,15 +99,38 @@ pub trait Node: Send + Sync + 'static {
 
     /// The container's log file.
     fn log_path(&self, id: &str) -> PathBuf;
+
+    /// Builds an image spec (or finds it cached), streaming log lines; stops when
+    /// `cancelled` is set.
+    fn build(
+        &self,
+        spec: ImageSpec,
+        log: ProgressFn,
+        cancelled: Arc<AtomicBool>,
+    ) -> impl Future<Output = Result<BuiltImage, NodeError>> + Send;
+
+    fn images(&self) -> Vec<ImageSummary>;
+
+    /// Removes pulled images whose reference is not in `keep`, and unreferenced layers.
+    fn prune(&self, keep: HashSet<String>) -> PruneResult;
+}
+
+/// The outcome of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    pub reference: String,
+    pub cached: bool,
 }
 
 pub struct LocalNode {
     containers_dir: PathBuf,
-    puller: Puller,
-    network: Network,
-    runtime: OciRuntime,
+    pub(crate) puller: Puller,
+    pub(crate) network: Network,
+    pub(crate) runtime: OciRuntime,
     /// The berth binary, run as `berth shim`.
     shim_exe: PathBuf,
+    /// The CA bundle build steps trust; `None` leaves the image's own.
+    build_ca: Option<PathBuf>,
 }
 
 impl LocalNode {
@@ -109,6 +140,7 @@ impl LocalNode {
         network: Network,
         runtime: OciRuntime,
         shim_exe: PathBuf,
+        build_ca: Option<PathBuf>,
     ) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&containers_dir)
             .map_err(|e| NodeError::Io(format!("{}: {e}", containers_dir.display())))?;
@@ -118,7 +150,16 @@ impl LocalNode {
             network,
             runtime,
             shim_exe,
+            build_ca,
         })
+    }
+
+    pub(crate) fn containers_dir(&self) -> &Path {
+        &self.containers_dir
+    }
+
+    pub(crate) fn build_ca(&self) -> Option<&Path> {
+        self.build_ca.as_deref()
     }
 
     /// On a clean shutdown with no pod left: removes the bridge and the pods' parent cgroup,
@@ -207,10 +248,14 @@ impl LocalNode {
         } else {
             req.spec.ports.clone()
         };
-        Ok(Started { ports, addrs })
+        Ok(Started {
+            image: String::new(),
+            ports,
+            addrs,
+        })
     }
 
-    fn teardown_blocking(&self, id: &str) -> Result<(), NodeError> {
+    pub(crate) fn teardown_blocking(&self, id: &str) -> Result<(), NodeError> {
         let dir = self.dir(id);
         let mut first: Option<NodeError> = None;
         if let Err(e) = self.runtime.delete(id) {
@@ -239,6 +284,7 @@ impl LocalNode {
 
 /// A pulled image: its config and unpacked layers, bottom first.
 pub struct LocalImage {
+    name: String,
     config: ImageConfig,
     layers: Vec<PathBuf>,
 }
@@ -247,13 +293,22 @@ impl Node for Arc<LocalNode> {
     type Image = LocalImage;
 
     async fn pull(&self, spec: &PodSpec, progress: ProgressFn) -> Result<LocalImage, NodeError> {
-        let reference = parse_reference(&spec.image)?;
-        let image_name = spec.image.clone();
-        let on_progress =
-            move |p: PullProgress| progress(format!("Pulling image {image_name}: {p}"));
-        let image = self.puller.resolve(&reference, &on_progress).await?;
+        let image = match &spec.image {
+            ImageSource::Reference(name) => {
+                let reference = parse_reference(name)?;
+                let image_name = name.clone();
+                let on_progress =
+                    move |p: PullProgress| progress(format!("Pulling image {image_name}: {p}"));
+                self.puller.resolve(&reference, &on_progress).await?
+            }
+            ImageSource::Spec(image_spec) => {
+                let never = Arc::new(AtomicBool::new(false));
+                self.build_image(image_spec, progress, never).await?.0
+            }
+        };
         let layers = self.puller.store().layer_dirs(&image);
         Ok(LocalImage {
+            name: image.reference,
             config: image.config,
             layers,
         })
@@ -263,7 +318,12 @@ impl Node for Arc<LocalNode> {
         let node = self.clone();
         let id = req.id.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let started = node.start_blocking(&req, &image.config, &image.layers);
+            let started = node
+                .start_blocking(&req, &image.config, &image.layers)
+                .map(|s| Started {
+                    image: image.name,
+                    ..s
+                });
             match started {
                 Ok(s) => Ok(s),
                 Err(error) => match node.teardown_blocking(&req.id) {
@@ -325,6 +385,47 @@ impl Node for Arc<LocalNode> {
     fn log_path(&self, id: &str) -> PathBuf {
         self.files(id).log()
     }
+
+    async fn build(
+        &self,
+        spec: ImageSpec,
+        log: ProgressFn,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<BuiltImage, NodeError> {
+        let (image, cached) = self.build_image(&spec, log, cancelled).await?;
+        Ok(BuiltImage {
+            reference: image.reference,
+            cached,
+        })
+    }
+
+    fn images(&self) -> Vec<ImageSummary> {
+        let store = self.puller.store();
+        store
+            .images()
+            .into_iter()
+            .map(|image| ImageSummary {
+                built: image.reference.starts_with("berth-build/")
+                    || image.reference == berth_image::build::DEFAULT_BASE_REFERENCE,
+                size_bytes: store.image_size(&image),
+                layers: image.layer_digests.len(),
+                digest: image.manifest_digest,
+                reference: image.reference,
+            })
+            .collect()
+    }
+
+    fn prune(&self, keep: HashSet<String>) -> PruneResult {
+        let pruned = self
+            .puller
+            .store()
+            .prune(&|image| keep.contains(&image.reference));
+        PruneResult {
+            removed_images: pruned.removed_images,
+            removed_layers: pruned.removed_layers,
+            freed_bytes: pruned.freed_bytes,
+        }
+    }
 }
 
 async fn wait_gone(node: &Arc<LocalNode>, id: &str, limit: Duration) -> Option<ProcessState> {
@@ -360,7 +461,7 @@ fn command(spec: &PodSpec, config: &ImageConfig) -> Result<Vec<String>, NodeErro
     };
     if args.is_empty() {
         return Err(NodeError::NoCommand {
-            image: spec.image.clone(),
+            image: spec.image_name(),
         });
     }
     Ok(args)
@@ -411,7 +512,11 @@ fn hostname_of(id: &str) -> String {
     h.trim_start_matches('-').to_string()
 }
 
-fn write_etc_files(etc: &Path, hostname: &str, addrs: &[IpAddr]) -> Result<(), NodeError> {
+pub(crate) fn write_etc_files(
+    etc: &Path,
+    hostname: &str,
+    addrs: &[IpAddr],
+) -> Result<(), NodeError> {
     let io = |p: &Path, e: std::io::Error| NodeError::Io(format!("{}: {e}", p.display()));
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");

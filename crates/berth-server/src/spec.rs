@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use berth_api::{parse_cpu_millis, parse_memory_mib, ApiError, CreateContainerRequest};
+use berth_api::{
+    parse_cpu_millis, parse_memory_mib, ApiError, CreateContainerRequest, ImageSource, ImageSpec,
+};
+use berth_image::build::{BuildPlan, PlanError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -16,7 +19,7 @@ const MAX_ARG_BYTES: usize = 128 * 1024;
 /// A pod spec that passed validation; what a stub stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodSpec {
-    pub image: String,
+    pub image: ImageSource,
     pub ports: Vec<u16>,
     pub cpu_millis: u64,
     pub memory_mib: u64,
@@ -28,7 +31,17 @@ pub struct PodSpec {
 impl PodSpec {
     /// Checks every field, naming the field and the problem on the first bad one.
     pub fn validate(req: CreateContainerRequest) -> Result<Self, ApiError> {
-        berth_image::parse_reference(&req.image).map_err(|e| ApiError::invalid("image", e))?;
+        let image = match req.image {
+            ImageSource::Reference(reference) => {
+                berth_image::parse_reference(&reference)
+                    .map_err(|e| ApiError::invalid("image", e))?;
+                ImageSource::Reference(reference.trim().to_string())
+            }
+            ImageSource::Spec(spec) => {
+                validate_image_spec(&spec)?;
+                ImageSource::Spec(spec)
+            }
+        };
 
         let mut ports = Vec::with_capacity(req.ports.len());
         for port in &req.ports {
@@ -107,7 +120,7 @@ impl PodSpec {
         }
 
         Ok(PodSpec {
-            image: req.image.trim().to_string(),
+            image,
             ports,
             cpu_millis,
             memory_mib,
@@ -115,6 +128,11 @@ impl PodSpec {
             entrypoint: req.entrypoint,
             keep_warm_seconds,
         })
+    }
+
+    /// How the image reads in listings: the reference, or what a build starts from.
+    pub fn image_name(&self) -> String {
+        image_name(&self.image)
     }
 
     /// The stub id: a content hash of the spec, formatted like a UUID.
@@ -130,6 +148,25 @@ impl PodSpec {
             &h[20..32]
         )
     }
+}
+
+pub fn image_name(image: &ImageSource) -> String {
+    match image {
+        ImageSource::Reference(r) => r.clone(),
+        ImageSource::Spec(spec) => format!(
+            "build of {}",
+            spec.base_image
+                .as_deref()
+                .unwrap_or(berth_image::build::DEFAULT_BASE_REFERENCE)
+        ),
+    }
+}
+
+/// Checks an image spec, naming the field as `image.<field>`.
+pub fn validate_image_spec(spec: &ImageSpec) -> Result<BuildPlan, ApiError> {
+    BuildPlan::from_spec(spec).map_err(|PlanError::Invalid { field, problem }| {
+        ApiError::invalid(&format!("image.{field}"), problem)
+    })
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -174,6 +211,14 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         assert_eq!(field_of(json!({"image": "UPPER CASE::bad"})), "image");
+        assert_eq!(
+            field_of(json!({"image": {"python_version": "perl5"}})),
+            "image.python_version"
+        );
+        assert_eq!(
+            field_of(json!({"image": {"commands": [""]}})),
+            "image.commands"
+        );
         assert_eq!(field_of(json!({"image": "a", "ports": [0]})), "ports");
         assert_eq!(field_of(json!({"image": "a", "ports": [70000]})), "ports");
         assert_eq!(field_of(json!({"image": "a", "ports": [80, 80]})), "ports");

@@ -1,11 +1,11 @@
 //! The container state machine: the one place that says which transitions are legal.
 //!
 //! ```text
-//! PENDING → PULLING → STARTING → RUNNING → STOPPING → STOPPED   (stop, idle)
-//!              │          │         └──────────────→ EXITED(code) | OOM_KILLED
-//!              └──────────┴────────────────────────→ FAILED(reason)
+//! PENDING → PULLING/BUILDING → STARTING → RUNNING → STOPPING → STOPPED   (stop, idle)
+//!                  │            │         └──────────────→ EXITED(code) | OOM_KILLED
+//!                  └────────────┴────────────────────────→ FAILED(reason)
 //! ```
-//! A stop may arrive before the container runs: PENDING, PULLING and STARTING may move to
+//! A stop may arrive before the container runs: PENDING, PULLING/BUILDING and STARTING may move to
 //! STOPPING, and the start then unwinds into STOPPED.
 
 use berth_api::ContainerStatus::{self, *};
@@ -13,8 +13,8 @@ use berth_api::ContainerStatus::{self, *};
 pub fn allowed(from: ContainerStatus, to: ContainerStatus) -> bool {
     matches!(
         (from, to),
-        (Pending, Pulling | Stopping | Failed)
-            | (Pulling, Starting | Stopping | Failed)
+        (Pending, Pulling | Building | Stopping | Failed)
+            | (Pulling | Building, Starting | Stopping | Failed)
             | (Starting, Running | Stopping | Failed)
             | (Running, Stopping | Exited | OomKilled | Failed)
             | (Stopping, Stopped | Exited | OomKilled | Failed)

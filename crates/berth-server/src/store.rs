@@ -114,6 +114,22 @@ impl Store {
         .transpose()
     }
 
+    /// Every stub's spec.
+    pub async fn stub_specs(&self) -> Result<Vec<PodSpec>, StoreError> {
+        let texts: Vec<String> = sqlx::query_scalar("SELECT spec FROM stubs")
+            .fetch_all(&self.pool)
+            .await?;
+        texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str(t).map_err(|e| StoreError::Corrupt {
+                    what: "stub",
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     pub async fn insert_container(&self, c: &ContainerRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO containers (id, stub_id, deployment_id, status, image, ports, cpu_millis,
@@ -144,10 +160,11 @@ impl Store {
     /// Writes every mutable field of the row.
     pub async fn update_container(&self, c: &ContainerRow) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE containers SET status = ?, ports = ?, exit_code = ?, reason = ?, ipv4 = ?,
-             ipv6 = ?, started_at = ?, finished_at = ? WHERE id = ?",
+            "UPDATE containers SET status = ?, image = ?, ports = ?, exit_code = ?, reason = ?,
+             ipv4 = ?, ipv6 = ?, started_at = ?, finished_at = ? WHERE id = ?",
         )
         .bind(c.status.as_str())
+        .bind(&c.image)
         .bind(ports_text(&c.ports))
         .bind(c.exit_code)
         .bind(&c.reason)

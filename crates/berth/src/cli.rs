@@ -25,6 +25,9 @@ pub enum Command {
     /// List, stop and read the logs of containers.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Build images from specs, list and prune the server's images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Per-container monitor process, started by the server (not for direct use).
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -74,6 +77,10 @@ pub struct ServerArgs {
     /// Directory of the CNI plugin binaries.
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_bin_dir: PathBuf,
+    /// CA bundle that build steps trust (for pip and curl behind a TLS-intercepting proxy);
+    /// never baked into images. "none" leaves images with their own CAs.
+    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    pub build_ca_bundle: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,11 +89,68 @@ pub enum RuntimeArg {
     Gvisor,
 }
 
+/// An image described by flags, built on the server; every step is cached.
+#[derive(Args, Default)]
+pub struct BuildArgs {
+    /// Image to build on (default: berth's Debian base with python3).
+    #[arg(long, value_name = "REF")]
+    pub base_image: Option<String>,
+    /// Python to use for packages, like python3.11.
+    #[arg(long, value_name = "VERSION")]
+    pub python_version: Option<String>,
+    /// Python packages to install, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "PKG")]
+    pub python_packages: Vec<String>,
+    /// A requirements.txt whose packages to install.
+    #[arg(long, value_name = "FILE")]
+    pub requirements: Option<PathBuf>,
+    /// A shell command to run in the image; repeatable, run in order.
+    #[arg(long = "command", value_name = "CMD")]
+    pub commands: Vec<String>,
+    /// Environment variable NAME=VALUE for the build steps and the image; repeatable.
+    #[arg(long = "build-env", value_name = "NAME=VALUE")]
+    pub build_env: Vec<String>,
+    /// Working directory of the image.
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+}
+
+impl BuildArgs {
+    pub fn is_empty(&self) -> bool {
+        self.base_image.is_none()
+            && self.python_version.is_none()
+            && self.python_packages.is_empty()
+            && self.requirements.is_none()
+            && self.commands.is_empty()
+            && self.build_env.is_empty()
+            && self.workdir.is_none()
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build an image from a spec, streaming the build log.
+    Build(BuildArgs),
+    /// List the images in the server's store.
+    List(ImageListArgs),
+    /// Remove images and layers that nothing uses (the build cache stays).
+    Prune,
+}
+
+#[derive(Args)]
+pub struct ImageListArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
 #[derive(Args)]
 pub struct RunArgs {
-    /// Image to run, e.g. jupyter/base-notebook:latest or 127.0.0.1:5000/app:1.
-    #[arg(long)]
-    pub image: String,
+    /// Registry image to run, e.g. jupyter/base-notebook:latest or 127.0.0.1:5000/app:1.
+    /// Without it, the image is built from the build flags (on the default base).
+    #[arg(long, conflicts_with = "base_image")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub build: BuildArgs,
     /// Ports to expose, comma-separated (default: the image's EXPOSE ports).
     #[arg(long, value_delimiter = ',')]
     pub ports: Vec<u32>,

@@ -2,8 +2,12 @@
 //! the client profile the server wrote.
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_api::{ApiError, Container, ContainerList, CreateContainerRequest, StopRequest};
+use berth_api::{
+    ApiError, BuildEvent, Container, ContainerList, CreateContainerRequest, ImageList, ImageSpec,
+    PruneResult, StopRequest,
+};
 use berth_server::{default_profile_path, ClientProfile};
+use futures_util::StreamExt;
 
 pub struct Client {
     http: reqwest::Client,
@@ -95,6 +99,45 @@ impl Client {
                     .post(self.url(&format!("/v1/containers/{id}/stop")))
                     .json(&StopRequest { grace_seconds }),
             )
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Builds `spec`, handing each log line to `on_log`; returns the built image's name.
+    pub async fn build(&self, spec: &ImageSpec, on_log: &mut dyn FnMut(&str)) -> Result<String> {
+        let resp = self
+            .send(self.http.post(self.url("/v1/images/build")).json(spec))
+            .await?;
+        let mut stream = resp.bytes_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            pending.extend_from_slice(&chunk.context("reading the build log")?);
+            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                match serde_json::from_slice::<BuildEvent>(&line)
+                    .context("the server sent an unreadable build event")?
+                {
+                    BuildEvent::Log(text) => on_log(&text),
+                    BuildEvent::Done { image, .. } => return Ok(image),
+                    BuildEvent::Error(message) => bail!("the build failed: {message}"),
+                }
+            }
+        }
+        bail!("the build log ended without a result")
+    }
+
+    pub async fn images(&self) -> Result<ImageList> {
+        Ok(self
+            .send(self.http.get(self.url("/v1/images")))
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn prune_images(&self) -> Result<PruneResult> {
+        Ok(self
+            .send(self.http.post(self.url("/v1/images/prune")))
             .await?
             .json()
             .await?)

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use berth_api::{ContainerStatus, CreateContainerRequest};
+use berth_api::{ContainerStatus, CreateContainerRequest, ImageSource};
 use serde_json::Value;
 
 use crate::cli::{Format, RunArgs};
@@ -11,11 +11,21 @@ use crate::client::Client;
 pub async fn run(args: RunArgs) -> Result<()> {
     let client = Client::from_env()?;
     let req = request(&args)?;
+    let text = args.format == Format::Text;
+    if let ImageSource::Spec(spec) = &req.image {
+        // Build first, streaming the log; the create that follows is then a cache hit.
+        client
+            .build(spec, &mut |line| {
+                if text {
+                    println!("{line}")
+                }
+            })
+            .await?;
+    }
     let created = client.create(&req).await?;
     let id = created.id.clone();
-    let text = args.format == Format::Text;
     let mut last_line = String::new();
-    if text {
+    if text && matches!(req.image, ImageSource::Reference(_)) {
         say(
             &mut last_line,
             format!("=> Pulling image {}", created.image),
@@ -31,7 +41,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             // A fast start can pass STARTING between two polls; the line still belongs.
             let past_pull = !matches!(
                 c.status,
-                ContainerStatus::Pending | ContainerStatus::Pulling
+                ContainerStatus::Pending | ContainerStatus::Pulling | ContainerStatus::Building
             );
             if past_pull && !creating_said && c.status != ContainerStatus::Failed {
                 say(&mut last_line, "=> Creating container".into());
@@ -80,8 +90,17 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
     }
     let mut ports = args.ports.clone();
     ports.extend(&args.port);
+    let image = match &args.image {
+        Some(reference) => {
+            if !args.build.is_empty() {
+                bail!("--image runs a registry image as it is; use --base-image to build on it");
+            }
+            ImageSource::Reference(reference.clone())
+        }
+        None => ImageSource::Spec(crate::commands::image::spec(&args.build)?),
+    };
     Ok(CreateContainerRequest {
-        image: args.image.clone(),
+        image,
         ports,
         cpu: args.cpu.as_deref().map(quantity),
         memory: args.memory.as_deref().map(quantity),

@@ -36,6 +36,19 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         cni_bin_dir: args.cni_bin_dir,
         shim_exe: std::env::current_exe().context("locating the berth binary for its shims")?,
         profile_path: berth_server::default_profile_path(),
+        build_ca_bundle: match args.build_ca_bundle.as_str() {
+            "none" | "" => None,
+            path => {
+                let path = std::path::PathBuf::from(path);
+                if !path.is_file() {
+                    anyhow::bail!(
+                        "--build-ca-bundle {} is not a file (use \"none\" for no bundle)",
+                        path.display()
+                    );
+                }
+                Some(path)
+            }
+        },
     };
     berth_server::run(config, shutdown_signal()).await?;
     Ok(())

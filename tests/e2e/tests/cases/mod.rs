@@ -1,6 +1,7 @@
 //! The end-to-end tests, grouped by topic. Each is a plain function over the shared `Env`.
 
 mod api;
+mod builds;
 mod cli;
 mod hostile;
 mod images;
@@ -26,6 +27,38 @@ pub struct Case {
 /// sooner).
 pub fn all() -> Vec<Case> {
     vec![
+        Case {
+            name: "builds::python_packages_and_commands",
+            run: builds::python_packages_and_commands,
+        },
+        Case {
+            name: "builds::concurrent_creates_build_once",
+            run: builds::concurrent_creates_build_once,
+        },
+        Case {
+            name: "builds::default_base_built_once",
+            run: builds::default_base_built_once,
+        },
+        Case {
+            name: "builds::only_the_changed_step_reruns",
+            run: builds::only_the_changed_step_reruns,
+        },
+        Case {
+            name: "builds::failing_command_is_reported",
+            run: builds::failing_command_is_reported,
+        },
+        Case {
+            name: "builds::unknown_python_version",
+            run: builds::unknown_python_version,
+        },
+        Case {
+            name: "builds::cancelled_build_stops",
+            run: builds::cancelled_build_stops,
+        },
+        Case {
+            name: "builds::bad_image_specs_are_refused",
+            run: builds::bad_image_specs_are_refused,
+        },
         Case {
             name: "lifecycle::keep_warm_held_websocket",
             run: lifecycle::keep_warm_held_websocket,

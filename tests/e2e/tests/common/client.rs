@@ -279,6 +279,52 @@ impl Api {
     }
 
     // ------------------------------------------------------------------------------------------
+    // image builds
+
+    /// `POST /v1/images/build` with `spec`, kept open as a stream of build events.
+    pub fn build_stream(&self, spec: &Value) -> Res<BufReader<reqwest::blocking::Response>> {
+        let client = http_client(timeouts::BUILD).build().ctx("build client")?;
+        let resp = client
+            .post(format!("{}/v1/images/build", self.base))
+            .bearer_auth(&self.token)
+            .json(spec)
+            .send()
+            .ctx("POST /v1/images/build")?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let body = resp.text().unwrap_or_default();
+            return Err(format!(
+                "POST /v1/images/build {spec} answered {status}: {body}"
+            ));
+        }
+        Ok(BufReader::new(resp))
+    }
+
+    /// Builds `spec` to the end: (the log lines, then the image name or the build's error).
+    pub fn build(&self, spec: &Value) -> Res<(Vec<String>, Result<String, String>)> {
+        let stream = self.build_stream(spec)?;
+        let mut log = Vec::new();
+        for line in stream.lines() {
+            let line = line.ctx("reading the build stream")?;
+            let event: Value = parse_json(&line, "a build event")?;
+            if let Some(text) = event.get("log").and_then(Value::as_str) {
+                log.push(text.to_string());
+            } else if let Some(done) = event.get("done") {
+                let image = done["image"].as_str().unwrap_or_default().to_string();
+                return Ok((log, Ok(image)));
+            } else if let Some(error) = event.get("error").and_then(Value::as_str) {
+                return Ok((log, Err(error.to_string())));
+            } else {
+                return Err(format!("unknown build event {line}"));
+            }
+        }
+        Err(format!(
+            "the build stream ended without a result; log:\n{}",
+            indent(&log.join("\n"))
+        ))
+    }
+
+    // ------------------------------------------------------------------------------------------
     // CLI
 
     fn cli_command(&self, args: &[&str]) -> Command {

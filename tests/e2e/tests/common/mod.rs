@@ -55,7 +55,9 @@ pub mod timeouts {
     /// From a stop request (or exit) to a terminal state.
     pub const STOP: Duration = Duration::from_secs(45);
     /// A CLI command that waits for a container.
-    pub const CLI: Duration = Duration::from_secs(180);
+    pub const CLI: Duration = Duration::from_secs(240);
+    /// An image build, including a first build of the default base image.
+    pub const BUILD: Duration = Duration::from_secs(240);
 }
 
 /// A port that was free a moment ago on 127.0.0.1.

@@ -1,0 +1,100 @@
+//! Images described in code (`Image(base_image=..., python_packages=[...], commands=[...])`)
+//! and the events of building them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What a pod runs: a registry reference, or an image berth builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ImageSource {
+    /// `busybox`, `jupyter/base-notebook:latest`, `127.0.0.1:5000/app@sha256:...`.
+    Reference(String),
+    Spec(ImageSpec),
+}
+
+impl Default for ImageSource {
+    fn default() -> Self {
+        ImageSource::Reference(String::new())
+    }
+}
+
+impl From<&str> for ImageSource {
+    fn from(s: &str) -> Self {
+        ImageSource::Reference(s.to_string())
+    }
+}
+
+/// An image built on the server from a base and ordered steps; every step is cached.
+///
+/// The steps run in this order: `env_vars`, `python_packages`, `commands`, then `steps` as
+/// listed (the SDK's chained `with_envs`, `add_python_packages`, `add_commands` calls, in the
+/// order they were made).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Any registry reference; none means berth's default base (Debian bookworm with python3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<String>,
+    /// Like "python3.11"; the base's `python3` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub python_packages: Vec<String>,
+    /// Shell lines, each run with `sh -c`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_vars: BTreeMap<String, String>,
+    /// The working directory of the built image (and of later steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<BuildStep>,
+}
+
+/// One chained builder call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BuildStep {
+    Commands { commands: Vec<String> },
+    PythonPackages { packages: Vec<String> },
+    EnvVars { env: BTreeMap<String, String> },
+}
+
+/// One line of the `POST /v1/images/build` stream (newline-delimited JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildEvent {
+    /// A line of the build log: `=> Building image`, a step's output, `=> Using cached image`.
+    Log(String),
+    /// The build finished: the image id a pod can run.
+    Done { image: String, cached: bool },
+    /// The build failed; nothing was cached for the failed step.
+    Error(String),
+}
+
+/// An image in the server's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageSummary {
+    /// The reference it was pulled as, or `berth-build/<key>` for a built image.
+    pub reference: String,
+    pub digest: String,
+    pub layers: usize,
+    pub size_bytes: u64,
+    pub built: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageList {
+    pub images: Vec<ImageSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PruneResult {
+    pub removed_images: Vec<String>,
+    pub removed_layers: usize,
+    pub freed_bytes: u64,
+}

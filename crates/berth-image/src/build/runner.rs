@@ -1,0 +1,509 @@
+//! Running a build plan: cache lookups, steps in containers, layers into the store.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::plan::{BuildPlan, Step};
+use crate::{ContentStore, ImageConfig, ResolvedImage};
+
+type LockMap = std::collections::HashMap<String, std::sync::Arc<std::sync::Mutex<()>>>;
+
+/// One lock per image key (see [`build`]).
+static BUILD_LOCKS: std::sync::LazyLock<std::sync::Mutex<LockMap>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How many output lines of a failed step the error quotes.
+const FAILURE_TAIL_LINES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("step {index}/{total} ({step}) failed with exit code {code}:\n{tail}")]
+    StepFailed {
+        index: usize,
+        total: usize,
+        step: String,
+        code: i32,
+        tail: String,
+    },
+    #[error("step {index}/{total} ({step}) could not run: {message}")]
+    StepError {
+        index: usize,
+        total: usize,
+        step: String,
+        message: String,
+    },
+    #[error("python_version {wanted} is not in the base image {base}; available: {available}")]
+    UnknownPython {
+        wanted: String,
+        base: String,
+        available: String,
+    },
+    #[error("the build was cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Store(String),
+}
+
+/// Where build output goes, a line at a time.
+pub type BuildLog<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+/// One step to run in a container.
+#[derive(Debug, Clone)]
+pub struct StepRun {
+    /// A unique name for the step's container.
+    pub id: String,
+    /// The root filesystem below the step, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// Where the step's changes go (an overlay upper directory, created by the runner).
+    pub upper: PathBuf,
+    pub command: String,
+    pub env: Vec<String>,
+    pub workdir: String,
+}
+
+/// Runs build steps in containers (the node agent implements it).
+pub trait StepRunner: Send + Sync {
+    /// Runs the step to completion, sending each output line to `log`, and returns its exit
+    /// code. Stops the container early when `cancelled` becomes true.
+    fn run_step(
+        &self,
+        step: &StepRun,
+        log: BuildLog<'_>,
+        cancelled: &AtomicBool,
+    ) -> Result<i32, String>;
+}
+
+/// Builds `plan` on top of `base`. Each step's layer is looked up by its cache key first; a
+/// build whose every step is cached runs nothing. Returns the built image and whether it was
+/// a full cache hit.
+pub fn build(
+    plan: &BuildPlan,
+    base: &ResolvedImage,
+    store: &ContentStore,
+    runner: &dyn StepRunner,
+    log: BuildLog<'_>,
+    cancelled: &AtomicBool,
+) -> Result<(ResolvedImage, bool), BuildError> {
+    let keys = step_keys(plan, base);
+    let final_key = keys.last().cloned().unwrap_or_else(|| base_key(plan, base));
+    let reference = format!("berth-build/{}", &final_key[..32]);
+    if let Some(image) = store.lookup(&reference) {
+        log("=> Using cached image".into());
+        return Ok((image, true));
+    }
+    // Concurrent requests for the same image build it once; the others then hit the cache.
+    let lock = {
+        let mut locks = BUILD_LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(final_key.clone()).or_default().clone()
+    };
+    let _guard = match lock.try_lock() {
+        Ok(guard) => guard,
+        Err(_) => {
+            log("=> Waiting for the same image, already being built".into());
+            lock.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    };
+    if let Some(image) = store.lookup(&reference) {
+        log("=> Using cached image".into());
+        return Ok((image, true));
+    }
+    check_python(plan, base, store)?;
+    log("=> Building image".into());
+
+    let mut layers: Vec<PathBuf> = store.layer_dirs(base);
+    let mut layer_digests = base.layer_digests.clone();
+    let mut env = base_env(&base.config);
+    let mut workdir = plan.workdir.clone().or(base.config.working_dir.clone());
+    let total = plan.steps.len();
+    for (i, (step, key)) in plan.steps.iter().zip(&keys).enumerate() {
+        let index = i + 1;
+        if let Step::Env { vars } = step {
+            for (k, v) in vars {
+                set_env(&mut env, k, v);
+            }
+            log(format!("=> Step {index}/{total}: {}", step.describe()));
+            continue;
+        }
+        let digest = format!("sha256:{key}");
+        let dest = store.layer_dir(&digest);
+        if dest.is_dir() {
+            log(format!(
+                "=> Step {index}/{total}: {} (cached)",
+                step.describe()
+            ));
+        } else {
+            if cancelled.load(Ordering::SeqCst) {
+                return Err(BuildError::Cancelled);
+            }
+            log(format!("=> Step {index}/{total}: {}", step.describe()));
+            run_one(
+                plan,
+                step,
+                index,
+                total,
+                &layers,
+                &env,
+                workdir.as_deref(),
+                &dest,
+                store,
+                runner,
+                log,
+                cancelled,
+            )?;
+        }
+        store.mark_build_layer(&digest);
+        layers.push(dest);
+        layer_digests.push(digest);
+    }
+    if workdir.is_none() {
+        workdir = Some("/".into());
+    }
+    let config = ImageConfig {
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        working_dir: workdir,
+        ..base.config.clone()
+    };
+    let image = ResolvedImage {
+        reference,
+        manifest_digest: format!("sha256:{final_key}"),
+        config,
+        layer_digests,
+    };
+    store
+        .record(&image)
+        .map_err(|e| BuildError::Store(e.to_string()))?;
+    log(format!("=> Image built: {}", image.reference));
+    Ok((image, false))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    plan: &BuildPlan,
+    step: &Step,
+    index: usize,
+    total: usize,
+    layers: &[PathBuf],
+    env: &[(String, String)],
+    workdir: Option<&str>,
+    dest: &std::path::Path,
+    store: &ContentStore,
+    runner: &dyn StepRunner,
+    log: BuildLog<'_>,
+    cancelled: &AtomicBool,
+) -> Result<(), BuildError> {
+    let Some(command) = plan.command_of(step) else {
+        return Ok(());
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let upper = store.tmp_path(&format!(
+        "build-{}-{}",
+        &name[..16.min(name.len())],
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&upper);
+    let tail = std::sync::Mutex::new(std::collections::VecDeque::new());
+    let step_log = |line: String| {
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == FAILURE_TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line.clone());
+        }
+        log(line);
+    };
+    let run = StepRun {
+        id: format!("build-{}", &name[..12.min(name.len())]),
+        layers: layers.to_vec(),
+        upper: upper.clone(),
+        command,
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        workdir: workdir.unwrap_or("/").to_string(),
+    };
+    let result = runner.run_step(&run, &step_log, cancelled);
+    let fail = |e: BuildError| {
+        let _ = std::fs::remove_dir_all(&upper);
+        Err(e)
+    };
+    match result {
+        _ if cancelled.load(Ordering::SeqCst) => fail(BuildError::Cancelled),
+        Ok(0) => match std::fs::rename(&upper, dest) {
+            Ok(()) => Ok(()),
+            // Another build with the same prefix made this layer meanwhile; keep theirs.
+            Err(_) if dest.is_dir() => {
+                let _ = std::fs::remove_dir_all(&upper);
+                Ok(())
+            }
+            Err(e) => fail(BuildError::Store(format!(
+                "moving the layer of step {index} into {}: {e}",
+                dest.display()
+            ))),
+        },
+        Ok(code) => fail(BuildError::StepFailed {
+            index,
+            total,
+            step: step.describe(),
+            code,
+            tail: tail
+                .lock()
+                .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default(),
+        }),
+        Err(message) => fail(BuildError::StepError {
+            index,
+            total,
+            step: step.describe(),
+            message,
+        }),
+    }
+}
+
+/// The key of the base: its manifest digest plus the interpreter and workdir the steps use.
+fn base_key(plan: &BuildPlan, base: &ResolvedImage) -> String {
+    let mut h = Sha256::new();
+    h.update(b"berth-build-v1\0");
+    h.update(base.manifest_digest.as_bytes());
+    h.update(b"\0");
+    h.update(plan.python.as_bytes());
+    h.update(b"\0");
+    h.update(plan.workdir.as_deref().unwrap_or("").as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Each step's key: its parent's key plus the step. An unchanged prefix keeps its keys, so
+/// only steps after the first change run again.
+fn step_keys(plan: &BuildPlan, base: &ResolvedImage) -> Vec<String> {
+    let mut parent = base_key(plan, base);
+    plan.steps
+        .iter()
+        .map(|step| {
+            let mut h = Sha256::new();
+            h.update(parent.as_bytes());
+            h.update(b"\0");
+            h.update(serde_json::to_vec(step).unwrap_or_default());
+            parent = hex::encode(h.finalize());
+            parent.clone()
+        })
+        .collect()
+}
+
+fn base_env(config: &ImageConfig) -> Vec<(String, String)> {
+    let mut env = vec![(
+        "PATH".to_string(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+    )];
+    for entry in &config.env {
+        let (k, v) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        set_env(&mut env, k, v);
+    }
+    env
+}
+
+fn set_env(env: &mut Vec<(String, String)>, k: &str, v: &str) {
+    match env.iter_mut().find(|(name, _)| name == k) {
+        Some(entry) => entry.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
+    }
+}
+
+/// Refuses a python_version the base does not have, naming those it has.
+fn check_python(
+    plan: &BuildPlan,
+    base: &ResolvedImage,
+    store: &ContentStore,
+) -> Result<(), BuildError> {
+    let uses_python =
+        plan.python != "python3" || plan.steps.iter().any(|s| matches!(s, Step::Pip { .. }));
+    if !uses_python {
+        return Ok(());
+    }
+    let mut available = std::collections::BTreeSet::new();
+    for layer in store.layer_dirs(base) {
+        for dir in ["usr/bin", "usr/local/bin", "bin"] {
+            let Ok(entries) = std::fs::read_dir(layer.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let versioned = name
+                    .strip_prefix("python3.")
+                    .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()));
+                if versioned || name == "python3" {
+                    available.insert(name);
+                }
+            }
+        }
+    }
+    if available.contains(&plan.python) {
+        return Ok(());
+    }
+    let listed: Vec<&str> = available
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != "python3")
+        .collect();
+    Err(BuildError::UnknownPython {
+        wanted: plan.python.clone(),
+        base: plan
+            .base_image
+            .clone()
+            .unwrap_or_else(|| "(default base)".into()),
+        available: if listed.is_empty() {
+            "none".into()
+        } else {
+            listed.join(", ")
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::plan::BuildPlan;
+    use berth_api::ImageSpec;
+    use std::sync::Mutex;
+
+    /// Runs nothing: writes a file named after the step into the upper directory, or fails
+    /// the commands that say `fail`.
+    #[derive(Default)]
+    struct FakeRunner {
+        ran: Mutex<Vec<String>>,
+    }
+
+    impl StepRunner for FakeRunner {
+        fn run_step(
+            &self,
+            step: &StepRun,
+            log: BuildLog<'_>,
+            _c: &AtomicBool,
+        ) -> Result<i32, String> {
+            self.ran.lock().expect("lock").push(step.command.clone());
+            log(format!("running {}", step.command));
+            if step.command.contains("fail") {
+                log("boom".into());
+                return Ok(3);
+            }
+            std::fs::create_dir_all(&step.upper).map_err(|e| e.to_string())?;
+            std::fs::write(step.upper.join("marker"), &step.command).map_err(|e| e.to_string())?;
+            Ok(0)
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, ContentStore, ResolvedImage) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(dir.path()).expect("store");
+        let base_layer = format!("sha256:{}", "c".repeat(64));
+        let bin = store.layer_dir(&base_layer).join("usr/bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::write(bin.join("python3.11"), "").expect("python");
+        let base = ResolvedImage {
+            reference: "base".into(),
+            manifest_digest: format!("sha256:{}", "d".repeat(64)),
+            config: ImageConfig::default(),
+            layer_digests: vec![base_layer],
+        };
+        (dir, store, base)
+    }
+
+    fn plan(commands: &[&str]) -> BuildPlan {
+        BuildPlan::from_spec(&ImageSpec {
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+            env_vars: [("GREETING".to_string(), "hi".to_string())]
+                .into_iter()
+                .collect(),
+            ..ImageSpec::default()
+        })
+        .expect("plan")
+    }
+
+    fn run(
+        store: &ContentStore,
+        base: &ResolvedImage,
+        plan: &BuildPlan,
+        runner: &FakeRunner,
+    ) -> (Result<(ResolvedImage, bool), BuildError>, Vec<String>) {
+        let lines = Mutex::new(Vec::new());
+        let log = |l: String| lines.lock().expect("lock").push(l);
+        let result = build(plan, base, store, runner, &log, &AtomicBool::new(false));
+        (result, lines.into_inner().expect("lines"))
+    }
+
+    #[test]
+    fn second_build_is_a_full_cache_hit() {
+        let (_d, store, base) = setup();
+        let runner = FakeRunner::default();
+        let (first, log) = run(&store, &base, &plan(&["a", "b"]), &runner);
+        let (image, cached) = first.expect("builds");
+        assert!(!cached);
+        assert!(log.contains(&"=> Building image".to_string()));
+        assert_eq!(image.layer_digests.len(), 3);
+        assert!(image.config.env.contains(&"GREETING=hi".to_string()));
+        let (again, log) = run(&store, &base, &plan(&["a", "b"]), &runner);
+        assert!(again.expect("builds").1);
+        assert_eq!(log, ["=> Using cached image"]);
+        assert_eq!(
+            runner.ran.lock().expect("lock").len(),
+            2,
+            "nothing ran the second time"
+        );
+    }
+
+    #[test]
+    fn changing_the_last_command_reruns_only_it() {
+        let (_d, store, base) = setup();
+        let runner = FakeRunner::default();
+        run(&store, &base, &plan(&["a", "b"]), &runner)
+            .0
+            .expect("builds");
+        let (result, log) = run(&store, &base, &plan(&["a", "c"]), &runner);
+        result.expect("builds");
+        assert!(
+            log.iter().any(|l| l == "=> Step 2/3: RUN a (cached)"),
+            "{log:?}"
+        );
+        assert_eq!(*runner.ran.lock().expect("lock"), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_failing_step_reports_code_and_tail_and_caches_nothing() {
+        let (_d, store, base) = setup();
+        let runner = FakeRunner::default();
+        let (result, _) = run(&store, &base, &plan(&["a", "fail now"]), &runner);
+        let err = result.expect_err("fails");
+        let text = err.to_string();
+        assert!(
+            text.contains("step 3/3 (RUN fail now) failed with exit code 3"),
+            "{text}"
+        );
+        assert!(text.contains("boom"), "{text}");
+        // Retrying runs the failed step again (nothing of it was cached) but not "a".
+        let (_, _) = run(&store, &base, &plan(&["a", "fail now"]), &runner);
+        assert_eq!(
+            *runner.ran.lock().expect("lock"),
+            ["a", "fail now", "fail now"]
+        );
+        assert_eq!(
+            std::fs::read_dir(store.tmp_path("")).expect("tmp").count(),
+            0,
+            "no half-written layer"
+        );
+    }
+
+    #[test]
+    fn unknown_python_names_the_available_ones() {
+        let (_d, store, base) = setup();
+        let plan = BuildPlan::from_spec(&ImageSpec {
+            python_version: Some("python3.9".into()),
+            ..ImageSpec::default()
+        })
+        .expect("plan");
+        let err = run(&store, &base, &plan, &FakeRunner::default())
+            .0
+            .expect_err("refused");
+        assert!(err.to_string().contains("available: python3.11"), "{err}");
+    }
+}

@@ -1,0 +1,110 @@
+//! `/v1/images`: building image specs (a streamed log), listing and pruning the store.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use berth_api::{ApiError, BuildEvent, ErrorCode, ImageList, ImageSource, ImageSpec, PruneResult};
+use futures_util::StreamExt;
+
+use crate::api::{body_response, parse_body, AppState, Failure};
+use crate::node::Node;
+use crate::spec::validate_image_spec;
+
+/// Builds an image spec. The response is newline-delimited JSON (`application/x-ndjson`),
+/// one [`BuildEvent`] per line as the build runs, ending with `done` or `error`. Closing
+/// the connection cancels the build: its container stops and no half-written layer stays.
+#[utoipa::path(post, path = "/v1/images/build", request_body = ImageSpec,
+    responses((status = 200, content_type = "application/x-ndjson", body = BuildEvent),
+        (status = 400, body = ApiError)),
+    security(("bearer" = [])))]
+pub async fn build<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    let spec: ImageSpec = parse_body(&body)?;
+    validate_image_spec(&spec).map_err(Failure)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<BuildEvent>();
+    let cancelled = Arc::new(AtomicBool::new(false));
+
+    // A client that goes away cancels the build.
+    let watch = tx.clone();
+    let flag = cancelled.clone();
+    tokio::spawn(async move {
+        watch.closed().await;
+        flag.store(true, Ordering::SeqCst);
+    });
+
+    let lifecycle = state.lifecycle.clone();
+    tokio::spawn(async move {
+        let log_tx = tx.clone();
+        let log = Arc::new(move |line: String| {
+            let _ = log_tx.send(BuildEvent::Log(line));
+        });
+        let outcome = lifecycle.node().build(spec, log, cancelled).await;
+        let last = match outcome {
+            Ok(built) => BuildEvent::Done {
+                image: built.reference,
+                cached: built.cached,
+            },
+            Err(e) => BuildEvent::Error(e.to_string()),
+        };
+        let _ = tx.send(last);
+    });
+
+    let stream = tokio_stream_lines(rx);
+    Ok(body_response(
+        StatusCode::OK,
+        "application/x-ndjson",
+        Body::from_stream(stream),
+    ))
+}
+
+fn tokio_stream_lines(
+    rx: tokio::sync::mpsc::UnboundedReceiver<BuildEvent>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok(Bytes::from(line)), rx))
+    })
+    .boxed()
+}
+
+#[utoipa::path(get, path = "/v1/images", responses((status = 200, body = ImageList)), security(("bearer" = [])))]
+pub async fn list<N: Node>(State(state): State<Arc<AppState<N>>>) -> Json<ImageList> {
+    Json(ImageList {
+        images: state.lifecycle.node().images(),
+    })
+}
+
+/// Drops pulled images that no stub uses and layers nothing references; built images and
+/// their layers are the build cache and stay.
+#[utoipa::path(post, path = "/v1/images/prune", responses((status = 200, body = PruneResult)), security(("bearer" = [])))]
+pub async fn prune<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+) -> Result<Json<PruneResult>, Failure> {
+    let specs = state
+        .lifecycle
+        .store()
+        .stub_specs()
+        .await
+        .map_err(|e| Failure(ApiError::new(ErrorCode::Internal, e.to_string())))?;
+    let mut keep = HashSet::new();
+    for spec in specs {
+        let name = match &spec.image {
+            ImageSource::Reference(r) => Some(r.clone()),
+            ImageSource::Spec(s) => s.base_image.clone(),
+        };
+        if let Some(reference) = name.and_then(|n| berth_image::parse_reference(&n).ok()) {
+            keep.insert(reference.whole());
+        }
+    }
+    Ok(Json(state.lifecycle.node().prune(keep)))
+}

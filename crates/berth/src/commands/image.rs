@@ -1,0 +1,105 @@
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Context, Result};
+use berth_api::ImageSpec;
+
+use crate::cli::{BuildArgs, Format, ImageListArgs};
+use crate::client::Client;
+
+pub async fn build(args: BuildArgs) -> Result<()> {
+    let spec = spec(&args)?;
+    let image = Client::from_env()?
+        .build(&spec, &mut |line| println!("{line}"))
+        .await?;
+    println!("{image}");
+    Ok(())
+}
+
+pub async fn list(args: ImageListArgs) -> Result<()> {
+    let images = Client::from_env()?.images().await?.images;
+    if args.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(());
+    }
+    let width = images
+        .iter()
+        .map(|i| i.reference.len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    println!(
+        "{:<width$}  {:>6}  {:>10}  BUILT",
+        "REFERENCE", "LAYERS", "SIZE"
+    );
+    for i in &images {
+        println!(
+            "{:<width$}  {:>6}  {:>7.1} MB  {}",
+            i.reference,
+            i.layers,
+            i.size_bytes as f64 / 1_000_000.0,
+            if i.built { "yes" } else { "" }
+        );
+    }
+    println!("\n  {} images", images.len());
+    Ok(())
+}
+
+pub async fn prune() -> Result<()> {
+    let result = Client::from_env()?.prune_images().await?;
+    for image in &result.removed_images {
+        println!("removed {image}");
+    }
+    println!(
+        "{} images and {} layers removed, {:.1} MB freed",
+        result.removed_images.len(),
+        result.removed_layers,
+        result.freed_bytes as f64 / 1_000_000.0
+    );
+    Ok(())
+}
+
+/// The image spec the build flags describe.
+pub fn spec(args: &BuildArgs) -> Result<ImageSpec> {
+    let mut python_packages = args.python_packages.clone();
+    if let Some(path) = &args.requirements {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the requirements file {}", path.display()))?;
+        python_packages.extend(requirements(&text));
+    }
+    let mut env_vars = BTreeMap::new();
+    for pair in &args.build_env {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--build-env {pair:?} is not NAME=VALUE"))?;
+        env_vars.insert(k.to_string(), v.to_string());
+    }
+    Ok(ImageSpec {
+        base_image: args.base_image.clone(),
+        python_version: args.python_version.clone(),
+        python_packages,
+        commands: args.commands.clone(),
+        env_vars,
+        workdir: args.workdir.as_ref().map(|w| w.display().to_string()),
+        steps: Vec::new(),
+    })
+}
+
+/// Requirement lines of a requirements.txt: comments, blank lines and pip options dropped.
+fn requirements(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split(" #").next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('-'))
+        .map(|l| l.replace(' ', ""))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_files_become_packages() {
+        let text = "# deps\nsix==1.16.0\n\nrequests >= 2  # http\n-r other.txt\n";
+        assert_eq!(requirements(text), ["six==1.16.0", "requests>=2"]);
+    }
+}
