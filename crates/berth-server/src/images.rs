@@ -68,11 +68,15 @@ pub async fn build<N: Node>(
 fn tokio_stream_lines(
     rx: tokio::sync::mpsc::UnboundedReceiver<BuildEvent>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::unfold(rx, |mut rx| async move {
+    // The stream ends with the build's result: the cancel watcher still holds a sender, so
+    // waiting for every sender to go would never end.
+    futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
         let event = rx.recv().await?;
+        let last = matches!(event, BuildEvent::Done { .. } | BuildEvent::Error(_));
         let mut line = serde_json::to_vec(&event).unwrap_or_default();
         line.push(b'\n');
-        Some((Ok(Bytes::from(line)), rx))
+        Some((Ok(Bytes::from(line)), (!last).then_some(rx)))
     })
     .boxed()
 }

@@ -13,7 +13,7 @@ mod spec;
 mod state;
 mod store;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +26,9 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use api::openapi_document;
 pub use profile::{default_profile_path, ClientProfile, PROFILE_ENV};
+
+/// How long a stopping server waits for open API requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -176,9 +179,24 @@ pub async fn run(
         ingress_addr.port(),
         config.profile_path.display()
     );
-    let served = axum::serve(api_listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // Shutdown lets open requests finish, but a followed log or a build stream could last
+    // for ever: after a grace period the server stops regardless.
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signalled = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let serving = axum::serve(api_listener, app).with_graceful_shutdown(signalled);
+    let served = tokio::select! {
+        served = serving.into_future() => served,
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("requests still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    };
 
     ingress.abort();
     monitor.abort();

@@ -3,6 +3,7 @@
 mod api;
 mod builds;
 mod cli;
+mod docs;
 mod hostile;
 mod images;
 mod ingress;
@@ -54,6 +55,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "builds::cancelled_build_stops",
             run: builds::cancelled_build_stops,
+        },
+        Case {
+            name: "docs::images_page_examples",
+            run: docs::images_page_examples,
         },
         Case {
             name: "builds::bad_image_specs_are_refused",

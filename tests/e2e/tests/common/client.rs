@@ -278,6 +278,11 @@ impl Api {
         })
     }
 
+    /// The directory of the berth binary under test.
+    pub fn bin_dir(&self) -> PathBuf {
+        self.bin.parent().map(PathBuf::from).unwrap_or_default()
+    }
+
     // ------------------------------------------------------------------------------------------
     // image builds
 
