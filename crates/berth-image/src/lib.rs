@@ -5,6 +5,7 @@
 pub mod build;
 mod config;
 mod error;
+mod oci;
 mod pull;
 mod reference;
 mod store;
@@ -12,6 +13,7 @@ mod unpack;
 
 pub use config::ImageConfig;
 pub use error::ImageError;
+pub use oci::LayerBlob;
 pub use pull::{PullOptions, PullProgress, Puller, RegistryCredentials};
 pub use reference::{parse_reference, RegistryMirror};
 pub use store::{ContentStore, Prune, ResolvedImage};

@@ -151,15 +151,28 @@ impl Puller {
             }
         }
 
+        let diff_ids = diff_ids(&config_json);
         let mut state = PullProgress {
             layers_total: manifest.layers.len(),
             bytes_total: manifest.layers.iter().map(|l| l.size.max(0) as u64).sum(),
             ..PullProgress::default()
         };
         progress(state);
-        for layer in &manifest.layers {
+        for (i, layer) in manifest.layers.iter().enumerate() {
             self.fetch_layer(&name, &source, layer, &mut state, progress)
                 .await?;
+            // What a push of an image built on this one needs to list the layer as it is.
+            if let Some(diff_id) = diff_ids.get(i) {
+                self.store.remember_layer_blob(
+                    &layer.digest,
+                    &crate::LayerBlob {
+                        media_type: layer.media_type.clone(),
+                        digest: layer.digest.clone(),
+                        size: layer.size.max(0) as u64,
+                        diff_id: diff_id.clone(),
+                    },
+                )?;
+            }
             state.layers_done += 1;
             progress(state);
         }
@@ -172,6 +185,71 @@ impl Puller {
         };
         self.store.record(&image)?;
         Ok(image)
+    }
+
+    /// Pushes a built image (its OCI manifest, config and layer blobs in the store) to
+    /// `target`, skipping blobs the registry has.
+    pub async fn push(
+        &self,
+        image: &ResolvedImage,
+        target: &Reference,
+        log: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<String, ImageError> {
+        let name = target.whole();
+        let registry = target.registry().to_string();
+        let err = |detail: String| ImageError::Registry {
+            reference: name.clone(),
+            registry: registry.clone(),
+            detail,
+        };
+        let manifest_path = self.store.blob_path(&image.manifest_digest);
+        let manifest_bytes = tokio::fs::read(&manifest_path)
+            .await
+            .map_err(io_err(&manifest_path))?;
+        let manifest: oci_client::manifest::OciImageManifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| {
+                err(format!(
+                    "the stored manifest of {} is unreadable: {e}",
+                    image.reference
+                ))
+            })?;
+        let auth = self
+            .options
+            .credentials
+            .for_registry(target.resolve_registry());
+        self.client
+            .store_auth_if_needed(target.resolve_registry(), &auth)
+            .await;
+        let blobs = manifest
+            .layers
+            .iter()
+            .chain(std::iter::once(&manifest.config));
+        for blob in blobs {
+            let exists = self
+                .client
+                .blob_exists(target, &blob.digest)
+                .await
+                .map_err(|e| classify(&name, target, e))?;
+            if exists {
+                log(format!("   {} already in {registry}", blob.digest));
+                continue;
+            }
+            log(format!(
+                "   pushing {} ({:.1} MB)",
+                blob.digest,
+                blob.size as f64 / 1_000_000.0
+            ));
+            let path = self.store.blob_path(&blob.digest);
+            let data = tokio::fs::read(&path).await.map_err(io_err(&path))?;
+            self.client
+                .push_blob(target, data, &blob.digest)
+                .await
+                .map_err(|e| classify(&name, target, e))?;
+        }
+        self.client
+            .push_manifest(target, &oci_client::manifest::OciManifest::Image(manifest))
+            .await
+            .map_err(|e| classify(&name, target, e))
     }
 
     async fn manifest(
@@ -276,6 +354,20 @@ impl Puller {
         }
         tokio::fs::rename(&tmp, blob).await.map_err(io_err(blob))
     }
+}
+
+/// The `rootfs.diff_ids` of an image config.
+fn diff_ids(config_json: &str) -> Vec<String> {
+    serde_json::from_str::<serde_json::Value>(config_json)
+        .ok()
+        .and_then(|v| {
+            v["rootfs"]["diff_ids"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 fn is_layer_media_type(media_type: &str) -> bool {

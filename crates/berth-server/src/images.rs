@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -16,19 +16,30 @@ use crate::api::{body_response, parse_body, AppState, Failure};
 use crate::node::Node;
 use crate::spec::validate_image_spec;
 
-/// Builds an image spec. The response is newline-delimited JSON (`application/x-ndjson`),
+#[derive(serde::Deserialize)]
+pub struct BuildQuery {
+    /// Push the built image to this reference.
+    push: Option<String>,
+}
+
+/// Builds an image spec (and with `?push=REF` pushes it). The response is newline-delimited JSON (`application/x-ndjson`),
 /// one [`BuildEvent`] per line as the build runs, ending with `done` or `error`. Closing
 /// the connection cancels the build: its container stops and no half-written layer stays.
 #[utoipa::path(post, path = "/v1/images/build", request_body = ImageSpec,
+    params(("push" = Option<String>, Query, description = "push the built image to this reference")),
     responses((status = 200, content_type = "application/x-ndjson", body = BuildEvent),
         (status = 400, body = ApiError)),
     security(("bearer" = [])))]
 pub async fn build<N: Node>(
     State(state): State<Arc<AppState<N>>>,
+    Query(query): Query<BuildQuery>,
     body: Bytes,
 ) -> Result<Response, Failure> {
     let spec: ImageSpec = parse_body(&body)?;
     validate_image_spec(&spec).map_err(Failure)?;
+    if let Some(target) = &query.push {
+        berth_image::parse_reference(target).map_err(|e| Failure(ApiError::invalid("push", e)))?;
+    }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<BuildEvent>();
     let cancelled = Arc::new(AtomicBool::new(false));
 
@@ -46,7 +57,10 @@ pub async fn build<N: Node>(
         let log = Arc::new(move |line: String| {
             let _ = log_tx.send(BuildEvent::Log(line));
         });
-        let outcome = lifecycle.node().build(spec, log, cancelled).await;
+        let outcome = lifecycle
+            .node()
+            .build(spec, query.push, log, cancelled)
+            .await;
         let last = match outcome {
             Ok(built) => BuildEvent::Done {
                 image: built.reference,

@@ -674,6 +674,7 @@ mod tests {
         async fn build(
             &self,
             _spec: berth_api::ImageSpec,
+            _push: Option<String>,
             _log: ProgressFn,
             _cancelled: Arc<std::sync::atomic::AtomicBool>,
         ) -> Result<crate::node::BuiltImage, NodeError> {

@@ -105,6 +105,7 @@ pub trait Node: Send + Sync + 'static {
     fn build(
         &self,
         spec: ImageSpec,
+        push: Option<String>,
         log: ProgressFn,
         cancelled: Arc<AtomicBool>,
     ) -> impl Future<Output = Result<BuiltImage, NodeError>> + Send;
@@ -389,10 +390,17 @@ impl Node for Arc<LocalNode> {
     async fn build(
         &self,
         spec: ImageSpec,
+        push: Option<String>,
         log: ProgressFn,
         cancelled: Arc<AtomicBool>,
     ) -> Result<BuiltImage, NodeError> {
-        let (image, cached) = self.build_image(&spec, log, cancelled).await?;
+        let (image, cached) = self.build_image(&spec, log.clone(), cancelled).await?;
+        if let Some(target) = push {
+            let target = parse_reference(&target)?;
+            log(format!("=> Pushing {}", target.whole()));
+            let digest = self.puller.push(&image, &target, &*log).await?;
+            log(format!("=> Pushed {}@{digest}", target.whole()));
+        }
         Ok(BuiltImage {
             reference: image.reference,
             cached,

@@ -130,11 +130,20 @@ impl BuildArgs {
 #[derive(Subcommand)]
 pub enum ImageCommand {
     /// Build an image from a spec, streaming the build log.
-    Build(BuildArgs),
+    Build(ImageBuildArgs),
     /// List the images in the server's store.
     List(ImageListArgs),
     /// Remove images and layers that nothing uses (the build cache stays).
     Prune,
+}
+
+#[derive(Args)]
+pub struct ImageBuildArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Push the built image to this registry reference.
+    #[arg(long, value_name = "REF")]
+    pub push: Option<String>,
 }
 
 #[derive(Args)]

@@ -105,10 +105,17 @@ impl Client {
     }
 
     /// Builds `spec`, handing each log line to `on_log`; returns the built image's name.
-    pub async fn build(&self, spec: &ImageSpec, on_log: &mut dyn FnMut(&str)) -> Result<String> {
-        let resp = self
-            .send(self.http.post(self.url("/v1/images/build")).json(spec))
-            .await?;
+    pub async fn build(
+        &self,
+        spec: &ImageSpec,
+        push: Option<&str>,
+        on_log: &mut dyn FnMut(&str),
+    ) -> Result<String> {
+        let mut req = self.http.post(self.url("/v1/images/build")).json(spec);
+        if let Some(target) = push {
+            req = req.query(&[("push", target)]);
+        }
+        let resp = self.send(req).await?;
         let mut stream = resp.bytes_stream();
         let mut pending: Vec<u8> = Vec::new();
         while let Some(chunk) = stream.next().await {

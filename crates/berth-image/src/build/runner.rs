@@ -165,9 +165,13 @@ pub fn build(
         working_dir: workdir,
         ..base.config.clone()
     };
+    // Kept as an OCI image too (layer tarballs, config, manifest), so it can be pushed.
+    let manifest_digest = store
+        .write_oci_image(&config, &layer_digests)
+        .map_err(|e| BuildError::Store(e.to_string()))?;
     let image = ResolvedImage {
         reference,
-        manifest_digest: format!("sha256:{final_key}"),
+        manifest_digest,
         config,
         layer_digests,
     };

@@ -3,13 +3,13 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, Context, Result};
 use berth_api::ImageSpec;
 
-use crate::cli::{BuildArgs, Format, ImageListArgs};
+use crate::cli::{BuildArgs, Format, ImageBuildArgs, ImageListArgs};
 use crate::client::Client;
 
-pub async fn build(args: BuildArgs) -> Result<()> {
-    let spec = spec(&args)?;
+pub async fn build(args: ImageBuildArgs) -> Result<()> {
+    let spec = spec(&args.build)?;
     let image = Client::from_env()?
-        .build(&spec, &mut |line| println!("{line}"))
+        .build(&spec, args.push.as_deref(), &mut |line| println!("{line}"))
         .await?;
     println!("{image}");
     Ok(())

@@ -15,7 +15,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let ImageSource::Spec(spec) = &req.image {
         // Build first, streaming the log; the create that follows is then a cache hit.
         client
-            .build(spec, &mut |line| {
+            .build(spec, None, &mut |line| {
                 if text {
                     println!("{line}")
                 }

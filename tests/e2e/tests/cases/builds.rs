@@ -317,3 +317,46 @@ pub fn bad_image_specs_are_refused(env: &Env) -> Res<()> {
     }
     Ok(())
 }
+
+/// `--push`: a built image goes to a registry as an OCI image, and a pod can run it from there.
+pub fn built_image_pushes_and_runs(env: &Env) -> Res<()> {
+    let api = &env.api;
+    let tag = random_hex(4);
+    let target = format!("{}/built-{tag}:v1", env.registry.addr);
+    let out = api.cli(&[
+        "image",
+        "build",
+        "--command",
+        &format!("echo pushed-{tag} > /pushed"),
+        "--push",
+        &target,
+    ])?;
+    ensure!(
+        out.status.success(),
+        "berth image build --push failed:\n{}",
+        out.show()
+    );
+    ensure!(
+        out.stdout.contains("=> Pushed "),
+        "no push in the build log:\n{}",
+        out.show()
+    );
+    let pod = api.launch(
+        json!({"image": target, "entrypoint": ["cat", "/pushed"], "keep_warm_seconds": -1}),
+    )?;
+    let done = api.wait_terminal(&pod.id, timeouts::START)?;
+    ensure!(
+        done.status == ContainerStatus::Exited && done.exit_code == Some(0),
+        "the pod of the pushed image ended {} ({:?}): {}",
+        done.status,
+        done.exit_code,
+        pod.describe()
+    );
+    let logs = api.logs(&pod.id)?;
+    ensure!(
+        logs.contains(&format!("pushed-{tag}")),
+        "the pushed image lacks its file:\n{}",
+        indent(&logs)
+    );
+    Ok(())
+}

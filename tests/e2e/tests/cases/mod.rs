@@ -33,6 +33,10 @@ pub fn all() -> Vec<Case> {
             run: builds::python_packages_and_commands,
         },
         Case {
+            name: "builds::built_image_pushes_and_runs",
+            run: builds::built_image_pushes_and_runs,
+        },
+        Case {
             name: "builds::concurrent_creates_build_once",
             run: builds::concurrent_creates_build_once,
         },
