@@ -7,12 +7,29 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// What a pod runs: a registry reference, or an image berth builds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ImageSource {
     /// `busybox`, `jupyter/base-notebook:latest`, `127.0.0.1:5000/app@sha256:...`.
     Reference(String),
     Spec(ImageSpec),
+}
+
+/// By hand rather than untagged, so a bad spec gets the spec's own error ("unknown field
+/// `bogus`") instead of "did not match any variant".
+impl<'de> Deserialize<'de> for ImageSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(reference) => Ok(ImageSource::Reference(reference)),
+            spec @ serde_json::Value::Object(_) => ImageSpec::deserialize(spec)
+                .map(ImageSource::Spec)
+                .map_err(|e| D::Error::custom(format!("image spec: {e}"))),
+            other => Err(D::Error::custom(format!(
+                "image must be a reference (a string) or an image spec (an object), not {other}"
+            ))),
+        }
+    }
 }
 
 impl Default for ImageSource {
@@ -97,4 +114,23 @@ pub struct PruneResult {
     pub removed_images: Vec<String>,
     pub removed_layers: usize,
     pub freed_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_is_a_reference_or_a_spec_with_clear_errors() {
+        let r: ImageSource = serde_json::from_str("\"busybox\"").expect("reference");
+        assert_eq!(r, ImageSource::Reference("busybox".into()));
+        let s: ImageSource = serde_json::from_str(r#"{"commands": ["true"]}"#).expect("spec");
+        assert!(matches!(s, ImageSource::Spec(spec) if spec.commands == ["true"]));
+        let err =
+            serde_json::from_str::<ImageSource>(r#"{"bogus": 1}"#).expect_err("unknown field");
+        assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+        let err = serde_json::from_str::<ImageSource>("5").expect_err("number");
+        assert!(err.to_string().contains("reference (a string)"), "{err}");
+        assert_eq!(serde_json::to_string(&r).expect("json"), "\"busybox\"");
+    }
 }

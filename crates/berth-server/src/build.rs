@@ -70,6 +70,24 @@ impl LocalNode {
         .map_err(NodeError::from)
     }
 
+    /// Removes build containers a stopped server left behind (their builds are gone with it).
+    pub fn clean_interrupted_builds(&self) {
+        let Ok(entries) = std::fs::read_dir(self.containers_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !id.starts_with("build-") {
+                continue;
+            }
+            tracing::info!(container = %id, "removing an interrupted build container");
+            if let Err(e) = self.teardown_blocking(&id) {
+                tracing::warn!(container = %id, "cleaning an interrupted build: {e}");
+            }
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+
     fn build_dir(&self, id: &str) -> PathBuf {
         self.containers_dir().join(id)
     }

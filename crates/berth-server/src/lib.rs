@@ -151,6 +151,7 @@ pub async fn run(
             stop_grace: config.stop_timeout,
         },
     );
+    node.clean_interrupted_builds();
     lifecycle.recover().await?;
     let monitor = lifecycle.spawn_monitor();
 
