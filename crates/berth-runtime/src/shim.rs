@@ -95,8 +95,9 @@ pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
     if let Some(stdout) = child.stdout.take() {
         let _ = BufReader::new(stdout).read_line(&mut line);
     }
-    // The shim lives on after this; a thread reaps it so it never lingers as a zombie.
-    std::thread::spawn(move || child.wait());
+    // The process we started forked the real shim and exits at once (see `run`), so this
+    // wait is short and the server keeps no thread or zombie per container.
+    let _ = child.wait();
     let line = line.trim();
     if let Some(pid) = line.strip_prefix(READY_PREFIX) {
         return pid.parse().map_err(|_| RuntimeError::Shim {
@@ -119,6 +120,18 @@ pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
 
 /// The body of `berth shim`. Returns the shim's exit code.
 pub fn run(config: &ShimConfig) -> i32 {
+    // Detach from the server: the first process exits and the server reaps it; the forked
+    // shim is adopted by init (or the host's subreaper) and owns the container from here.
+    // SAFETY: no other thread exists yet in this process (the shim starts single-threaded
+    // and spawns its log copiers later), so the child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => return 0,
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            report(&format!("{FAILED_PREFIX}cannot fork the shim: {e}"));
+            return 1;
+        }
+    }
     for sig in [
         Signal::SIGTERM,
         Signal::SIGINT,
