@@ -124,6 +124,7 @@ impl Puller {
         if let Some(image) = self.store.lookup(&name) {
             return Ok(image);
         }
+        let _writing = self.store.writing().await;
         // A mirror that fails or lacks the image falls back to the registry itself, as
         // Docker's registry-mirrors do.
         let mirrored = apply_mirrors(reference, &self.options.mirrors);

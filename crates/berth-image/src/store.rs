@@ -21,6 +21,9 @@ pub struct ResolvedImage {
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     root: PathBuf,
+    /// Pulls and builds hold it shared while they write blobs and layers not yet recorded;
+    /// prune holds it alone, so it never removes what is being made.
+    gc: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ContentStore {
@@ -37,7 +40,10 @@ impl ContentStore {
                 let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
             }
         }
-        Ok(ContentStore { root })
+        Ok(ContentStore {
+            root,
+            gc: Default::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -90,7 +96,37 @@ impl ContentStore {
 
     /// Drops pulled images whose reference `keep` refuses, then every layer and blob that
     /// no remaining image and no build cache entry references.
+    /// Holds off `prune` while a blocking pull or build writes (see `gc`).
+    pub fn writing_blocking(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gc.blocking_read()
+    }
+
+    /// Holds off `prune` while an async pull writes (see `gc`).
+    pub async fn writing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gc.read().await
+    }
+
+    /// Blobs an image's OCI manifest names (for built images, whose manifest is stored).
+    fn manifest_blobs(&self, image: &ResolvedImage) -> Vec<String> {
+        let Ok(bytes) = std::fs::read(self.blob_path(&image.manifest_digest)) else {
+            return Vec::new();
+        };
+        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Vec::new();
+        };
+        let mut blobs = vec![digest_hex(&image.manifest_digest)];
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        for desc in layers.iter().chain(std::iter::once(&manifest["config"])) {
+            if let Some(d) = desc["digest"].as_str() {
+                blobs.push(digest_hex(d));
+            }
+        }
+        blobs
+    }
+
+    /// Must run outside the async runtime (it waits for pulls and builds to finish).
     pub fn prune(&self, keep: &dyn Fn(&ResolvedImage) -> bool) -> Prune {
+        let _alone = self.gc.blocking_write();
         let mut result = Prune::default();
         let mut kept_layers = std::collections::HashSet::new();
         for image in self.images() {
@@ -101,6 +137,7 @@ impl ContentStore {
                 || image.reference.starts_with("berth-build/");
             if built || keep(&image) {
                 kept_layers.extend(image.layer_digests.iter().map(|d| digest_hex(d)));
+                kept_layers.extend(self.manifest_blobs(&image));
             } else {
                 let _ = std::fs::remove_file(self.ref_path(&image.reference));
                 result.removed_images.push(image.reference);

@@ -124,5 +124,10 @@ pub async fn prune<N: Node>(
             keep.insert(reference.whole());
         }
     }
-    Ok(Json(state.lifecycle.node().prune(keep)))
+    // Prune waits for pulls and builds in progress; that wait belongs off the async threads.
+    let node = state.lifecycle.node().clone();
+    let result = tokio::task::spawn_blocking(move || node.prune(keep))
+        .await
+        .map_err(|e| Failure(ApiError::new(ErrorCode::Internal, format!("prune: {e}"))))?;
+    Ok(Json(result))
 }

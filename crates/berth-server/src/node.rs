@@ -71,7 +71,7 @@ pub enum ProcessState {
     Lost,
 }
 
-pub trait Node: Send + Sync + 'static {
+pub trait Node: Clone + Send + Sync + 'static {
     /// An image made ready to run (pulled and unpacked).
     type Image: Send + 'static;
 

@@ -26,6 +26,7 @@ pub fn default_base_image(
         return Ok(image);
     }
     let _guard = BASE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _writing = store.writing_blocking();
     if let Some(image) = store.lookup(DEFAULT_BASE_REFERENCE) {
         return Ok(image);
     }
@@ -50,17 +51,22 @@ pub fn default_base_image(
             .map_err(|e| BuildError::Store(format!("{}: {e}", dest.display())))?;
     }
     store.mark_build_layer(&digest);
+    let config = ImageConfig {
+        env: vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "LANG=C.UTF-8".into(),
+        ],
+        cmd: vec!["python3".into()],
+        ..ImageConfig::default()
+    };
+    // An OCI image in the store like any other (its layer as a tarball, config, manifest).
+    let manifest_digest = store
+        .write_oci_image(&config, std::slice::from_ref(&digest))
+        .map_err(|e| BuildError::Store(e.to_string()))?;
     let image = ResolvedImage {
         reference: DEFAULT_BASE_REFERENCE.to_string(),
-        manifest_digest: digest.clone(),
-        config: ImageConfig {
-            env: vec![
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                "LANG=C.UTF-8".into(),
-            ],
-            cmd: vec!["python3".into()],
-            ..ImageConfig::default()
-        },
+        manifest_digest,
+        config,
         layer_digests: vec![digest],
     };
     store

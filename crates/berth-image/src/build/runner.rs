@@ -86,6 +86,7 @@ pub fn build(
     log: BuildLog<'_>,
     cancelled: &AtomicBool,
 ) -> Result<(ResolvedImage, bool), BuildError> {
+    let _writing = store.writing_blocking();
     let keys = step_keys(plan, base);
     let final_key = keys.last().cloned().unwrap_or_else(|| base_key(plan, base));
     let reference = format!("berth-build/{}", &final_key[..32]);
@@ -495,6 +496,39 @@ mod tests {
             0,
             "no half-written layer"
         );
+    }
+
+    #[test]
+    fn prune_keeps_built_images_and_their_oci_blobs() {
+        let (_d, store, base) = setup();
+        let runner = FakeRunner::default();
+        let (image, _) = run(&store, &base, &plan(&["a"]), &runner)
+            .0
+            .expect("builds");
+        let orphan = format!("sha256:{}", "f".repeat(64));
+        std::fs::write(store.blob_path(&orphan), "x").expect("orphan blob");
+        let pruned = store.prune(&|_| false);
+        assert!(!store.blob_path(&orphan).exists(), "an orphan blob goes");
+        assert!(pruned.freed_bytes >= 1);
+        assert!(
+            store.blob_path(&image.manifest_digest).exists(),
+            "the manifest stays"
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(store.blob_path(&image.manifest_digest)).expect("read"),
+        )
+        .expect("json");
+        for layer in manifest["layers"].as_array().expect("layers") {
+            let digest = layer["digest"].as_str().expect("digest");
+            assert!(
+                store.blob_path(digest).exists(),
+                "layer blob {digest} stays"
+            );
+        }
+        let (_, cached) = run(&store, &base, &plan(&["a"]), &runner)
+            .0
+            .expect("builds");
+        assert!(cached, "the build cache survives prune");
     }
 
     #[test]

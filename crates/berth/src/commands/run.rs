@@ -51,7 +51,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         if c.status == ContainerStatus::Running || c.status.is_terminal() {
             break c;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Starts take a few hundred milliseconds: poll often so the URL prints promptly.
+        tokio::time::sleep(Duration::from_millis(25)).await;
     };
     if container.status != ContainerStatus::Running {
         let reason = container.reason.clone().unwrap_or_default();

@@ -360,3 +360,33 @@ pub fn built_image_pushes_and_runs(env: &Env) -> Res<()> {
     );
     Ok(())
 }
+
+/// `berth image prune` keeps the build cache and every image a stub uses.
+pub fn prune_keeps_what_is_used(env: &Env) -> Res<()> {
+    let api = &env.api;
+    let spec = json!({"commands": [format!("echo keep-{}", random_hex(4))]});
+    let (log, result) = api.build(&spec)?;
+    result.map_err(|e| format!("build failed: {e}\n{}", show(&log)))?;
+    let out = api.cli(&["image", "prune"])?;
+    ensure!(
+        out.status.success(),
+        "berth image prune failed:\n{}",
+        out.show()
+    );
+    ensure!(
+        out.stdout.contains("freed"),
+        "prune printed no summary:\n{}",
+        out.show()
+    );
+    let (log, result) = api.build(&spec)?;
+    result.map_err(|e| format!("build after prune failed: {e}\n{}", show(&log)))?;
+    ensure!(
+        log == ["=> Using cached image"],
+        "prune dropped the build cache:\n{}",
+        show(&log)
+    );
+    let pod = api.launch(json!({"image": env.images.busybox, "keep_warm_seconds": -1}))?;
+    api.wait_running(&pod.id)?;
+    pod.wait_http_ok(8080, "/")?;
+    Ok(())
+}

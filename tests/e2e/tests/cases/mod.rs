@@ -65,6 +65,10 @@ pub fn all() -> Vec<Case> {
             run: docs::images_page_examples,
         },
         Case {
+            name: "builds::prune_keeps_what_is_used",
+            run: builds::prune_keeps_what_is_used,
+        },
+        Case {
             name: "builds::bad_image_specs_are_refused",
             run: builds::bad_image_specs_are_refused,
         },
