@@ -5,6 +5,7 @@
 
 mod cni;
 mod error;
+mod guard;
 mod netns;
 mod routes;
 
@@ -42,6 +43,9 @@ pub struct PodNetwork {
 
 pub struct Network {
     config: NetConfig,
+    /// Whether the host guard is in place (installed with the first pod, removed with the
+    /// bridge). A lock, not a flag: pods starting together must not install it twice at once.
+    guarded: std::sync::Mutex<bool>,
 }
 
 impl Network {
@@ -62,7 +66,10 @@ impl Network {
             )));
         }
         routes::check_overlap(&config)?;
-        Ok(Network { config })
+        Ok(Network {
+            config,
+            guarded: Default::default(),
+        })
     }
 
     fn ensure_state_dir(&self) -> Result<(), NetError> {
@@ -93,6 +100,13 @@ impl Network {
     }
 
     fn wire(&self, id: &str, netns: &Path) -> Result<PodNetwork, NetError> {
+        {
+            let mut guarded = self.guarded.lock().unwrap_or_else(|p| p.into_inner());
+            if !*guarded {
+                guard::install(&self.config.bridge, self.config.subnet_v6.is_some())?;
+                *guarded = true;
+            }
+        }
         netns::disable_dad(netns)?;
         let cni = cni::Cni::new(&self.config);
         cni.add_loopback(id, netns)?;
@@ -152,6 +166,9 @@ impl Network {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
         if !busy {
+            let mut guarded = self.guarded.lock().unwrap_or_else(|p| p.into_inner());
+            guard::remove(&self.config.bridge);
+            *guarded = false;
             let _ = std::process::Command::new("ip")
                 .args(["link", "del", &self.config.bridge])
                 .stderr(std::process::Stdio::null())

@@ -11,6 +11,8 @@
 //! - `exit CODE [--after-ms N]`: waits N milliseconds, prints `exiting with CODE`, exits with it.
 //! - `hog`: allocates and touches memory 1 MiB at a time, forever.
 //! - `sleep`: sleeps forever.
+//! - `connect ADDR`: tries a TCP connection to ADDR (`ip:port` or `[ip6]:port`) for 3 s,
+//!   prints `connected`, `refused` or `unreachable: <error>`, and exits 0, 3 or 4.
 //!
 //! Every mode exits 0 promptly on SIGTERM or SIGINT: as PID 1 of a pid namespace the kernel
 //! would otherwise ignore those signals.
@@ -29,7 +31,8 @@ use tungstenite::Message;
 const USAGE: &str = "usage: testapp http PORT [--v6only | --v4only] [--text TEXT]
        testapp exit CODE [--after-ms N]
        testapp hog
-       testapp sleep";
+       testapp sleep
+       testapp connect ADDR";
 
 const DEFAULT_TEXT: &str = "hello from testapp";
 const MIB: usize = 1024 * 1024;
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Some("exit") => return exit_mode(&args[1..]),
         Some("hog") => hog(),
         Some("sleep") => sleep_forever(),
+        Some("connect") => return connect_mode(&args[1..]),
         _ => Err(format!("unknown mode\n{USAGE}")),
     };
     match result {
@@ -53,6 +57,28 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("testapp: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Reports whether a TCP connection to the address succeeds, in the exit code.
+fn connect_mode(args: &[String]) -> ExitCode {
+    let Some(addr) = args.first().and_then(|a| a.parse::<SocketAddr>().ok()) else {
+        eprintln!("testapp: connect needs an address like 10.0.0.2:80\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+        Ok(_) => {
+            say("connected");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            say("refused");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            say(&format!("unreachable: {e}"));
+            ExitCode::from(4)
         }
     }
 }

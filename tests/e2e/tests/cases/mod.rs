@@ -7,6 +7,7 @@ mod docs;
 mod hostile;
 mod images;
 mod ingress;
+mod isolation;
 mod lifecycle;
 mod logs;
 mod process;
@@ -67,6 +68,14 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "builds::prune_keeps_what_is_used",
             run: builds::prune_keeps_what_is_used,
+        },
+        Case {
+            name: "isolation::pods_cannot_reach_each_other",
+            run: isolation::pods_cannot_reach_each_other,
+        },
+        Case {
+            name: "isolation::pods_cannot_reach_host_services",
+            run: isolation::pods_cannot_reach_host_services,
         },
         Case {
             name: "builds::bad_image_specs_are_refused",

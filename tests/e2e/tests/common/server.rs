@@ -59,6 +59,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// The host's address on the pod bridge (host-local gives the subnet's first address to
+    /// the gateway).
+    pub fn gateway_v4(&self) -> String {
+        POD_SUBNET_V4.replace(".0/16", ".1")
+    }
+
+    pub fn gateway_v6(&self) -> String {
+        POD_SUBNET_V6.replace("::/64", "::1")
+    }
+
     /// Starts `berth server` with everything under `dir` and waits until `/healthz` answers and
     /// the client profile holds a token. `registry` (HOST:PORT) is spoken to over plain HTTP and
     /// mirrors Docker Hub.

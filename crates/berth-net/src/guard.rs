@@ -1,0 +1,103 @@
+//! Keeps pods off the host's own services: traffic from the pod bridge to the host itself
+//! is dropped unless it answers a connection the host opened (the ingress reaching a pod).
+//! Pods still reach the outside world (forwarded, NATed) and IPv6 neighbour discovery still
+//! works. One chain per bridge, hooked into INPUT; removed with the bridge.
+
+use std::process::{Command, Stdio};
+
+use crate::NetError;
+
+const FAMILIES: [(&str, &[&[&str]]); 2] = [
+    (
+        "iptables",
+        &[&[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ]],
+    ),
+    (
+        "ip6tables",
+        &[
+            &[
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+            &["-p", "ipv6-icmp", "-j", "ACCEPT"],
+        ],
+    ),
+];
+
+pub fn chain_name(bridge: &str) -> String {
+    format!("BERTH-IN-{bridge}")
+}
+
+/// Installs the guard for `bridge` unless it is there already.
+pub fn install(bridge: &str, ipv6: bool) -> Result<(), NetError> {
+    let chain = chain_name(bridge);
+    for (program, accepts) in FAMILIES.iter().filter(|(p, _)| ipv6 || *p == "iptables") {
+        if run(program, &["-C", "INPUT", "-i", bridge, "-j", &chain]).is_ok() {
+            continue;
+        }
+        // A chain left by a server that was killed is rebuilt from scratch.
+        let _ = run(program, &["-N", &chain]);
+        run(program, &["-F", &chain])?;
+        for accept in accepts.iter() {
+            let mut args = vec!["-A", chain.as_str()];
+            args.extend_from_slice(accept);
+            run(program, &args)?;
+        }
+        run(program, &["-A", &chain, "-j", "DROP"])?;
+        run(program, &["-I", "INPUT", "-i", bridge, "-j", &chain])?;
+    }
+    Ok(())
+}
+
+/// Removes the guard; missing pieces are fine.
+pub fn remove(bridge: &str) {
+    let chain = chain_name(bridge);
+    for (program, _) in FAMILIES {
+        while run(program, &["-D", "INPUT", "-i", bridge, "-j", &chain]).is_ok() {}
+        let _ = run(program, &["-F", &chain]);
+        let _ = run(program, &["-X", &chain]);
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), NetError> {
+    let out = Command::new(program)
+        .arg("-w")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| NetError::Config(format!("running {program}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError::Plugin {
+            plugin: program.to_string(),
+            message: format!(
+                "{} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_names_fit_iptables() {
+        // iptables allows 28 characters; bridge names are at most 15.
+        assert!(chain_name("fifteen-chars-x").len() <= 28);
+    }
+}
