@@ -54,7 +54,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         // Starts take a few hundred milliseconds: poll often so the URL prints promptly.
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    if container.status != ContainerStatus::Running {
+    // A pod that ran and already ended (a short entrypoint, keep-warm 0) was created fine.
+    let ran = container.started_at.is_some();
+    if container.status != ContainerStatus::Running && !ran {
         let reason = container.reason.clone().unwrap_or_default();
         bail!("container {id} is {}: {reason}", container.status);
     }
@@ -63,6 +65,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         return Ok(());
     }
     println!("=> Container created successfully ===> {id}");
+    if container.status != ContainerStatus::Running {
+        let reason = container.reason.clone().unwrap_or_default();
+        println!("   It has already ended: {} ({reason})", container.status);
+    }
     println!();
     if container.urls.is_empty() {
         println!("The container exposes no ports; pass --ports to reach it through a URL.");
