@@ -112,6 +112,10 @@ fn unpack_tar(stream: impl Read, root: &Path) -> Result<(), UnpackError> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            // `.wh..` would name the parent directory: a whiteout hides one entry, no more.
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+                return Err(UnpackError::PathEscape { entry: raw.clone() });
+            }
             let path = target.with_file_name(hidden);
             remove_existing(&path, false).map_err(entry_err)?;
             make_whiteout(&path).map_err(entry_err)?;
@@ -391,6 +395,26 @@ mod tests {
             xattr::get(dest.join("opt"), "trusted.overlay.opaque").expect("xattr"),
             Some(b"y".to_vec())
         );
+    }
+
+    #[test]
+    fn whiteouts_of_dot_or_dotdot_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keep = dir.path().join("keep");
+        fs::create_dir(&keep).expect("mkdir");
+        for name in [".wh..", ".wh...", "sub/.wh.."] {
+            let blob = layer(|b| {
+                let mut h = file_header(0);
+                b.append_data(&mut h, name, &b""[..]).expect("append");
+            });
+            let dest = dir.path().join("layer");
+            let err = unpack_layer(blob.path(), &dest).expect_err("refused");
+            assert!(
+                matches!(err, UnpackError::PathEscape { .. }),
+                "{name}: {err}"
+            );
+            assert!(keep.is_dir(), "{name} removed a sibling of the layer");
+        }
     }
 
     #[test]

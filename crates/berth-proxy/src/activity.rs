@@ -31,7 +31,9 @@ impl Activity {
         ActivityGuard(self.clone())
     }
 
-    fn touch(&self) {
+    /// Counts now as activity: a pod adopted after a server restart gets a full keep-warm
+    /// period, since the connections it had before are unknown.
+    pub fn touch(&self) {
         self.last_active_ms.store(now_ms(), Ordering::SeqCst);
     }
 }

@@ -93,6 +93,18 @@ impl OciRuntime {
         }
         cmd.args(self.kind.global_args());
         cmd.stdin(Stdio::null());
+        // The shim ignores the signals that stop the server; the runtime, and through it the
+        // container, must start with their defaults, or apps could not be interrupted.
+        // SAFETY: signal(2) is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                use nix::sys::signal::{signal, SigHandler, Signal};
+                for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+                    signal(sig, SigHandler::SigDfl).map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
         // The runtime must not see the server's environment (proxies, tokens, PIP_*).
         cmd.env_clear();
         cmd.env(

@@ -80,15 +80,38 @@ impl ShimFiles {
         std::fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
+    /// The pid in a pid file (the first word; the shim's file also holds its start time).
     pub fn read_pid(path: &Path) -> Option<i32> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+        std::fs::read_to_string(path)
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 
-    /// Whether the shim process is still alive.
+    /// Records the running shim: its pid and its start time, so a later reader is not fooled
+    /// by another process that got the same pid (after a reboot, say).
+    pub fn write_shim_pid(&self) -> Result<(), RuntimeError> {
+        let pid = std::process::id() as i32;
+        let started = process_start_time(pid).unwrap_or_default();
+        let path = self.shim_pid();
+        std::fs::write(&path, format!("{pid} {started}")).map_err(io_err(&path))
+    }
+
+    /// Whether the shim process is still alive: its pid exists and started when it did.
     pub fn shim_alive(&self) -> bool {
-        Self::read_pid(&self.shim_pid())
-            .map(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
-            .unwrap_or(false)
+        let Ok(text) = std::fs::read_to_string(self.shim_pid()) else {
+            return false;
+        };
+        let mut words = text.split_whitespace();
+        let Some(pid) = words.next().and_then(|p| p.parse::<i32>().ok()) else {
+            return false;
+        };
+        match words.next().and_then(|s| s.parse::<u64>().ok()) {
+            Some(started) => process_start_time(pid) == Some(started),
+            None => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok(),
+        }
     }
 
     /// The last error the runtime logged, to explain a failed create or start.
@@ -101,6 +124,14 @@ impl ShimFiles {
                 .flatten()
         })
     }
+}
+
+/// A process's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -120,6 +151,22 @@ mod tests {
         };
         files.write_exit(&rec).expect("writes");
         assert_eq!(files.read_exit(), Some(rec));
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_shim() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = ShimFiles::new(dir.path());
+        assert!(!files.shim_alive());
+        files.write_shim_pid().expect("writes");
+        assert!(files.shim_alive(), "this process is alive");
+        assert_eq!(
+            ShimFiles::read_pid(&files.shim_pid()),
+            Some(std::process::id() as i32)
+        );
+        // Same pid, another start time: some other process now holds the number.
+        std::fs::write(files.shim_pid(), format!("{} 1", std::process::id())).expect("write");
+        assert!(!files.shim_alive());
     }
 
     #[test]

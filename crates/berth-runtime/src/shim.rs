@@ -142,7 +142,10 @@ pub fn run(config: &ShimConfig) -> i32 {
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
     let files = ShimFiles::new(&config.dir);
-    let _ = std::fs::write(files.shim_pid(), std::process::id().to_string());
+    if let Err(e) = files.write_shim_pid() {
+        report(&format!("{FAILED_PREFIX}{e}"));
+        return 1;
+    }
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         report(&format!(
             "{FAILED_PREFIX}cannot become a child subreaper: {e}"

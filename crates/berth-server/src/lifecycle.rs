@@ -473,6 +473,9 @@ impl<N: Node> Lifecycle<N> {
                     if self.node.process_state(&row.id) == ProcessState::Running {
                         tracing::info!(container = %row.id, "adopted running container");
                         self.add_route(&row);
+                        if let Some(activity) = self.activities_lock().get(&row.id) {
+                            activity.touch();
+                        }
                     }
                 }
                 ContainerStatus::Stopping => {
@@ -874,7 +877,19 @@ mod tests {
             Arc::new(RouteTable::new()),
             h.lifecycle.config.clone(),
         );
+        // A scale-to-zero pod up longer than its keep-warm period before the restart.
+        let warm = h.lifecycle.create(spec(1)).await.expect("create");
+        wait_for(&h, &warm.id, ContainerStatus::Running).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+
         fresh.recover().await.expect("recover");
+        fresh.check_running().await.expect("check");
+        let adopted = fresh.get(&warm.id).await.expect("get").expect("exists");
+        assert_eq!(
+            adopted.status,
+            ContainerStatus::Running,
+            "an adopted pod gets a fresh keep-warm period"
+        );
         let cut = fresh.get(&row.id).await.expect("get").expect("exists");
         assert_eq!(cut.status, ContainerStatus::Failed);
         assert!(h.node.teardowns.lock().expect("lock").contains(&row.id));

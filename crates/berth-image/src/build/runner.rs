@@ -205,8 +205,11 @@ fn run_one(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Unique per run: two builds sharing this step may run it at the same time.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run_no = RUNS.fetch_add(1, Ordering::SeqCst);
     let upper = store.tmp_path(&format!(
-        "build-{}-{}",
+        "build-{}-{}-{run_no}",
         &name[..16.min(name.len())],
         std::process::id()
     ));
