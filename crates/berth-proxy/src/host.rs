@@ -6,12 +6,11 @@ pub struct PodHost {
     pub port: u16,
 }
 
-/// Reads a pod host name under `domain` (case-insensitive, as DNS is).
+/// Reads a pod host name under `domain`, which the server keeps in lower case; the host is
+/// matched case-insensitively, as DNS is.
 pub fn parse_pod_host(host: &str, domain: &str) -> Option<PodHost> {
     let host = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
-    let label = host
-        .strip_suffix(&domain.to_ascii_lowercase())?
-        .strip_suffix('.')?;
+    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
     if label.contains('.') {
         return None;
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -223,8 +223,7 @@ async fn openapi() -> impl IntoResponse {
     Json(openapi_document())
 }
 
-async fn not_found(headers: HeaderMap) -> Failure {
-    let _ = headers;
+async fn not_found() -> Failure {
     Failure(ApiError::new(
         ErrorCode::NotFound,
         "no such API route; see /openapi.json",

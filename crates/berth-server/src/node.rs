@@ -179,12 +179,8 @@ impl LocalNode {
     }
 
     /// The blocking half of a start: network, rootfs, spec, shim.
-    fn start_blocking(
-        &self,
-        req: &StartRequest,
-        config: &ImageConfig,
-        layers: &[PathBuf],
-    ) -> Result<Started, NodeError> {
+    fn start_blocking(&self, req: &StartRequest, image: &LocalImage) -> Result<Started, NodeError> {
+        let (config, layers) = (&image.config, &image.layers);
         let args = command(&req.spec, config)?;
         let dir = self.dir(&req.id);
         let bundle = dir.join("bundle");
@@ -250,7 +246,7 @@ impl LocalNode {
             req.spec.ports.clone()
         };
         Ok(Started {
-            image: String::new(),
+            image: image.name.clone(),
             ports,
             addrs,
         })
@@ -319,12 +315,7 @@ impl Node for Arc<LocalNode> {
         let node = self.clone();
         let id = req.id.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let started = node
-                .start_blocking(&req, &image.config, &image.layers)
-                .map(|s| Started {
-                    image: image.name,
-                    ..s
-                });
+            let started = node.start_blocking(&req, &image);
             match started {
                 Ok(s) => Ok(s),
                 Err(error) => match node.teardown_blocking(&req.id) {

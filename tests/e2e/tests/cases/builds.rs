@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use berth_api::ContainerStatus;
 use serde_json::{json, Value};
 
+use crate::common::client::created_id;
 use crate::common::harness::Env;
 use crate::common::{indent, random_hex, timeouts, Res};
 use crate::ensure;
@@ -37,7 +38,7 @@ pub fn python_packages_and_commands(env: &Env) -> Res<()> {
         "import six; print('six', six.__version__, open('/hello').read().strip(), flush=True)",
     ];
     let first = api.cli(&args)?;
-    let id = container_id(&first.stdout);
+    let id = created_id(&first.stdout);
     let _pod = id.as_deref().map(|id| api.adopt(id)).transpose()?;
     ensure!(
         first.status.success(),
@@ -73,7 +74,7 @@ pub fn python_packages_and_commands(env: &Env) -> Res<()> {
     );
 
     let again = api.cli(&args)?;
-    let again_id = container_id(&again.stdout);
+    let again_id = created_id(&again.stdout);
     let _again_pod = again_id.as_deref().map(|id| api.adopt(id)).transpose()?;
     ensure!(
         again.status.success(),
@@ -91,13 +92,6 @@ pub fn python_packages_and_commands(env: &Env) -> Res<()> {
         again.show()
     );
     Ok(())
-}
-
-fn container_id(stdout: &str) -> Option<String> {
-    stdout.lines().find_map(|l| {
-        l.split_once("=> Container created successfully ===>")
-            .map(|(_, id)| id.trim().to_string())
-    })
 }
 
 /// Changing only the last command reruns only that step.

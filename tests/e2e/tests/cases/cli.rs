@@ -2,7 +2,7 @@
 
 use berth_api::{Container, ContainerStatus};
 
-use crate::common::client::parse_json;
+use crate::common::client::{created_id, parse_json};
 use crate::common::harness::Env;
 use crate::common::images::busybox_index_text;
 use crate::common::{poll, random_hex, timeouts, Res};
@@ -20,13 +20,7 @@ pub fn run_busybox(env: &Env) -> Res<()> {
     ])?;
     let text = out.combined();
     // Adopt the container before any assertion, so a failure still stops it.
-    let id = text
-        .lines()
-        .find_map(|l| {
-            l.split_once("=> Container created successfully ===>")
-                .map(|(_, id)| id.trim())
-        })
-        .map(str::to_string);
+    let id = created_id(&text);
     let _pod = id.as_deref().map(|id| api.adopt(id)).transpose()?;
     ensure!(out.status.success(), "berth run failed:\n{}", out.show());
     for expected in [

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::client::created_id;
 use crate::common::harness::Env;
 use crate::common::{indent, Res};
 use crate::ensure;
@@ -33,11 +34,9 @@ pub fn images_page_examples(env: &Env) -> Res<()> {
             .map_err(|e| format!("running {command:?}: {e}"))?;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         // Pods an example starts are stopped like any other test's.
-        let _pods: Vec<_> = stdout
-            .lines()
-            .filter_map(|l| l.split_once("===>").map(|(_, id)| id.trim().to_string()))
+        let _pod = created_id(&stdout)
             .map(|id| env.api.adopt(&id))
-            .collect::<Res<_>>()?;
+            .transpose()?;
         ensure!(
             out.status.success(),
             "the documented command failed: {command}\n{}\n{}",

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{testapp_spec, with};
 use crate::common::harness::{link_exists, Env};
-use crate::common::server::{terminate, BRIDGE, NO_PROXY, POD_SUBNET_V4};
+use crate::common::server::{server_env, terminate, BRIDGE, POD_SUBNET_V4};
 use crate::common::{
     command_output, free_port, indent, loopback, poll, random_hex, tail_file, Context, Res,
 };
@@ -57,7 +57,8 @@ pub fn subnet_overlap_refused(env: &Env) -> Res<()> {
     let (stdout_log, stderr_log) = (dir.join("stdout.log"), dir.join("stderr.log"));
     let stdout = File::create(&stdout_log).ctx("create the second server's stdout log")?;
     let stderr = File::create(&stderr_log).ctx("create the second server's stderr log")?;
-    let mut child = Command::new(&env.server.bin)
+    let mut cmd = Command::new(&env.server.bin);
+    let mut child = server_env(&mut cmd, &profile)
         .arg("server")
         .arg("--state-dir")
         .arg(dir.join("state"))
@@ -66,12 +67,6 @@ pub fn subnet_overlap_refused(env: &Env) -> Res<()> {
         .args(["--pod-subnet-v4", OVERLAPPING_SUBNET])
         .args(["--pod-subnet-v6", "none"])
         .args(["--bridge", OTHER_BRIDGE])
-        .env("BERTH_PROFILE", &profile)
-        .env("RUST_LOG", "info")
-        .env("NO_PROXY", NO_PROXY)
-        .env("no_proxy", NO_PROXY)
-        .env_remove("BERTH_GATEWAY")
-        .env_remove("BERTH_TOKEN")
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(stdout)

@@ -29,6 +29,14 @@ pub struct Api {
     http: Client,
 }
 
+/// The container id `berth run` printed after `=> Container created successfully ===>`.
+pub fn created_id(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|l| {
+        l.split_once("=> Container created successfully ===>")
+            .map(|(_, id)| id.trim().to_string())
+    })
+}
+
 /// The outcome of one CLI invocation.
 pub struct CliOutput {
     pub status: ExitStatus,

@@ -58,6 +58,17 @@ pub struct Server {
     child: Mutex<Option<Child>>,
 }
 
+/// The environment a test server runs in: its own profile, no client settings of the
+/// machine, and no proxy for loopback.
+pub fn server_env<'a>(cmd: &'a mut Command, profile: &Path) -> &'a mut Command {
+    cmd.env("BERTH_PROFILE", profile)
+        .env("RUST_LOG", "info")
+        .env("NO_PROXY", NO_PROXY)
+        .env("no_proxy", NO_PROXY)
+        .env_remove("BERTH_GATEWAY")
+        .env_remove("BERTH_TOKEN")
+}
+
 impl Server {
     /// The host's address on the pod bridge (host-local gives the subnet's first address to
     /// the gateway).
@@ -94,17 +105,11 @@ impl Server {
             .args(["--pod-subnet-v4", POD_SUBNET_V4])
             .args(["--pod-subnet-v6", POD_SUBNET_V6])
             .args(["--bridge", BRIDGE])
-            .env("BERTH_PROFILE", &profile)
-            .env("RUST_LOG", "info")
-            .env("NO_PROXY", NO_PROXY)
-            .env("no_proxy", NO_PROXY)
-            .env_remove("BERTH_GATEWAY")
-            .env_remove("BERTH_TOKEN")
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        let child = cmd
+        let child = server_env(&mut cmd, &profile)
             .spawn()
             .with_ctx(|| format!("start {} server", bin.display()))?;
         let mut server = Server {
