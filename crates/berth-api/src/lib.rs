@@ -14,3 +14,10 @@ pub use types::*;
 
 /// Default keep-warm period of a pod: ten minutes without connections.
 pub const DEFAULT_KEEP_WARM_SECONDS: i64 = 600;
+
+/// The longest keep-warm period a pod may ask for (one year); `-1` means never idle out.
+pub const MAX_KEEP_WARM_SECONDS: i64 = 365 * 24 * 3600;
+
+/// The `PATH` a process gets when nothing sets one: containers, build steps, and the helper
+/// programs berth runs (runtimes, CNI plugins), which must not inherit the server's.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

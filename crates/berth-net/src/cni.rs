@@ -1,13 +1,15 @@
 //! Calling CNI plugin binaries as the CNI spec describes: the command and container in
 //! environment variables, the network configuration on stdin, the result on stdout.
 
-use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ffi::OsStr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use serde_json::{json, Value};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
+use crate::command::{self, CommandError};
 use crate::{NetConfig, NetError};
 
 const CNI_VERSION: &str = "1.0.0";
@@ -50,7 +52,7 @@ impl<'a> Cni<'a> {
         })
     }
 
-    pub fn add_loopback(&self, id: &str, netns: &Path) -> Result<Value, NetError> {
+    pub fn add_loopback(&self, id: &str, netns: &Path) -> Result<(), NetError> {
         self.exec(
             "loopback",
             "ADD",
@@ -59,20 +61,25 @@ impl<'a> Cni<'a> {
             "lo",
             self.loopback_conf(),
         )
+        .map(drop)
     }
 
-    pub fn add_bridge(&self, id: &str, netns: &Path) -> Result<Value, NetError> {
-        self.exec("bridge", "ADD", id, Some(netns), "eth0", self.bridge_conf())
+    pub fn add_bridge(&self, id: &str, netns: &Path) -> Result<CniResult, NetError> {
+        self.exec("bridge", "ADD", id, Some(netns), "eth0", self.bridge_conf())?
+            .ok_or_else(|| NetError::Plugin {
+                plugin: "bridge".into(),
+                message: "ADD returned no result".into(),
+            })
     }
 
     pub fn del_bridge(
         &self,
         id: &str,
         netns: Option<&Path>,
-        prev: Option<Value>,
+        prev: Option<&CniResult>,
     ) -> Result<(), NetError> {
         let mut conf = self.bridge_conf();
-        if let Some(prev) = prev {
+        if let Some(prev) = prev.and_then(|p| serde_json::to_value(p).ok()) {
             conf["prevResult"] = prev;
         }
         self.exec("bridge", "DEL", id, netns, "eth0", conf)
@@ -97,91 +104,112 @@ impl<'a> Cni<'a> {
         netns: Option<&Path>,
         ifname: &str,
         conf: Value,
-    ) -> Result<Value, NetError> {
+    ) -> Result<Option<CniResult>, NetError> {
         let err = |message: String| NetError::Plugin {
             plugin: plugin.to_string(),
             message,
         };
-        let mut child = Command::new(self.config.cni_bin_dir.join(plugin))
-            .env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env(
-                "CNI_NETNS",
-                netns.map(|p| p.display().to_string()).unwrap_or_default(),
-            )
-            .env("CNI_IFNAME", ifname)
-            .env("CNI_PATH", &self.config.cni_bin_dir)
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| err(format!("cannot run it: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(conf.to_string().as_bytes())
-                .map_err(|e| err(format!("writing its config: {e}")))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| err(format!("waiting for it: {e}")))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            // Plugins report errors as JSON {code, msg, details} on stdout.
-            let message = serde_json::from_str::<Value>(&stdout)
-                .ok()
-                .and_then(|v| {
-                    let msg = v.get("msg")?.as_str()?.to_string();
-                    let details = v.get("details").and_then(Value::as_str).unwrap_or("");
-                    Some(if details.is_empty() {
-                        msg
-                    } else {
-                        format!("{msg}: {details}")
-                    })
-                })
-                .unwrap_or_else(|| format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
-            return Err(err(format!("{command} failed: {}", message.trim())));
-        }
+        let netns = netns.map(Path::as_os_str).unwrap_or_default();
+        let env: [(&str, &OsStr); 5] = [
+            ("CNI_COMMAND", command.as_ref()),
+            ("CNI_CONTAINERID", id.as_ref()),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", ifname.as_ref()),
+            ("CNI_PATH", self.config.cni_bin_dir.as_os_str()),
+        ];
+        let stdout = command::run(
+            self.config.cni_bin_dir.join(plugin),
+            &[],
+            &env,
+            Some(conf.to_string().as_bytes()),
+        )
+        .map_err(|e| match e {
+            CommandError::Failed { stdout, stderr, .. } => {
+                err(format!("{command} failed: {}", plugin_error(&stdout, &stderr)))
+            }
+            spawn => err(spawn.to_string()),
+        })?;
         if stdout.trim().is_empty() {
-            return Ok(Value::Null);
+            return Ok(None);
         }
-        serde_json::from_str(&stdout).map_err(|e| err(format!("unreadable result: {e}")))
+        serde_json::from_str(&stdout)
+            .map(Some)
+            .map_err(|e| err(format!("unreadable result: {e}")))
     }
 }
 
-/// The host end of the pod's veth pair: the result's interface outside any sandbox that is
-/// not the bridge.
-pub fn host_interface(result: &Value, bridge: &str) -> Option<String> {
-    result["interfaces"].as_array()?.iter().find_map(|i| {
-        let name = i["name"].as_str()?;
-        let in_sandbox = i
-            .get("sandbox")
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty());
-        (!in_sandbox && name != bridge).then(|| name.to_string())
-    })
+/// Plugins report errors as JSON `{code, msg, details}` on stdout; older ones print text.
+fn plugin_error(stdout: &str, stderr: &str) -> String {
+    #[derive(Deserialize)]
+    struct PluginError {
+        msg: String,
+        #[serde(default)]
+        details: String,
+    }
+    match serde_json::from_str::<PluginError>(stdout) {
+        Ok(e) if e.details.is_empty() => e.msg,
+        Ok(e) => format!("{}: {}", e.msg, e.details),
+        Err(_) => format!("{stdout}{stderr}").trim().to_string(),
+    }
 }
 
-/// The pod's IPv4 and IPv6 addresses from a CNI result.
-pub fn addresses(result: &Value) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-    let mut v4 = None;
-    let mut v6 = None;
-    for ip in result["ips"].as_array().into_iter().flatten() {
-        let Some(cidr) = ip["address"].as_str() else {
-            continue;
-        };
-        let addr = cidr.split('/').next().unwrap_or_default();
-        if let Ok(a) = addr.parse::<Ipv4Addr>() {
-            v4.get_or_insert(a);
-        } else if let Ok(a) = addr.parse::<Ipv6Addr>() {
-            v6.get_or_insert(a);
-        }
+/// The result of a CNI ADD (spec 1.0): the interfaces and addresses it made. Fields berth
+/// does not read are kept as they came, since DEL gets the whole result back as
+/// `prevResult`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CniResult {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<CniInterface>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<CniIp>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CniInterface {
+    pub name: String,
+    /// The namespace path for interfaces inside the pod; absent on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CniIp {
+    /// The address with its prefix length, like `10.213.0.5/16`.
+    pub address: IpNet,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+impl CniResult {
+    /// The host end of the pod's veth pair: the interface outside any sandbox that is not
+    /// the bridge.
+    pub fn host_interface(&self, bridge: &str) -> Option<&str> {
+        self.interfaces
+            .iter()
+            .find(|i| i.sandbox.as_deref().is_none_or(str::is_empty) && i.name != bridge)
+            .map(|i| i.name.as_str())
     }
-    (v4, v6)
+
+    /// The pod's first IPv4 and first IPv6 address.
+    pub fn addresses(&self) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let mut v4 = None;
+        let mut v6 = None;
+        for ip in &self.ips {
+            match ip.address.addr() {
+                IpAddr::V4(a) => {
+                    v4.get_or_insert(a);
+                }
+                IpAddr::V6(a) => {
+                    v6.get_or_insert(a);
+                }
+            }
+        }
+        (v4, v6)
+    }
 }
 
 #[cfg(test)]
@@ -190,27 +218,38 @@ mod tests {
 
     #[test]
     fn reads_both_address_families() {
-        let result = json!({"cniVersion": "1.0.0", "ips": [
+        let result: CniResult = serde_json::from_value(json!({"cniVersion": "1.0.0", "ips": [
             {"address": "10.213.0.5/16", "gateway": "10.213.0.1", "interface": 2},
             {"address": "fd62:6572:7468::5/64", "interface": 2}
-        ]});
-        let (v4, v6) = addresses(&result);
+        ]}))
+        .expect("result");
+        let (v4, v6) = result.addresses();
         assert_eq!(v4, Some("10.213.0.5".parse().expect("ip")));
         assert_eq!(v6, Some("fd62:6572:7468::5".parse().expect("ip")));
     }
 
     #[test]
     fn finds_the_host_end_of_the_veth() {
-        let result = json!({"interfaces": [
+        let raw = json!({"cniVersion": "1.0.0", "interfaces": [
             {"name": "berth0", "mac": "x"},
             {"name": "veth1234", "mac": "y"},
             {"name": "eth0", "mac": "z", "sandbox": "/run/netns/berth-a"}
-        ]});
+        ], "dns": {}});
+        let result: CniResult = serde_json::from_value(raw.clone()).expect("result");
+        assert_eq!(result.host_interface("berth0"), Some("veth1234"));
+        let empty: CniResult = serde_json::from_value(json!({})).expect("result");
+        assert_eq!(empty.host_interface("berth0"), None);
+        // DEL gets the result back whole, fields berth does not read included.
+        assert_eq!(serde_json::to_value(&result).expect("json"), raw);
+    }
+
+    #[test]
+    fn plugin_errors_are_read_from_json_or_text() {
         assert_eq!(
-            host_interface(&result, "berth0").as_deref(),
-            Some("veth1234")
+            plugin_error(r#"{"code":7,"msg":"no IP","details":"range full"}"#, ""),
+            "no IP: range full"
         );
-        assert_eq!(host_interface(&json!({}), "berth0"), None);
+        assert_eq!(plugin_error("", "plain failure\n"), "plain failure");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum NetError {
     Netns { name: String, message: String },
     #[error("CNI plugin {plugin}: {message}")]
     Plugin { plugin: String, message: String },
+    #[error(transparent)]
+    Command(#[from] crate::command::CommandError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -3,9 +3,7 @@
 //! Pods still reach the outside world (forwarded, NATed) and IPv6 neighbour discovery still
 //! works. One chain per bridge, hooked into INPUT; removed with the bridge.
 
-use std::process::{Command, Stdio};
-
-use crate::NetError;
+use crate::{command, NetError};
 
 /// Replies to connections the host opened (the ingress talking to a pod).
 const REPLIES: &[&str] = &[
@@ -72,24 +70,11 @@ pub fn remove(bridge: &str) {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), NetError> {
-    let out = Command::new(program)
-        .arg("-w")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| NetError::Config(format!("running {program}: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError::Plugin {
-            plugin: program.to_string(),
-            message: format!(
-                "{} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        })
-    }
+    let mut all = vec!["-w"];
+    all.extend_from_slice(args);
+    command::run(program, &all, &[], None)
+        .map(drop)
+        .map_err(NetError::from)
 }
 
 #[cfg(test)]

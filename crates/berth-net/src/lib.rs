@@ -4,6 +4,7 @@
 //! Only this crate calls CNI plugins or touches iptables (through them).
 
 mod cni;
+mod command;
 mod error;
 mod guard;
 mod netns;
@@ -112,24 +113,27 @@ impl Network {
         cni.add_loopback(id, netns)?;
         let result = cni.add_bridge(id, netns)?;
         let path = self.result_path(id);
-        std::fs::write(&path, result.to_string()).map_err(|e| NetError::Io {
+        let json = serde_json::to_vec(&result).map_err(|e| NetError::Plugin {
+            plugin: "bridge".into(),
+            message: format!("result cannot be saved: {e}"),
+        })?;
+        std::fs::write(&path, json).map_err(|e| NetError::Io {
             path: path.clone(),
             source: e,
         })?;
+        let unusable = |what: &str| NetError::Plugin {
+            plugin: "bridge".into(),
+            message: format!("returned no {what}: {result:?}"),
+        };
         // Pods share the bridge but must not reach each other: an isolated bridge port only
         // forwards to the bridge itself (the host, the way out), never to another isolated port.
-        let veth =
-            cni::host_interface(&result, &self.config.bridge).ok_or_else(|| NetError::Plugin {
-                plugin: "bridge".into(),
-                message: format!("returned no host-side interface: {result}"),
-            })?;
-        netns::isolate_bridge_port(&veth)?;
-        let (ipv4, ipv6) = cni::addresses(&result);
+        let veth = result
+            .host_interface(&self.config.bridge)
+            .ok_or_else(|| unusable("host-side interface"))?;
+        netns::isolate_bridge_port(veth)?;
+        let (ipv4, ipv6) = result.addresses();
         if ipv4.is_none() && ipv6.is_none() {
-            return Err(NetError::Plugin {
-                plugin: "bridge".into(),
-                message: format!("returned no addresses: {result}"),
-            });
+            return Err(unusable("addresses"));
         }
         Ok(PodNetwork {
             netns: netns.to_path_buf(),
@@ -144,11 +148,11 @@ impl Network {
         let name = netns::name(id);
         let netns = netns::path(&name);
         let cni = cni::Cni::new(&self.config);
-        let prev = std::fs::read_to_string(self.result_path(id))
+        let prev: Option<cni::CniResult> = std::fs::read_to_string(self.result_path(id))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         let ns_arg = netns.exists().then_some(netns.as_path());
-        let mut first_error = cni.del_bridge(id, ns_arg, prev).err();
+        let mut first_error = cni.del_bridge(id, ns_arg, prev.as_ref()).err();
         if let Err(e) = cni.del_loopback(id, ns_arg) {
             first_error.get_or_insert(e);
         }
@@ -169,10 +173,7 @@ impl Network {
             let mut guarded = self.guarded.lock().unwrap_or_else(|p| p.into_inner());
             guard::remove(&self.config.bridge);
             *guarded = false;
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.config.bridge])
-                .stderr(std::process::Stdio::null())
-                .status();
+            netns::delete_link(&self.config.bridge);
         }
     }
 

@@ -1,9 +1,8 @@
 //! Named network namespaces (`/run/netns/<name>`, the layout `ip netns` and CNI tools share).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use crate::NetError;
+use crate::{command, NetError};
 
 const NETNS_DIR: &str = "/run/netns";
 
@@ -18,6 +17,11 @@ pub fn path(name: &str) -> PathBuf {
 pub fn create(name: &str) -> Result<PathBuf, NetError> {
     run_ip(name, &["netns", "add", name])?;
     Ok(path(name))
+}
+
+/// Removes a link on the host (the bridge); a missing one is fine.
+pub fn delete_link(name: &str) {
+    let _ = command::run("ip", &["link", "del", name], &[], None);
 }
 
 pub fn delete(name: &str) -> Result<(), NetError> {
@@ -45,22 +49,12 @@ pub fn isolate_bridge_port(veth: &str) -> Result<(), NetError> {
 }
 
 fn run_ip(name: &str, args: &[&str]) -> Result<(), NetError> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
+    command::run("ip", args, &[], None)
+        .map(drop)
         .map_err(|e| NetError::Netns {
             name: name.to_string(),
-            message: format!("running ip: {e}"),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError::Netns {
-            name: name.to_string(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            message: e.to_string(),
         })
-    }
 }
 
 /// Turns off IPv6 duplicate address detection inside the namespace, so the pod's IPv6

@@ -1,11 +1,21 @@
 //! A typed driver for OCI runtime binaries (runc, gVisor's runsc): options become flags, the
 //! binary is configurable, and a failed command keeps its stderr.
 
+use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
+use crate::error::io_err;
 use crate::RuntimeError;
+
+/// How often a foreground run checks for its end and for cancellation.
+const CAPTURE_POLL: Duration = Duration::from_millis(50);
 
 /// Which OCI runtime runs the containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,10 +117,7 @@ impl OciRuntime {
         }
         // The runtime must not see the server's environment (proxies, tokens, PIP_*).
         cmd.env_clear();
-        cmd.env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        cmd.env("PATH", berth_api::DEFAULT_PATH);
         cmd
     }
 
@@ -143,40 +150,79 @@ impl OciRuntime {
         }
     }
 
-    /// `run` in the foreground: creates and starts the container and returns the runtime
-    /// process, which exits with the container's exit code. For short-lived build steps that
-    /// need no shim.
-    pub fn run_foreground(
+    /// Runs the container in the foreground to its end (`runc run`), sending each line of
+    /// its combined stdout and stderr to `on_line`, and returns its exit code as a shell
+    /// reports it. When `cancelled` becomes true the container is killed. For short-lived
+    /// build steps, which need no shim.
+    pub fn run_captured(
         &self,
         id: &str,
         bundle: &Path,
         log: &Path,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    ) -> Result<std::process::Child, RuntimeError> {
+        on_line: &(dyn Fn(String) + Send + Sync),
+        cancelled: &AtomicBool,
+    ) -> Result<i32, RuntimeError> {
+        let pipe_err = |e: nix::Error| RuntimeError::Shim {
+            id: id.to_string(),
+            message: format!("output pipe: {e}"),
+        };
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(pipe_err)?;
+        let err_w = out_w.try_clone().map_err(io_err(bundle))?;
         let mut cmd = self.command(Some(log));
         cmd.arg("run")
             .arg("--bundle")
             .arg(bundle)
             .arg(id)
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
-        cmd.spawn().map_err(|source| self.spawn_err(source))
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::from(err_w));
+        let mut child = cmd.spawn().map_err(|source| self.spawn_err(source))?;
+        // The command holds the write ends until dropped; the reader sees EOF only after.
+        drop(cmd);
+        let status = std::thread::scope(|scope| {
+            let lines = scope.spawn(|| {
+                for line in BufReader::new(std::fs::File::from(out_r)).lines() {
+                    match line {
+                        Ok(line) => on_line(line),
+                        Err(_) => break,
+                    }
+                }
+            });
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Ok(status),
+                    Ok(None) => {}
+                    Err(e) => break Err(io_err(bundle)(e)),
+                }
+                if cancelled.load(Ordering::SeqCst) {
+                    let _ = self.kill(id, Signal::SIGKILL, true);
+                }
+                std::thread::sleep(CAPTURE_POLL);
+            };
+            let _ = lines.join();
+            status
+        })?;
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 
     pub fn start(&self, id: &str, log: &Path) -> Result<(), RuntimeError> {
         self.run(self.command(Some(log)).arg("start").arg(id), "start", id)
     }
 
-    /// Sends `signal` (a name like "TERM") to the container's init, or with `all` to every
-    /// process in it.
-    pub fn kill(&self, id: &str, signal: &str, all: bool) -> Result<(), RuntimeError> {
+    /// Sends `signal` to the container's init, or with `all` to every process in it.
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
         let mut cmd = self.command(None);
         cmd.arg("kill");
         if all {
             cmd.arg("--all");
         }
-        self.run(cmd.arg(id).arg(signal), "kill", id)
+        // By number: runc and runsc both parse numbers, whatever they call the signal.
+        self.run(
+            cmd.arg(id).arg((signal as i32).to_string()),
+            "kill",
+            id,
+        )
     }
 
     /// Removes the runtime's record of the container (and its cgroup). Missing is fine.
@@ -252,7 +298,7 @@ mod tests {
         let rt = OciRuntime::new(RuntimeKind::Runc, "/bin/sh", "/nonexistent");
         // `sh --root X kill ID TERM` fails; what matters is that its stderr is kept.
         let err = rt
-            .kill("abc", "TERM", false)
+            .kill("abc", Signal::SIGTERM, false)
             .expect_err("sh is not a runtime");
         match err {
             RuntimeError::Command { stderr, action, .. } => {

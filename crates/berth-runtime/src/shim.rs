@@ -74,10 +74,7 @@ pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::from(shim_log))
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        .env("PATH", berth_api::DEFAULT_PATH);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent; the shim gets
     // its own session so signals aimed at the server's process group never reach it.
     unsafe {
