@@ -84,6 +84,17 @@ impl ContainerStatus {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// On its way to running: not started yet, and not stopped either.
+    pub fn is_starting(self) -> bool {
+        matches!(
+            self,
+            ContainerStatus::Pending
+                | ContainerStatus::Pulling
+                | ContainerStatus::Building
+                | ContainerStatus::Starting
+        )
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

@@ -1,26 +1,35 @@
 //! The control plane's lifecycle: create, start, stop, exit, idle and recovery, all going
-//! through one transition function and one teardown path.
+//! through one transition function and one teardown path. It is the HTTP layer's only way to
+//! containers: it alone holds the node and the container rows.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_api::{Container, ContainerStatus, ImageSource};
-use berth_proxy::{Activity, Route, RouteTable};
+use berth_proxy::{Activity, PodHost, Route, RouteMiss, RouteTable};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use rand::Rng;
 
-use crate::node::{Node, ProcessState, StartRequest, Started};
+use crate::node::{LogStream, Node, NodeError, NodeEvent, ProcessState, StartContainer, Started};
 use crate::spec::PodSpec;
 use crate::state;
 use crate::store::{ContainerRow, Store, StoreError};
 
-/// How often exits and idle deadlines are checked.
-const MONITOR_INTERVAL: Duration = Duration::from_millis(250);
+/// How often idle deadlines are checked.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a followed log of a container still starting checks whether it runs.
+const START_WAIT_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a request for a pod that is still starting waits for it.
+const START_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
     #[error("no container {0}")]
     NotFound(String),
     #[error("container {id} is {from}; it cannot become {to}")]
@@ -57,7 +66,15 @@ fn now() -> i64 {
 }
 
 fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+/// Whether a pod with this keep-warm period, last active at `since_ms`, is idle at `now_ms`.
+/// Saturating: no period or clock value can overflow into stopping a pod early.
+fn idle_deadline_passed(keep_warm_seconds: i64, since_ms: i64, now_ms: i64) -> bool {
+    keep_warm_seconds >= 0
+        && now_ms.saturating_sub(since_ms) >= keep_warm_seconds.saturating_mul(1000)
 }
 
 impl<N: Node> Lifecycle<N> {
@@ -79,17 +96,12 @@ impl<N: Node> Lifecycle<N> {
         })
     }
 
-    pub fn node(&self) -> &N {
-        &self.node
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Records the container as PENDING and starts it in the background.
     pub async fn create(self: &Arc<Self>, spec: PodSpec) -> Result<Container, LifecycleError> {
-        let stub_id = spec.stub_id();
+        let stub_id = spec.stub_id().map_err(|e| StoreError::Corrupt {
+            what: "pod spec",
+            detail: e.to_string(),
+        })?;
         let id = format!("pod-{stub_id}-{:08x}", rand::rng().random::<u32>());
         let at = now();
         self.store.upsert_stub(&stub_id, &spec, at).await?;
@@ -114,14 +126,12 @@ impl<N: Node> Lifecycle<N> {
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
         let this = self.clone();
-        let req = StartRequest { id, stub_id, spec };
-        tokio::spawn(async move { this.start(req).await });
+        tokio::spawn(async move { this.start(id, stub_id, spec).await });
         Ok(self.view(row))
     }
 
-    async fn start(self: Arc<Self>, req: StartRequest) {
-        let id = req.id.clone();
-        let (phase, line) = match &req.spec.image {
+    async fn start(self: Arc<Self>, id: String, stub_id: String, spec: PodSpec) {
+        let (phase, line) = match &spec.image {
             ImageSource::Reference(r) => (ContainerStatus::Pulling, format!("Pulling image {r}")),
             ImageSource::Spec(_) => (ContainerStatus::Building, "Building image".to_string()),
         };
@@ -134,7 +144,7 @@ impl<N: Node> Lifecycle<N> {
             let id = id.clone();
             Arc::new(move |line| this.set_progress(&id, line))
         };
-        let image = match self.node.pull(&req.spec, progress).await {
+        let image = match self.node.prepare_image(&spec.image, progress).await {
             Ok(image) => image,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
@@ -146,31 +156,42 @@ impl<N: Node> Lifecycle<N> {
             return self.finish_early_stop(&id).await;
         }
         self.set_progress(&id, "Creating container".into());
-        let started = match self.node.start(req.clone(), image).await {
+        let image_name = image.reference.clone();
+        let req = StartContainer {
+            container_id: id.clone(),
+            stub_id,
+            image,
+            entrypoint: spec.entrypoint,
+            env: spec.env,
+            ports: spec.ports,
+            cpu_millis: spec.cpu_millis,
+            memory_mib: spec.memory_mib,
+            keep_warm_seconds: spec.keep_warm_seconds,
+        };
+        let Started { ports, ipv4, ipv6 } = match self.node.start(req).await {
             Ok(started) => started,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
-        let Started {
-            image,
-            ports,
-            addrs,
-        } = started;
         let running = self
             .transition(&id, ContainerStatus::Running, |row| {
-                row.image = image;
-                row.ports = ports.clone();
+                row.image = image_name;
+                row.ports = ports;
                 row.started_at = Some(now());
-                for addr in &addrs {
-                    match addr {
-                        std::net::IpAddr::V4(a) => row.ipv4 = Some(a.to_string()),
-                        std::net::IpAddr::V6(a) => row.ipv6 = Some(a.to_string()),
-                    }
-                }
+                row.ipv4 = ipv4;
+                row.ipv6 = ipv6;
             })
             .await;
         self.clear_progress(&id);
         match running {
-            Ok(row) => self.add_route(&row),
+            Ok(row) => {
+                self.add_route(&row);
+                // An end the node pushed before the row said RUNNING was not ours to take
+                // then; take it now.
+                let state = self.node.state(&id).await;
+                if state != ProcessState::Running {
+                    self.on_process_end(row, state);
+                }
+            }
             // Stopped while starting: the stop is ours to carry out.
             Err(_) => {
                 let this = self.clone();
@@ -348,9 +369,9 @@ impl<N: Node> Lifecycle<N> {
             .clone();
         let addrs = row
             .ipv4
-            .iter()
-            .chain(row.ipv6.iter())
-            .filter_map(|a| a.parse().ok())
+            .map(std::net::IpAddr::V4)
+            .into_iter()
+            .chain(row.ipv6.map(std::net::IpAddr::V6))
             .collect();
         self.routes.insert(
             &row.stub_id,
@@ -363,53 +384,65 @@ impl<N: Node> Lifecycle<N> {
         );
     }
 
-    /// Watches running containers for exits and idle deadlines, forever.
+    /// Records the ends the node pushes and stops pods whose keep-warm deadline passed,
+    /// until the task is dropped. One pod's trouble is logged and never stops the watch.
     pub fn spawn_monitor(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        let mut events = self.node.events();
         tokio::spawn(async move {
+            let mut idle_tick = tokio::time::interval(IDLE_CHECK_INTERVAL);
+            idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                if let Err(e) = this.check_running().await {
-                    tracing::warn!("monitor: {e}");
+                tokio::select! {
+                    event = next_event(&mut events) => match event {
+                        Some(event) => this.on_event(event).await,
+                        None => events = None,
+                    },
+                    _ = idle_tick.tick() => {
+                        if let Err(e) = this.check_idle().await {
+                            tracing::warn!("idle check: {e}");
+                        }
+                    }
                 }
-                tokio::time::sleep(MONITOR_INTERVAL).await;
             }
         })
     }
 
-    async fn check_running(self: &Arc<Self>) -> Result<(), LifecycleError> {
-        let rows = self.store.containers(true).await?;
-        for row in rows
-            .into_iter()
-            .filter(|r| r.status == ContainerStatus::Running)
-        {
-            match self.node.process_state(&row.id) {
-                ProcessState::Exited(exit) => {
-                    let (status, reason) = if exit.oom_killed {
-                        (
-                            ContainerStatus::OomKilled,
-                            format!(
-                                "killed for exceeding its {} MiB memory limit",
-                                row.memory_mib
-                            ),
-                        )
-                    } else {
-                        (
-                            ContainerStatus::Exited,
-                            format!("the entrypoint exited with code {}", exit.exit_code),
-                        )
-                    };
-                    self.spawn_finish(row.id, status, Some(exit.exit_code), reason);
-                }
-                ProcessState::Lost => self.spawn_finish(
-                    row.id,
-                    ContainerStatus::Failed,
-                    None,
-                    "the container's monitor process (berth shim) is gone".into(),
-                ),
-                ProcessState::Running => self.check_idle(&row).await,
+    async fn on_event(self: &Arc<Self>, event: NodeEvent) {
+        match self.store.container(&event.container_id).await {
+            // A stop in progress records the end itself; a start records one it raced with.
+            Ok(Some(row)) if row.status == ContainerStatus::Running => {
+                self.on_process_end(row, event.state)
             }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(container = %event.container_id, "reading the container: {e}"),
         }
-        Ok(())
+    }
+
+    /// Records how a running container's process ended, and tears it down.
+    fn on_process_end(self: &Arc<Self>, row: ContainerRow, state: ProcessState) {
+        let (status, exit_code, reason) = match state {
+            ProcessState::Running => return,
+            ProcessState::Exited(exit) if exit.oom_killed => (
+                ContainerStatus::OomKilled,
+                Some(exit.exit_code),
+                format!(
+                    "killed for exceeding its {} MiB memory limit",
+                    row.memory_mib
+                ),
+            ),
+            ProcessState::Exited(exit) => (
+                ContainerStatus::Exited,
+                Some(exit.exit_code),
+                format!("the entrypoint exited with code {}", exit.exit_code),
+            ),
+            ProcessState::Lost => (
+                ContainerStatus::Failed,
+                None,
+                "the container's monitor process (berth shim) is gone".into(),
+            ),
+        };
+        self.spawn_finish(row.id, status, exit_code, reason);
     }
 
     fn spawn_finish(
@@ -424,17 +457,36 @@ impl<N: Node> Lifecycle<N> {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            this.teardown_and_record(&id, status, exit_code, Some(reason))
-                .await;
+            // Reported twice (pushed, and read after a start): the first one recorded it.
+            let ended = matches!(this.store.container(&id).await, Ok(Some(r)) if r.status.is_terminal());
+            if !ended {
+                this.teardown_and_record(&id, status, exit_code, Some(reason))
+                    .await;
+            }
             this.release(&id);
         });
     }
 
-    /// Stops a container with no open connection whose keep-warm deadline passed.
-    async fn check_idle(self: &Arc<Self>, row: &ContainerRow) {
-        if row.keep_warm_seconds < 0 {
-            return;
+    /// Stops running containers with no open connection whose keep-warm deadline passed.
+    async fn check_idle(self: &Arc<Self>) -> Result<(), LifecycleError> {
+        let rows = self.store.containers(true).await?;
+        for row in rows
+            .into_iter()
+            .filter(|r| r.status == ContainerStatus::Running && r.keep_warm_seconds >= 0)
+        {
+            let id = row.id.clone();
+            // A failure on one pod must not end the watch over the others.
+            let checked = std::panic::AssertUnwindSafe(self.stop_if_idle(row))
+                .catch_unwind()
+                .await;
+            if checked.is_err() {
+                tracing::error!(container = %id, "idle check panicked; the other pods are still watched");
+            }
         }
+        Ok(())
+    }
+
+    async fn stop_if_idle(self: &Arc<Self>, row: ContainerRow) {
         let activity = self.activities_lock().get(&row.id).cloned();
         let (open, last_ms) = match &activity {
             Some(a) => (a.open_connections(), a.last_active_ms()),
@@ -445,8 +497,8 @@ impl<N: Node> Lifecycle<N> {
         }
         let since_ms = last_ms
             .unwrap_or(0)
-            .max(row.started_at.unwrap_or(row.scheduled_at) * 1000);
-        if now_ms() - since_ms < row.keep_warm_seconds * 1000 {
+            .max(row.started_at.unwrap_or(row.scheduled_at).saturating_mul(1000));
+        if !idle_deadline_passed(row.keep_warm_seconds, since_ms, now_ms()) {
             return;
         }
         let reason = format!("idle: no connection for {} s", row.keep_warm_seconds);
@@ -458,26 +510,25 @@ impl<N: Node> Lifecycle<N> {
             .is_ok()
         {
             let this = self.clone();
-            let id = row.id.clone();
-            tokio::spawn(async move { this.stop_and_finish(id, None).await });
+            tokio::spawn(async move { this.stop_and_finish(row.id, None).await });
         }
     }
 
-    /// After a server restart: adopt running containers, finish interrupted stops, and undo
-    /// starts that were cut off half-way.
+    /// After a server restart: adopt running containers, record the ends that happened while
+    /// the server was down, finish interrupted stops, and undo starts that were cut off.
     pub async fn recover(self: &Arc<Self>) -> Result<(), LifecycleError> {
         for row in self.store.containers(true).await? {
             match row.status {
-                ContainerStatus::Running => {
-                    // Exits that happened meanwhile are recorded by the monitor's first pass.
-                    if self.node.process_state(&row.id) == ProcessState::Running {
+                ContainerStatus::Running => match self.node.state(&row.id).await {
+                    ProcessState::Running => {
                         tracing::info!(container = %row.id, "adopted running container");
                         self.add_route(&row);
                         if let Some(activity) = self.activities_lock().get(&row.id) {
                             activity.touch();
                         }
                     }
-                }
+                    ended => self.on_process_end(row, ended),
+                },
                 ContainerStatus::Stopping => {
                     let this = self.clone();
                     tokio::spawn(async move { this.stop_and_finish(row.id, None).await });
@@ -510,6 +561,40 @@ impl<N: Node> Lifecycle<N> {
             .await?
             .into_iter()
             .map(|row| self.view(row))
+            .collect())
+    }
+
+    /// The container's log; with `follow`, it waits for a starting container to run and
+    /// streams until the container has ended.
+    pub async fn logs(&self, id: &str, follow: bool) -> Result<LogStream, LifecycleError> {
+        let mut row = self
+            .store
+            .container(id)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+        while follow && row.status.is_starting() {
+            tokio::time::sleep(START_WAIT_INTERVAL).await;
+            row = self
+                .store
+                .container(id)
+                .await?
+                .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+        }
+        Ok(self.node.logs(id, follow).await?)
+    }
+
+    /// How many containers are in each state.
+    pub async fn status_counts(&self) -> Result<Vec<(ContainerStatus, i64)>, LifecycleError> {
+        let counts = self.store.count_by_status().await?;
+        Ok(ContainerStatus::ALL
+            .into_iter()
+            .map(|status| {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == status.as_str())
+                    .map_or(0, |(_, n)| *n);
+                (status, n)
+            })
             .collect())
     }
 
@@ -591,21 +676,93 @@ impl<N: Node> Lifecycle<N> {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
     }
+
+    /// Whether some container of `stub_id` is on its way to running.
+    async fn stub_is_starting(&self, stub_id: &str) -> bool {
+        match self.store.containers(true).await {
+            Ok(rows) => rows
+                .iter()
+                .any(|r| r.stub_id == stub_id && r.status.is_starting()),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The next pushed end, or never once the node's stream is gone.
+async fn next_event(
+    events: &mut Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>,
+) -> Option<NodeEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The ingress asks here for a host with no route: a request that arrives while its pod is
+/// still starting waits for it (bounded) instead of getting a 404.
+impl<N: Node> RouteMiss for Lifecycle<N> {
+    fn route_miss<'a>(&'a self, pod: &'a PodHost) -> BoxFuture<'a, Option<Route>> {
+        async move {
+            let deadline = tokio::time::Instant::now() + START_WAIT_LIMIT;
+            while tokio::time::Instant::now() < deadline {
+                if let Some(route) = self.routes.lookup(&pod.stub_id, pod.port) {
+                    return Some(route);
+                }
+                if !self.stub_is_starting(&pod.stub_id).await {
+                    return None;
+                }
+                tokio::time::sleep(START_WAIT_INTERVAL).await;
+            }
+            None
+        }
+        .boxed()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{NodeError, ProgressFn};
+    use crate::node::{PreparedImage, ProgressFn};
     use berth_runtime::ExitRecord;
-    use std::path::PathBuf;
+    use futures_util::StreamExt;
 
-    /// A node that runs nothing: tests drive its processes' fate by hand.
-    #[derive(Default)]
+    /// A node that runs nothing: tests drive its processes' fate by hand and push their
+    /// ends as the real node does.
     struct FakeNode {
         fail_pull: bool,
         states: Mutex<HashMap<String, ProcessState>>,
         teardowns: Mutex<Vec<String>>,
+        events_tx: tokio::sync::mpsc::UnboundedSender<NodeEvent>,
+        events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>>,
+    }
+
+    impl Default for FakeNode {
+        fn default() -> Self {
+            let (events_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            FakeNode {
+                fail_pull: false,
+                states: Mutex::default(),
+                teardowns: Mutex::default(),
+                events_tx,
+                events_rx: Mutex::new(Some(rx)),
+            }
+        }
+    }
+
+    impl FakeNode {
+        /// The container's process ends; the node pushes it.
+        fn end(&self, id: &str, state: ProcessState) {
+            self.states
+                .lock()
+                .expect("lock")
+                .insert(id.to_string(), state);
+            self.events_tx
+                .send(NodeEvent {
+                    container_id: id.to_string(),
+                    state,
+                })
+                .expect("send");
+        }
     }
 
     fn exited(code: i32, oom: bool) -> ProcessState {
@@ -618,32 +775,32 @@ mod tests {
     }
 
     impl Node for Arc<FakeNode> {
-        type Image = ();
-
-        async fn pull(&self, spec: &PodSpec, progress: ProgressFn) -> Result<(), NodeError> {
-            progress(format!("Pulling image {}: 0/1 layers", spec.image_name()));
+        async fn prepare_image(
+            &self,
+            image: &ImageSource,
+            progress: ProgressFn,
+        ) -> Result<PreparedImage, NodeError> {
+            let name = crate::spec::image_name(image);
+            progress(format!("Pulling image {name}: 0/1 layers"));
             if self.fail_pull {
-                return Err(NodeError::Io(format!(
-                    "image {} not found",
-                    spec.image_name()
-                )));
+                return Err(NodeError::ImageNotPrepared(name));
             }
-            Ok(())
+            Ok(PreparedImage { reference: name })
         }
 
-        async fn start(&self, req: StartRequest, _image: ()) -> Result<Started, NodeError> {
+        async fn start(&self, req: StartContainer) -> Result<Started, NodeError> {
             self.states
                 .lock()
                 .expect("lock")
-                .insert(req.id, ProcessState::Running);
+                .insert(req.container_id, ProcessState::Running);
             Ok(Started {
-                image: req.spec.image_name(),
-                ports: if req.spec.ports.is_empty() {
+                ports: if req.ports.is_empty() {
                     vec![80]
                 } else {
-                    req.spec.ports
+                    req.ports
                 },
-                addrs: vec!["10.0.0.2".parse().expect("ip")],
+                ipv4: Some("10.0.0.2".parse().expect("ip")),
+                ipv6: None,
             })
         }
 
@@ -661,7 +818,7 @@ mod tests {
             Ok(())
         }
 
-        fn process_state(&self, id: &str) -> ProcessState {
+        async fn state(&self, id: &str) -> ProcessState {
             *self
                 .states
                 .lock()
@@ -670,25 +827,28 @@ mod tests {
                 .unwrap_or(&ProcessState::Lost)
         }
 
-        fn log_path(&self, _id: &str) -> PathBuf {
-            PathBuf::from("/dev/null")
+        fn events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>> {
+            self.events_rx.lock().expect("lock").take()
+        }
+
+        async fn logs(&self, _id: &str, _follow: bool) -> Result<LogStream, NodeError> {
+            Ok(futures_util::stream::empty().boxed())
         }
 
         async fn build(
             &self,
-            _spec: berth_api::ImageSpec,
-            _push: Option<String>,
+            req: crate::node::BuildImage,
             _log: ProgressFn,
             _cancelled: Arc<std::sync::atomic::AtomicBool>,
         ) -> Result<crate::node::BuiltImage, NodeError> {
-            Err(NodeError::Io("the fake node builds nothing".into()))
+            Err(NodeError::ImageNotPrepared(format!("{:?}", req.spec)))
         }
 
-        fn images(&self) -> Vec<berth_api::ImageSummary> {
+        async fn images(&self) -> Vec<berth_api::ImageSummary> {
             Vec::new()
         }
 
-        fn prune(&self, _keep: HashSet<String>) -> berth_api::PruneResult {
+        async fn prune(&self, _keep: HashSet<String>) -> berth_api::PruneResult {
             berth_api::PruneResult {
                 removed_images: Vec::new(),
                 removed_layers: 0,
@@ -775,23 +935,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn exits_and_oom_kills_are_recorded_by_the_monitor() {
+    async fn pushed_exits_and_oom_kills_are_recorded_by_the_monitor() {
         let h = harness(FakeNode::default()).await;
         let a = h.lifecycle.create(spec(-1)).await.expect("create");
         let b = h.lifecycle.create(spec(-1)).await.expect("create");
         wait_for(&h, &a.id, ContainerStatus::Running).await;
         wait_for(&h, &b.id, ContainerStatus::Running).await;
-        h.node
-            .states
-            .lock()
-            .expect("lock")
-            .insert(a.id.clone(), exited(7, false));
-        h.node
-            .states
-            .lock()
-            .expect("lock")
-            .insert(b.id.clone(), exited(137, true));
-        h.lifecycle.check_running().await.expect("check");
+        let _monitor = h.lifecycle.spawn_monitor();
+        h.node.end(&a.id, exited(7, false));
+        h.node.end(&b.id, exited(137, true));
         assert_eq!(
             wait_for(&h, &a.id, ContainerStatus::Exited).await.exit_code,
             Some(7)
@@ -811,7 +963,7 @@ mod tests {
         }
         let route = h.routes.lookup(&busy.stub_id, 8080).expect("route");
         let guard = route.activity.connect();
-        h.lifecycle.check_running().await.expect("check");
+        h.lifecycle.check_idle().await.expect("check");
         wait_for(&h, &idle.id, ContainerStatus::Stopped).await;
         let kept = h
             .lifecycle
@@ -832,7 +984,7 @@ mod tests {
             .expect("exists");
         assert_eq!(kept.status, ContainerStatus::Running, "-1 never idles out");
         drop(guard);
-        h.lifecycle.check_running().await.expect("check");
+        h.lifecycle.check_idle().await.expect("check");
         wait_for(&h, &busy.id, ContainerStatus::Stopped).await;
     }
 
@@ -845,7 +997,10 @@ mod tests {
         .await;
         let c = h.lifecycle.create(spec(-1)).await.expect("create");
         let failed = wait_for(&h, &c.id, ContainerStatus::Failed).await;
-        assert_eq!(failed.reason.as_deref(), Some("image img not found"));
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some("the image img is not on this node; prepare it first")
+        );
         assert!(h.lifecycle.list(false).await.expect("list").is_empty());
         assert_eq!(h.lifecycle.list(true).await.expect("list").len(), 1);
     }
@@ -883,7 +1038,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2100)).await;
 
         fresh.recover().await.expect("recover");
-        fresh.check_running().await.expect("check");
+        fresh.check_idle().await.expect("check");
         let adopted = fresh.get(&warm.id).await.expect("get").expect("exists");
         assert_eq!(
             adopted.status,
@@ -897,5 +1052,91 @@ mod tests {
             fresh.routes.lookup(&running.stub_id, 8080).is_some(),
             "running pod adopted"
         );
+    }
+
+    #[test]
+    fn idle_deadlines_saturate_instead_of_overflowing() {
+        assert!(idle_deadline_passed(0, 1_000, 1_000));
+        assert!(idle_deadline_passed(1, 1_000, 2_000));
+        assert!(!idle_deadline_passed(1, 1_000, 1_999));
+        assert!(!idle_deadline_passed(-1, 0, i64::MAX), "-1 never idles out");
+        // i64::MAX * 1000 used to wrap negative and stop the pod at once.
+        assert!(!idle_deadline_passed(i64::MAX, 1_000, 2_000));
+        assert!(!idle_deadline_passed(i64::MAX, i64::MIN, i64::MAX));
+    }
+
+    #[tokio::test]
+    async fn a_pod_with_a_huge_keep_warm_stays_and_the_others_are_still_watched() {
+        let h = harness(FakeNode::default()).await;
+        let huge = h.lifecycle.create(spec(-1)).await.expect("create");
+        let idle = h.lifecycle.create(spec(0)).await.expect("create");
+        wait_for(&h, &huge.id, ContainerStatus::Running).await;
+        wait_for(&h, &idle.id, ContainerStatus::Running).await;
+        // A row the API would refuse today, as an older server may have stored it.
+        let mut row = h
+            .lifecycle
+            .store
+            .container(&huge.id)
+            .await
+            .expect("get")
+            .expect("row");
+        row.keep_warm_seconds = i64::MAX;
+        row.started_at = Some(i64::MAX);
+        h.lifecycle.store.update_container(&row).await.expect("update");
+
+        let _monitor = h.lifecycle.spawn_monitor();
+        wait_for(&h, &idle.id, ContainerStatus::Stopped).await;
+        let kept = h.lifecycle.get(&huge.id).await.expect("get").expect("exists");
+        assert_eq!(kept.status, ContainerStatus::Running);
+        // The monitor is still alive: a later exit is still recorded.
+        h.node.end(&huge.id, exited(0, false));
+        wait_for(&h, &huge.id, ContainerStatus::Exited).await;
+    }
+
+    #[tokio::test]
+    async fn an_end_pushed_before_the_pod_counts_as_running_is_not_lost() {
+        let h = harness(FakeNode::default()).await;
+        let _monitor = h.lifecycle.spawn_monitor();
+        let c = h.lifecycle.create(spec(-1)).await.expect("create");
+        // The process ends at once; the event may well arrive while the row says STARTING.
+        for _ in 0..200 {
+            if h.node.states.lock().expect("lock").contains_key(&c.id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        h.node.end(&c.id, exited(0, false));
+        let done = wait_for(&h, &c.id, ContainerStatus::Exited).await;
+        assert_eq!(done.exit_code, Some(0));
+        assert_eq!(h.node.teardowns.lock().expect("lock").len(), 1, "torn down once");
+    }
+
+    #[tokio::test]
+    async fn recovery_records_ends_that_happened_while_the_server_was_down() {
+        let h = harness(FakeNode::default()).await;
+        let c = h.lifecycle.create(spec(-1)).await.expect("create");
+        wait_for(&h, &c.id, ContainerStatus::Running).await;
+        // The server is gone; the pod exits; nothing is pushed to anyone.
+        h.node
+            .states
+            .lock()
+            .expect("lock")
+            .insert(c.id.clone(), exited(5, false));
+        let fresh = Lifecycle::new(
+            h.lifecycle.store.clone(),
+            h.node.clone(),
+            Arc::new(RouteTable::new()),
+            h.lifecycle.config.clone(),
+        );
+        fresh.recover().await.expect("recover");
+        for _ in 0..200 {
+            let got = fresh.get(&c.id).await.expect("get").expect("exists");
+            if got.status == ContainerStatus::Exited {
+                assert_eq!(got.exit_code, Some(5));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the exit was not recorded");
     }
 }

@@ -102,6 +102,22 @@ pub fn gateway_url(addr: SocketAddr) -> String {
     format!("http://{host}:{}", addr.port())
 }
 
+/// Checks API tokens against the hashes in the store; the HTTP layer's only door to them.
+#[derive(Clone)]
+pub struct Tokens {
+    store: Store,
+}
+
+impl Tokens {
+    pub fn new(store: Store) -> Self {
+        Tokens { store }
+    }
+
+    pub async fn accepts(&self, token: &str) -> Result<bool, crate::store::StoreError> {
+        self.store.token_exists(&hash(token)).await
+    }
+}
+
 fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use berth_api::{
     parse_cpu_millis, parse_memory_mib, ApiError, CreateContainerRequest, ImageSource, ImageSpec,
+    MAX_KEEP_WARM_SECONDS,
 };
 use berth_image::build::{BuildPlan, PlanError};
 use serde::{Deserialize, Serialize};
@@ -112,10 +113,10 @@ impl PodSpec {
         let keep_warm_seconds = req
             .keep_warm_seconds
             .unwrap_or(berth_api::DEFAULT_KEEP_WARM_SECONDS);
-        if keep_warm_seconds < -1 {
+        if !(-1..=MAX_KEEP_WARM_SECONDS).contains(&keep_warm_seconds) {
             return Err(ApiError::invalid(
                 "keep_warm_seconds",
-                format!("{keep_warm_seconds} is not allowed (-1 for never, 0 or more seconds)"),
+                format!("{keep_warm_seconds} is not allowed (-1 for never, or 0 to {MAX_KEEP_WARM_SECONDS} seconds)"),
             ));
         }
 
@@ -136,17 +137,17 @@ impl PodSpec {
     }
 
     /// The stub id: a content hash of the spec, formatted like a UUID.
-    pub fn stub_id(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
+    pub fn stub_id(&self) -> Result<String, serde_json::Error> {
+        let json = serde_json::to_vec(self)?;
         let h = hex::encode(&Sha256::digest(&json)[..16]);
-        format!(
+        Ok(format!(
             "{}-{}-{}-{}-{}",
             &h[0..8],
             &h[8..12],
             &h[12..16],
             &h[16..20],
             &h[20..32]
-        )
+        ))
     }
 }
 
@@ -201,11 +202,12 @@ mod tests {
         assert_eq!(spec.memory_mib, 1024);
         assert_eq!(spec.keep_warm_seconds, 600);
         let same = PodSpec::validate(req(json!({"image": "busybox"}))).expect("valid");
-        assert_eq!(spec.stub_id(), same.stub_id());
+        let id = spec.stub_id().expect("id");
+        assert_eq!(id, same.stub_id().expect("id"));
         let other =
             PodSpec::validate(req(json!({"image": "busybox", "env": {"A": "1"}}))).expect("valid");
-        assert_ne!(spec.stub_id(), other.stub_id());
-        assert_eq!(spec.stub_id().len(), 36);
+        assert_ne!(id, other.stub_id().expect("id"));
+        assert_eq!(id.len(), 36);
     }
 
     #[test]
@@ -235,5 +237,15 @@ mod tests {
             field_of(json!({"image": "a", "keep_warm_seconds": -5})),
             "keep_warm_seconds"
         );
+        assert_eq!(
+            field_of(json!({"image": "a", "keep_warm_seconds": 9223372036854775807i64})),
+            "keep_warm_seconds"
+        );
+        assert_eq!(
+            field_of(json!({"image": "a", "keep_warm_seconds": MAX_KEEP_WARM_SECONDS + 1})),
+            "keep_warm_seconds"
+        );
+        let longest = json!({"image": "a", "keep_warm_seconds": MAX_KEEP_WARM_SECONDS});
+        assert!(PodSpec::validate(req(longest)).is_ok());
     }
 }

@@ -1,5 +1,6 @@
 //! The state store: SQLite through sqlx, with embedded migrations. Only this module runs SQL.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -33,8 +34,8 @@ pub struct ContainerRow {
     pub keep_warm_seconds: i64,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
-    pub ipv4: Option<String>,
-    pub ipv6: Option<String>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
     pub scheduled_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -147,8 +148,8 @@ impl Store {
         .bind(c.keep_warm_seconds)
         .bind(c.exit_code)
         .bind(&c.reason)
-        .bind(&c.ipv4)
-        .bind(&c.ipv6)
+        .bind(c.ipv4.map(|a| a.to_string()))
+        .bind(c.ipv6.map(|a| a.to_string()))
         .bind(c.scheduled_at)
         .bind(c.started_at)
         .bind(c.finished_at)
@@ -168,8 +169,8 @@ impl Store {
         .bind(ports_text(&c.ports))
         .bind(c.exit_code)
         .bind(&c.reason)
-        .bind(&c.ipv4)
-        .bind(&c.ipv6)
+        .bind(c.ipv4.map(|a| a.to_string()))
+        .bind(c.ipv6.map(|a| a.to_string()))
         .bind(c.started_at)
         .bind(c.finished_at)
         .bind(&c.id)
@@ -189,12 +190,14 @@ impl Store {
     /// Containers, newest first; with `active_only`, those not in a terminal state.
     pub async fn containers(&self, active_only: bool) -> Result<Vec<ContainerRow>, StoreError> {
         let sql = if active_only {
-            "SELECT * FROM containers WHERE status NOT IN ('STOPPED', 'EXITED', 'OOM_KILLED', 'FAILED')
-             ORDER BY scheduled_at DESC, id"
+            format!(
+                "SELECT * FROM containers WHERE status NOT IN ({}) ORDER BY scheduled_at DESC, id",
+                terminal_statuses_sql()
+            )
         } else {
-            "SELECT * FROM containers ORDER BY scheduled_at DESC, id"
+            "SELECT * FROM containers ORDER BY scheduled_at DESC, id".to_string()
         };
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.iter().map(from_row).collect()
     }
 
@@ -211,6 +214,31 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The terminal states as an SQL list, from the one place that defines them.
+fn terminal_statuses_sql() -> String {
+    ContainerStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An address column: empty, or an address berth wrote.
+fn address<T: FromStr>(r: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Option<T>, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = r.try_get(column)?;
+    text.map(|t| {
+        t.parse().map_err(|e: T::Err| StoreError::Corrupt {
+            what: "address",
+            detail: format!("{t:?}: {e}"),
+        })
+    })
+    .transpose()
 }
 
 fn ports_text(ports: &[u16]) -> String {
@@ -247,8 +275,8 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
         keep_warm_seconds: r.try_get("keep_warm_seconds")?,
         exit_code: r.try_get("exit_code")?,
         reason: r.try_get("reason")?,
-        ipv4: r.try_get("ipv4")?,
-        ipv6: r.try_get("ipv6")?,
+        ipv4: address(r, "ipv4")?,
+        ipv6: address(r, "ipv6")?,
         scheduled_at: r.try_get("scheduled_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -303,6 +331,11 @@ mod tests {
             store.container(&row.id).await.expect("get"),
             Some(row.clone())
         );
+        row.status = ContainerStatus::Running;
+        row.ipv4 = Some("10.213.0.5".parse().expect("ip"));
+        row.ipv6 = Some("fd62:6572:7468::5".parse().expect("ip"));
+        store.update_container(&row).await.expect("update");
+        assert_eq!(store.containers(true).await.expect("list"), vec![row.clone()]);
         row.status = ContainerStatus::Exited;
         row.exit_code = Some(3);
         store.update_container(&row).await.expect("update");

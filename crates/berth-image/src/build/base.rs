@@ -53,7 +53,7 @@ pub fn default_base_image(
     store.mark_build_layer(&digest);
     let config = ImageConfig {
         env: vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            format!("PATH={}", berth_api::DEFAULT_PATH),
             "LANG=C.UTF-8".into(),
         ],
         cmd: vec!["python3".into()],
@@ -81,7 +81,7 @@ fn mmdebstrap(target: &std::path::Path, log: BuildLog<'_>) -> Result<(), BuildEr
         index: 0,
         total: 0,
         step: "default base image".into(),
-        message,
+        source: message.into(),
     };
     let mut child = Command::new("mmdebstrap")
         .args(["--variant=minbase", "--mode=root", "--format=directory"])
@@ -89,10 +89,7 @@ fn mmdebstrap(target: &std::path::Path, log: BuildLog<'_>) -> Result<(), BuildEr
         .args([SUITE])
         .arg(target)
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
+        .env("PATH", berth_api::DEFAULT_PATH)
         .env("LANG", "C.UTF-8")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

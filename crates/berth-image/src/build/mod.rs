@@ -11,4 +11,4 @@ mod runner;
 
 pub use base::{default_base_image, DEFAULT_BASE_REFERENCE};
 pub use plan::{BuildPlan, PlanError, Step};
-pub use runner::{build, BuildError, BuildLog, StepRun, StepRunner};
+pub use runner::{build, BuildError, BuildLog, StepError, StepRun, StepRunner};

@@ -27,12 +27,13 @@ pub enum BuildError {
         code: i32,
         tail: String,
     },
-    #[error("step {index}/{total} ({step}) could not run: {message}")]
+    #[error("step {index}/{total} ({step}) could not run: {source}")]
     StepError {
         index: usize,
         total: usize,
         step: String,
-        message: String,
+        #[source]
+        source: StepError,
     },
     #[error("python_version {wanted} is not in the base image {base}; available: {available}")]
     UnknownPython {
@@ -45,6 +46,10 @@ pub enum BuildError {
     #[error("{0}")]
     Store(String),
 }
+
+/// Why a step could not run at all (as opposed to running and failing): the runner's own
+/// error, whatever its type.
+pub type StepError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where build output goes, a line at a time.
 pub type BuildLog<'a> = &'a (dyn Fn(String) + Send + Sync);
@@ -72,7 +77,7 @@ pub trait StepRunner: Send + Sync {
         step: &StepRun,
         log: BuildLog<'_>,
         cancelled: &AtomicBool,
-    ) -> Result<i32, String>;
+    ) -> Result<i32, StepError>;
 }
 
 /// Builds `plan` on top of `base`. Each step's layer is looked up by its cache key first; a
@@ -261,11 +266,11 @@ fn run_one(
                 .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
                 .unwrap_or_default(),
         }),
-        Err(message) => fail(BuildError::StepError {
+        Err(source) => fail(BuildError::StepError {
             index,
             total,
             step: step.describe(),
-            message,
+            source,
         }),
     }
 }
@@ -300,10 +305,7 @@ fn step_keys(plan: &BuildPlan, base: &ResolvedImage) -> Vec<String> {
 }
 
 fn base_env(config: &ImageConfig) -> Vec<(String, String)> {
-    let mut env = vec![(
-        "PATH".to_string(),
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-    )];
+    let mut env = vec![("PATH".to_string(), berth_api::DEFAULT_PATH.to_string())];
     for entry in &config.env {
         let (k, v) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
         set_env(&mut env, k, v);
@@ -388,15 +390,15 @@ mod tests {
             step: &StepRun,
             log: BuildLog<'_>,
             _c: &AtomicBool,
-        ) -> Result<i32, String> {
+        ) -> Result<i32, StepError> {
             self.ran.lock().expect("lock").push(step.command.clone());
             log(format!("running {}", step.command));
             if step.command.contains("fail") {
                 log("boom".into());
                 return Ok(3);
             }
-            std::fs::create_dir_all(&step.upper).map_err(|e| e.to_string())?;
-            std::fs::write(step.upper.join("marker"), &step.command).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&step.upper)?;
+            std::fs::write(step.upper.join("marker"), &step.command)?;
             Ok(0)
         }
     }

@@ -8,31 +8,27 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use berth_api::ContainerStatus;
 
-use crate::api::{body_response, AppState};
+use super::response::body_response;
+use super::state::AppState;
 use crate::node::Node;
 
 pub async fn metrics<N: Node>(State(state): State<Arc<AppState<N>>>) -> Response {
-    let counts = state
-        .lifecycle
-        .store()
-        .count_by_status()
-        .await
-        .unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(out, "# HELP berth_containers Containers by status.");
     let _ = writeln!(out, "# TYPE berth_containers gauge");
-    for status in ContainerStatus::ALL {
-        let n = counts
-            .iter()
-            .find(|(s, _)| s == status.as_str())
-            .map_or(0, |(_, n)| *n);
-        let _ = writeln!(
-            out,
-            "berth_containers{{status=\"{}\"}} {n}",
-            status.as_str()
-        );
+    match state.lifecycle.status_counts().await {
+        Ok(counts) => {
+            for (status, n) in counts {
+                let _ = writeln!(
+                    out,
+                    "berth_containers{{status=\"{}\"}} {n}",
+                    status.as_str()
+                );
+            }
+        }
+        // Scrapers read a missing series as unknown, not as zero containers.
+        Err(e) => tracing::warn!("metrics: counting containers: {e}"),
     }
     let m = &state.metrics;
     let counters = [

@@ -1,0 +1,135 @@
+//! The HTTP API: parses each request into a typed call on a control-plane service (the
+//! lifecycle, images, tokens) and turns the outcome into JSON. It holds no state of its own
+//! and never reaches the node or the store.
+
+mod containers;
+mod images;
+mod logs;
+mod metrics;
+mod response;
+mod state;
+
+pub use state::AppState;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_api::{
+    ApiError, Container, ContainerList, CreateContainerRequest, ErrorCode, Health, StopRequest,
+};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::OpenApi;
+
+use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::node::Node;
+use crate::spec::PodSpec;
+
+/// Request bodies larger than this are refused before parsing.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
+    let authed = Router::new()
+        .route(
+            "/v1/containers",
+            post(containers::create::<N>).get(containers::list::<N>),
+        )
+        .route("/v1/containers/{id}", get(containers::fetch::<N>))
+        .route("/v1/containers/{id}/stop", post(containers::stop::<N>))
+        .route("/v1/containers/{id}/logs", get(logs::logs::<N>))
+        .route("/v1/images", get(images::list::<N>))
+        .route("/v1/images/build", post(images::build::<N>))
+        .route("/v1/images/prune", post(images::prune::<N>))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::<N>));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::metrics::<N>))
+        .merge(authed)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn auth<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Failure(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "missing bearer token: send Authorization: Bearer <token> (see `berth server` output or BERTH_TOKEN)",
+        ))
+        .into_response();
+    };
+    match state.tokens.accepts(token).await {
+        Ok(true) => next.run(req).await,
+        Ok(false) => Failure(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "the bearer token is not valid",
+        ))
+        .into_response(),
+        Err(e) => Failure::internal(e).into_response(),
+    }
+}
+
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "berth", description = "Serverless containers on machines you own."),
+    paths(containers::create, containers::list, containers::fetch, containers::stop, logs::logs,
+        images::build, images::list, images::prune),
+    components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
+        berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
+        berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(openapi_document())
+}
+
+async fn not_found() -> Failure {
+    Failure(ApiError::new(
+        ErrorCode::NotFound,
+        "no such API route; see /openapi.json",
+    ))
+}

@@ -1,0 +1,68 @@
+//! What every handler shares: the error response, JSON body parsing, and plain bodies.
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_api::{ApiError, ErrorCode};
+
+use crate::lifecycle::LifecycleError;
+use crate::node::NodeError;
+
+/// An error response: status from the error class, body `{"error": {"code", "message"}}`.
+pub struct Failure(pub ApiError);
+
+impl Failure {
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Failure(ApiError::new(ErrorCode::Internal, message.to_string()))
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.error.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+impl From<LifecycleError> for Failure {
+    fn from(e: LifecycleError) -> Self {
+        let code = match &e {
+            LifecycleError::NotFound(_) => ErrorCode::NotFound,
+            LifecycleError::Illegal { .. } => ErrorCode::Conflict,
+            LifecycleError::Store(_) | LifecycleError::Node(_) => ErrorCode::Internal,
+        };
+        Failure(ApiError::new(code, e.to_string()))
+    }
+}
+
+impl From<NodeError> for Failure {
+    fn from(e: NodeError) -> Self {
+        Failure::internal(e)
+    }
+}
+
+/// Parses a JSON body, naming what is wrong with it.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+    if body.is_empty() {
+        return Err(Failure(ApiError::invalid(
+            "body",
+            "is empty; send a JSON object",
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Failure(ApiError::invalid(
+            "body",
+            format!("not valid JSON for this call: {e}"),
+        ))
+    })
+}
+
+pub fn body_response(status: StatusCode, content_type: &'static str, body: Body) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

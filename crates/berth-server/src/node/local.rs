@@ -1,0 +1,432 @@
+//! The node on this machine: pulls and builds images into the local store, starts pods
+//! through the shared sandbox path and a `berth shim` each, and watches the shims for ends.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::{ImageSource, ImageSummary, PruneResult};
+use berth_image::{parse_reference, ImageConfig, PullProgress, Puller};
+use berth_net::Network;
+use berth_runtime::shim::{self, ShimConfig};
+use berth_runtime::{hostname_for, OciRuntime, ProcessPlan, ResourceLimits, ShimFiles, Signal};
+
+use super::build::Builder;
+use super::dns::Resolvers;
+use super::sandboxes::{SandboxRequest, Sandboxes};
+use super::watch::{current_state, ExitWatcher};
+use super::{
+    BuildImage, BuiltImage, LogStream, Node, NodeError, NodeEvent, PreparedImage, ProcessState,
+    ProgressFn, StartContainer, Started,
+};
+
+/// Default pids limit per pod: enough for real apps, stops fork bombs.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+
+/// How long a container has to go after SIGKILL before it counts as lost.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+pub struct LocalNodeConfig {
+    pub containers_dir: PathBuf,
+    pub puller: Puller,
+    pub network: Network,
+    pub runtime: OciRuntime,
+    /// The berth binary, run as `berth shim`.
+    pub shim_exe: PathBuf,
+    /// The CA bundle build steps trust; `None` leaves the image's own.
+    pub build_ca: Option<PathBuf>,
+    /// Resolvers for pods (`--dns`); empty to follow the host.
+    pub dns: Vec<IpAddr>,
+}
+
+pub struct LocalNode {
+    puller: Arc<Puller>,
+    sandboxes: Arc<Sandboxes>,
+    builder: Arc<Builder>,
+    watcher: ExitWatcher,
+    shim_exe: PathBuf,
+}
+
+impl LocalNode {
+    /// Opens the node and watches the shims of containers that outlived a previous server.
+    /// Needs a Tokio runtime.
+    pub fn new(config: LocalNodeConfig) -> Result<Arc<Self>, NodeError> {
+        let puller = Arc::new(config.puller);
+        let sandboxes = Arc::new(Sandboxes::new(
+            config.containers_dir,
+            config.network,
+            config.runtime,
+            Resolvers::new(config.dns),
+        )?);
+        let builder = Arc::new(Builder::new(
+            puller.clone(),
+            sandboxes.clone(),
+            config.build_ca,
+        ));
+        builder.clean_interrupted();
+        let node = Arc::new(LocalNode {
+            puller,
+            sandboxes,
+            builder,
+            watcher: ExitWatcher::new(),
+            shim_exe: config.shim_exe,
+        });
+        node.watch_surviving_shims();
+        Ok(node)
+    }
+
+    fn files(&self, id: &str) -> ShimFiles {
+        ShimFiles::new(self.sandboxes.dir(id).path())
+    }
+
+    fn watch_surviving_shims(&self) {
+        let Ok(entries) = std::fs::read_dir(self.sandboxes.containers_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let files = ShimFiles::new(entry.path());
+            if files.shim_alive() {
+                self.watcher.watch(&id, files);
+            }
+        }
+    }
+
+    /// On a clean shutdown with no pod left: see [`Sandboxes::release_host_resources`].
+    pub fn release_host_resources(&self) {
+        self.sandboxes.release_host_resources();
+    }
+
+    /// The blocking half of a start: sandbox, then shim.
+    fn start_blocking(&self, req: &StartContainer) -> Result<Started, NodeError> {
+        let image = self
+            .puller
+            .store()
+            .lookup(&req.image.reference)
+            .ok_or_else(|| NodeError::ImageNotPrepared(req.image.reference.clone()))?;
+        let config = &image.config;
+        let id = &req.container_id;
+        let prepared = self.sandboxes.prepare(
+            id,
+            SandboxRequest {
+                layers: self.puller.store().layer_dirs(&image),
+                upper: None,
+                hostname: hostname_for(id),
+                process: ProcessPlan {
+                    args: command(req, config)?,
+                    env: environment(req, config),
+                    cwd: config.working_dir.clone().unwrap_or_else(|| "/".into()),
+                    user: config.user.clone(),
+                },
+                limits: ResourceLimits {
+                    cpu_millis: req.cpu_millis,
+                    memory_mib: req.memory_mib,
+                    pids: DEFAULT_PIDS_LIMIT,
+                },
+            },
+        )?;
+        let runtime = self.sandboxes.runtime();
+        let shim_config = ShimConfig {
+            id: id.clone(),
+            bundle: prepared.dir.bundle(),
+            dir: prepared.dir.path().to_path_buf(),
+            runtime: runtime.kind(),
+            runtime_binary: runtime.binary().to_path_buf(),
+            runtime_root: runtime.root().to_path_buf(),
+            cgroups_path: Sandboxes::cgroups_path(id),
+        };
+        shim::launch(&self.shim_exe, &shim_config)?;
+        let ports = if req.ports.is_empty() {
+            config.exposed_ports.clone()
+        } else {
+            req.ports.clone()
+        };
+        let mut started = Started {
+            ports,
+            ipv4: None,
+            ipv6: None,
+        };
+        for addr in prepared.addrs {
+            match addr {
+                IpAddr::V4(a) => started.ipv4 = Some(a),
+                IpAddr::V6(a) => started.ipv6 = Some(a),
+            }
+        }
+        Ok(started)
+    }
+
+    async fn signal(self: &Arc<Self>, id: &str, signal: Signal, all: bool) {
+        let node = self.clone();
+        let id = id.to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            node.sandboxes.runtime().kill(&id, signal, all)
+        })
+        .await;
+    }
+
+    /// Waits up to `limit` for the container to end; `None` if it still runs.
+    async fn wait_ended(&self, id: &str, limit: Duration) -> Option<ProcessState> {
+        let mut state = self.watcher.state(id)?;
+        let ended = tokio::time::timeout(
+            limit,
+            state.wait_for(|s| *s != ProcessState::Running),
+        )
+        .await;
+        match ended {
+            Ok(Ok(s)) => Some(*s),
+            // The watch ended without a verdict: ask the files.
+            Ok(Err(_)) => Some(current_state(&self.files(id))),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Node for Arc<LocalNode> {
+    async fn prepare_image(
+        &self,
+        image: &ImageSource,
+        progress: ProgressFn,
+    ) -> Result<PreparedImage, NodeError> {
+        let image = match image {
+            ImageSource::Reference(name) => {
+                let reference = parse_reference(name)?;
+                let image_name = name.clone();
+                let on_progress =
+                    move |p: PullProgress| progress(format!("Pulling image {image_name}: {p}"));
+                self.puller.resolve(&reference, &on_progress).await?
+            }
+            ImageSource::Spec(spec) => {
+                let never = Arc::new(AtomicBool::new(false));
+                self.builder.build(spec, progress, never).await?.0
+            }
+        };
+        Ok(PreparedImage {
+            reference: image.reference,
+        })
+    }
+
+    async fn start(&self, req: StartContainer) -> Result<Started, NodeError> {
+        let node = self.clone();
+        let id = req.container_id.clone();
+        let started = tokio::task::spawn_blocking(move || {
+            node.start_blocking(&req).map_err(|error| {
+                // The sandbox undoes itself; a shim that failed leaves runtime state behind.
+                match node.sandboxes.remove(&req.container_id) {
+                    Ok(()) => error,
+                    Err(cleanup) => NodeError::WithCleanup {
+                        action: "starting the container".into(),
+                        error: Box::new(error),
+                        cleanup: Box::new(cleanup),
+                    },
+                }
+            })
+        })
+        .await
+        .map_err(NodeError::task("the start"))??;
+        self.watcher.watch(&id, self.files(&id));
+        Ok(started)
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> ProcessState {
+        let state = current_state(&self.files(id));
+        if state != ProcessState::Running {
+            return state;
+        }
+        // A container adopted or started by this node is watched; make sure of it.
+        self.watcher.watch(id, self.files(id));
+        self.signal(id, Signal::SIGTERM, false).await;
+        if let Some(state) = self.wait_ended(id, grace).await {
+            return state;
+        }
+        tracing::info!(container = %id, "did not stop within {grace:?} of SIGTERM; sending SIGKILL");
+        self.signal(id, Signal::SIGKILL, true).await;
+        self.wait_ended(id, KILL_WAIT)
+            .await
+            .unwrap_or(ProcessState::Lost)
+    }
+
+    async fn teardown(&self, id: &str) -> Result<(), NodeError> {
+        let node = self.clone();
+        let owned = id.to_string();
+        tokio::task::spawn_blocking(move || node.sandboxes.remove(&owned))
+            .await
+            .map_err(NodeError::task("the teardown"))??;
+        self.watcher.forget(id);
+        Ok(())
+    }
+
+    async fn state(&self, id: &str) -> ProcessState {
+        let state = current_state(&self.files(id));
+        if state == ProcessState::Running {
+            self.watcher.watch(id, self.files(id));
+        }
+        state
+    }
+
+    fn events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>> {
+        self.watcher.take_events()
+    }
+
+    async fn logs(&self, id: &str, follow: bool) -> Result<LogStream, NodeError> {
+        Ok(super::logs::stream(self.files(id), follow))
+    }
+
+    async fn build(
+        &self,
+        req: BuildImage,
+        log: ProgressFn,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<BuiltImage, NodeError> {
+        let (image, cached) = self.builder.build(&req.spec, log.clone(), cancelled).await?;
+        if let Some(target) = req.push {
+            let target = parse_reference(&target)?;
+            log(format!("=> Pushing {}", target.whole()));
+            let digest = self.puller.push(&image, &target, &*log).await?;
+            log(format!("=> Pushed {}@{digest}", target.whole()));
+        }
+        Ok(BuiltImage {
+            reference: image.reference,
+            cached,
+        })
+    }
+
+    async fn images(&self) -> Vec<ImageSummary> {
+        let store = self.puller.store();
+        store
+            .images()
+            .into_iter()
+            .map(|image| ImageSummary {
+                built: image.reference.starts_with("berth-build/")
+                    || image.reference == berth_image::build::DEFAULT_BASE_REFERENCE,
+                size_bytes: store.image_size(&image),
+                layers: image.layer_digests.len(),
+                digest: image.manifest_digest,
+                reference: image.reference,
+            })
+            .collect()
+    }
+
+    async fn prune(&self, keep: HashSet<String>) -> PruneResult {
+        // Prune waits for pulls and builds in progress; that wait belongs off the async threads.
+        let puller = self.puller.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            puller.store().prune(&|image| keep.contains(&image.reference))
+        })
+        .await
+        .unwrap_or_default();
+        PruneResult {
+            removed_images: pruned.removed_images,
+            removed_layers: pruned.removed_layers,
+            freed_bytes: pruned.freed_bytes,
+        }
+    }
+}
+
+/// The process to run: the pod's entrypoint, or the image's ENTRYPOINT + CMD.
+fn command(req: &StartContainer, config: &ImageConfig) -> Result<Vec<String>, NodeError> {
+    let args = match &req.entrypoint {
+        Some(args) => args.clone(),
+        None => config
+            .entrypoint
+            .iter()
+            .chain(&config.cmd)
+            .cloned()
+            .collect(),
+    };
+    if args.is_empty() {
+        return Err(NodeError::NoCommand {
+            image: req.image.reference.clone(),
+        });
+    }
+    Ok(args)
+}
+
+/// Image env, then the user's env over it, then berth's own variables.
+fn environment(req: &StartContainer, config: &ImageConfig) -> Vec<String> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let set = |vars: &mut Vec<(String, String)>, k: &str, v: &str| {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k.to_string(), v.to_string()));
+    };
+    set(&mut vars, "PATH", berth_api::DEFAULT_PATH);
+    for entry in &config.env {
+        let (k, v) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        set(&mut vars, k, v);
+    }
+    for (k, v) in &req.env {
+        set(&mut vars, k, v);
+    }
+    set(&mut vars, "BERTH_CONTAINER_ID", &req.container_id);
+    set(&mut vars, "BERTH_STUB_ID", &req.stub_id);
+    set(
+        &mut vars,
+        "KEEP_WARM_SECONDS",
+        &req.keep_warm_seconds.to_string(),
+    );
+    if !vars.iter().any(|(k, _)| k == "HOME") {
+        vars.push(("HOME".into(), "/root".into()));
+    }
+    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(entrypoint: Option<Vec<&str>>) -> StartContainer {
+        StartContainer {
+            container_id: "pod-s-1".into(),
+            stub_id: "s".into(),
+            image: PreparedImage {
+                reference: "img".into(),
+            },
+            entrypoint: entrypoint.map(|e| e.into_iter().map(String::from).collect()),
+            env: [
+                ("GREETING".to_string(), "hi".to_string()),
+                ("PATH".to_string(), "/x".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ports: vec![],
+            cpu_millis: 1000,
+            memory_mib: 128,
+            keep_warm_seconds: 30,
+        }
+    }
+
+    #[test]
+    fn entrypoint_overrides_image_command() {
+        let config = ImageConfig {
+            entrypoint: vec!["tini".into()],
+            cmd: vec!["serve".into()],
+            ..ImageConfig::default()
+        };
+        assert_eq!(command(&req(None), &config).expect("cmd"), ["tini", "serve"]);
+        assert_eq!(
+            command(&req(Some(vec!["sh", "-c", "x"])), &config).expect("cmd"),
+            ["sh", "-c", "x"]
+        );
+        assert!(matches!(
+            command(&req(None), &ImageConfig::default()),
+            Err(NodeError::NoCommand { .. })
+        ));
+    }
+
+    #[test]
+    fn env_merges_image_user_and_berth() {
+        let config = ImageConfig {
+            env: vec!["PATH=/img".into(), "LANG=C".into()],
+            ..ImageConfig::default()
+        };
+        let env = environment(&req(None), &config);
+        assert!(env.contains(&"PATH=/x".to_string()));
+        assert!(env.contains(&"LANG=C".to_string()));
+        assert!(env.contains(&"GREETING=hi".to_string()));
+        assert!(env.contains(&"BERTH_CONTAINER_ID=pod-s-1".to_string()));
+        assert!(env.contains(&"KEEP_WARM_SECONDS=30".to_string()));
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    }
+}

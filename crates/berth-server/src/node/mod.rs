@@ -1,0 +1,195 @@
+//! The node boundary: everything that happens on the machine that runs a pod (images,
+//! network, root filesystem, runtime, shim) sits behind the [`Node`] trait, the one door the
+//! control plane uses. Requests and answers are owned, serde-ready values, logs come as a
+//! stream and exits come as pushed events, so the trait can become a network protocol when
+//! workers scale out: nothing in it assumes the node shares a disk with the server.
+
+mod build;
+mod dns;
+mod local;
+mod logs;
+mod sandboxes;
+mod watch;
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::{ImageSource, ImageSpec, ImageSummary, PruneResult};
+use berth_runtime::ExitRecord;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+pub use local::{LocalNode, LocalNodeConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Image(#[from] berth_image::ImageError),
+    #[error("{0}")]
+    Net(#[from] berth_net::NetError),
+    #[error("{0}")]
+    Runtime(#[from] berth_runtime::RuntimeError),
+    #[error("{0}")]
+    Build(#[from] berth_image::build::BuildError),
+    #[error("{}", .0.error.message)]
+    Plan(berth_api::ApiError),
+    #[error("the image {image} has no command (no ENTRYPOINT or CMD); pass an entrypoint")]
+    NoCommand { image: String },
+    #[error("the image {0} is not on this node; prepare it first")]
+    ImageNotPrepared(String),
+    #[error("{action} failed: {error}; cleaning up also failed: {cleanup}")]
+    WithCleanup {
+        action: String,
+        error: Box<NodeError>,
+        cleanup: Box<NodeError>,
+    },
+    #[error("cleaning up {what}: {source}")]
+    Cleanup {
+        what: String,
+        #[source]
+        source: Box<NodeError>,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} stopped before it finished: {message}")]
+    Task { what: &'static str, message: String },
+}
+
+impl NodeError {
+    fn io(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> NodeError {
+        let path = path.into();
+        move |source| NodeError::Io { path, source }
+    }
+
+    /// A blocking task that panicked or was cancelled.
+    fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> NodeError {
+        move |e| NodeError::Task {
+            what,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A line of progress (pull, build) for the one who asked.
+pub type ProgressFn = Arc<dyn Fn(String) + Send + Sync>;
+
+/// A container's log, as it is written: lines of `<RFC 3339 time> <stdout|stderr> <text>`.
+pub type LogStream = BoxStream<'static, Result<Bytes, NodeError>>;
+
+/// An image the node holds ready to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedImage {
+    /// The reference it was pulled as, or the built image's name.
+    pub reference: String,
+}
+
+/// Start a container from a prepared image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartContainer {
+    pub container_id: String,
+    pub stub_id: String,
+    pub image: PreparedImage,
+    /// Replaces the image's ENTRYPOINT and CMD when set.
+    pub entrypoint: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    /// Ports to serve; empty for the image's EXPOSE ports.
+    pub ports: Vec<u16>,
+    pub cpu_millis: u64,
+    pub memory_mib: u64,
+    pub keep_warm_seconds: i64,
+}
+
+/// A started container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// Ports served through the ingress: the request's, or the image's EXPOSE ports.
+    pub ports: Vec<u16>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// Build an image spec, and optionally push the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildImage {
+    pub spec: ImageSpec,
+    pub push: Option<String>,
+}
+
+/// The outcome of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltImage {
+    pub reference: String,
+    pub cached: bool,
+}
+
+/// What the node knows of a container's main process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcessState {
+    Running,
+    Exited(ExitRecord),
+    /// Neither running nor recorded: its shim is gone.
+    Lost,
+}
+
+/// A change in a container's process, pushed by the node as it happens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEvent {
+    pub container_id: String,
+    /// Never [`ProcessState::Running`]: events tell of ends.
+    pub state: ProcessState,
+}
+
+pub trait Node: Clone + Send + Sync + 'static {
+    /// Makes the image ready to run (pull, or build), sending progress lines.
+    fn prepare_image(
+        &self,
+        image: &ImageSource,
+        progress: ProgressFn,
+    ) -> impl Future<Output = Result<PreparedImage, NodeError>> + Send;
+
+    /// Wires and starts a container; on error nothing of it is left. Its end arrives later
+    /// as a [`NodeEvent`].
+    fn start(&self, req: StartContainer) -> impl Future<Output = Result<Started, NodeError>> + Send;
+
+    /// SIGTERM, `grace`, then SIGKILL; returns once the process is gone (or lost).
+    fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = ProcessState> + Send;
+
+    /// Removes everything the container held: runtime state, mounts, network. Idempotent.
+    fn teardown(&self, id: &str) -> impl Future<Output = Result<(), NodeError>> + Send;
+
+    /// The container's process now; for adopting containers after a restart.
+    fn state(&self, id: &str) -> impl Future<Output = ProcessState> + Send;
+
+    /// The stream of container ends. There is one: the first caller gets it.
+    fn events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>;
+
+    /// The container's log so far, or with `follow` until the container has ended.
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+    ) -> impl Future<Output = Result<LogStream, NodeError>> + Send;
+
+    /// Builds an image spec (or finds it cached), streaming log lines; stops when
+    /// `cancelled` is set.
+    fn build(
+        &self,
+        req: BuildImage,
+        log: ProgressFn,
+        cancelled: Arc<AtomicBool>,
+    ) -> impl Future<Output = Result<BuiltImage, NodeError>> + Send;
+
+    fn images(&self) -> impl Future<Output = Vec<ImageSummary>> + Send;
+
+    /// Removes pulled images whose reference is not in `keep`, and unreferenced layers.
+    fn prune(&self, keep: HashSet<String>) -> impl Future<Output = PruneResult> + Send;
+}

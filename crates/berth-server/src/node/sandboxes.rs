@@ -1,0 +1,133 @@
+//! The node's one sandbox path, shared by pods and build steps: a network namespace from
+//! berth-net, then the root filesystem, `/etc` files and bundle from berth-runtime; and the
+//! one teardown that undoes both, whatever state a start or a crash left.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use berth_net::Network;
+use berth_runtime::sandbox::{self, SandboxDir, SandboxPlan};
+use berth_runtime::{OciRuntime, ProcessPlan, ResourceLimits};
+
+use super::dns::Resolvers;
+use super::NodeError;
+
+/// All containers' cgroups live under this one.
+const CGROUP_PARENT: &str = "/berth";
+
+/// What differs between a pod and a build step; the rest is the same for both.
+pub struct SandboxRequest {
+    pub layers: Vec<PathBuf>,
+    /// A build step's own upper directory, which becomes its layer; `None` for pods.
+    pub upper: Option<PathBuf>,
+    pub hostname: String,
+    pub process: ProcessPlan,
+    pub limits: ResourceLimits,
+}
+
+/// A sandbox ready to start.
+pub struct Prepared {
+    pub dir: SandboxDir,
+    pub addrs: Vec<IpAddr>,
+}
+
+pub struct Sandboxes {
+    containers_dir: PathBuf,
+    network: Network,
+    runtime: OciRuntime,
+    resolvers: Resolvers,
+}
+
+impl Sandboxes {
+    pub fn new(
+        containers_dir: PathBuf,
+        network: Network,
+        runtime: OciRuntime,
+        resolvers: Resolvers,
+    ) -> Result<Self, NodeError> {
+        std::fs::create_dir_all(&containers_dir).map_err(NodeError::io(&containers_dir))?;
+        Ok(Sandboxes {
+            containers_dir,
+            network,
+            runtime,
+            resolvers,
+        })
+    }
+
+    pub fn runtime(&self) -> &OciRuntime {
+        &self.runtime
+    }
+
+    pub fn containers_dir(&self) -> &std::path::Path {
+        &self.containers_dir
+    }
+
+    pub fn dir(&self, id: &str) -> SandboxDir {
+        SandboxDir::new(self.containers_dir.join(id))
+    }
+
+    pub fn cgroups_path(id: &str) -> String {
+        format!("{CGROUP_PARENT}/{id}")
+    }
+
+    /// Network, then root filesystem, `/etc` files and bundle. On error nothing is left.
+    pub fn prepare(&self, id: &str, req: SandboxRequest) -> Result<Prepared, NodeError> {
+        match self.prepare_inner(id, req) {
+            Ok(prepared) => Ok(prepared),
+            Err(error) => match self.remove(id) {
+                Ok(()) => Err(error),
+                Err(cleanup) => Err(NodeError::WithCleanup {
+                    action: format!("preparing {id}"),
+                    error: Box::new(error),
+                    cleanup: Box::new(cleanup),
+                }),
+            },
+        }
+    }
+
+    fn prepare_inner(&self, id: &str, req: SandboxRequest) -> Result<Prepared, NodeError> {
+        let dir = self.dir(id);
+        let pod_net = self.network.setup(id)?;
+        let addrs: Vec<IpAddr> = pod_net
+            .ipv4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(pod_net.ipv6.map(IpAddr::V6))
+            .collect();
+        sandbox::prepare(&SandboxPlan {
+            id: id.to_string(),
+            dir: dir.clone(),
+            layers: req.layers,
+            upper: req.upper,
+            netns: pod_net.netns,
+            hostname: req.hostname,
+            addrs: addrs.clone(),
+            resolv_conf: self.resolvers.resolv_conf(),
+            process: req.process,
+            limits: req.limits,
+            cgroups_path: Self::cgroups_path(id),
+        })?;
+        Ok(Prepared { dir, addrs })
+    }
+
+    /// Removes the runtime state, mounts and network of `id`. Idempotent.
+    pub fn remove(&self, id: &str) -> Result<(), NodeError> {
+        let fs = sandbox::remove(
+            &self.runtime,
+            id,
+            &self.dir(id),
+            &Self::cgroups_path(id),
+        );
+        let net = self.network.teardown(id);
+        fs?;
+        net?;
+        Ok(())
+    }
+
+    /// On a clean shutdown with no pod left: removes the bridge and the containers' parent
+    /// cgroup, so the host looks as it did before the server ran.
+    pub fn release_host_resources(&self) {
+        self.network.remove_bridge_if_unused();
+        berth_runtime::remove_empty_cgroup(CGROUP_PARENT);
+    }
+}
