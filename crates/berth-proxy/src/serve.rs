@@ -1,0 +1,110 @@
+//! The accept loop, and one task per client connection: the listener's handshake, then
+//! HTTP/1.1 under the request-head limits, each request handed to the ingress phases.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::ingress::{handle, ClientConn, Ingress};
+use crate::metrics::bump;
+use crate::Listener;
+
+/// Largest request head accepted; bigger gets the connection closed (431 from hyper).
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A client has this long to send a complete request head (slowloris guard), and as long
+/// again to finish the listener's handshake.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `ingress` on `listener` until the task is dropped.
+pub async fn serve<L: Listener>(mut listener: L, ingress: Arc<Ingress>) {
+    let scheme = listener.scheme();
+    loop {
+        let (conn, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!("ingress accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        bump(&ingress.metrics.connections);
+        // Only build the handshake here; it is awaited in the connection's task, so a
+        // client that is slow to finish it does not delay the next accept.
+        let handshake = listener.handshake(conn);
+        let ingress = ingress.clone();
+        tokio::spawn(async move {
+            let io = match tokio::time::timeout(HEAD_TIMEOUT, handshake).await {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "ingress handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "ingress handshake timed out");
+                    return;
+                }
+            };
+            serve_connection(ingress, io, ClientConn::new(peer, scheme)).await;
+        });
+    }
+}
+
+async fn serve_connection<Io>(ingress: Arc<Ingress>, io: Io, client: ClientConn)
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.peer;
+    // Held for the connection's life: dropping it (the client going away) releases the
+    // connection's count against its pod and closes its idle upstream connection.
+    let client = Arc::new(client);
+    let service = service_fn(move |req| {
+        let ingress = ingress.clone();
+        let client = client.clone();
+        async move { Ok::<_, Infallible>(handle(&ingress, &client, req).await) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(%peer, "ingress connection ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::testing::{route, start as ingress, upstream};
+    use crate::RouteTable;
+
+    #[tokio::test]
+    async fn oversized_request_heads_are_refused() {
+        let port = upstream().await;
+        let routes = Arc::new(RouteTable::new());
+        routes.insert("stub", route("pod-stub-1", port).0);
+        let (addr, _) = ingress(routes).await;
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let huge = "x".repeat(MAX_HEAD_BYTES * 2);
+        let req = format!("GET / HTTP/1.1\r\nHost: stub-{port}.pods.test\r\nX-Big: {huge}\r\n\r\n");
+        let _ = conn.write_all(req.as_bytes()).await;
+        let mut buf = Vec::new();
+        let _ = conn.read_to_end(&mut buf).await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 431"),
+            "an oversized head must not be forwarded: {text}"
+        );
+    }
+}
