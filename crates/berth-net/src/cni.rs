@@ -124,9 +124,10 @@ impl<'a> Cni<'a> {
             Some(conf.to_string().as_bytes()),
         )
         .map_err(|e| match e {
-            CommandError::Failed { stdout, stderr, .. } => {
-                err(format!("{command} failed: {}", plugin_error(&stdout, &stderr)))
-            }
+            CommandError::Failed { stdout, stderr, .. } => err(format!(
+                "{command} failed: {}",
+                plugin_error(&stdout, &stderr)
+            )),
             spawn => err(spawn.to_string()),
         })?;
         if stdout.trim().is_empty() {

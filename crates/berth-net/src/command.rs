@@ -78,15 +78,25 @@ mod tests {
 
     #[test]
     fn output_input_and_a_clean_environment() {
-        let out = run("/bin/sh", &["-c", "cat; echo \" $PATH $HOME\""], &[], Some(b"in"))
-            .expect("runs");
+        let out = run(
+            "/bin/sh",
+            &["-c", "cat; echo \" $PATH $HOME\""],
+            &[],
+            Some(b"in"),
+        )
+        .expect("runs");
         assert_eq!(out, format!("in {} \n", berth_api::DEFAULT_PATH));
     }
 
     #[test]
     fn failures_keep_both_streams() {
-        let err = run("/bin/sh", &["-c", "echo out; echo err >&2; exit 3"], &[], None)
-            .expect_err("fails");
+        let err = run(
+            "/bin/sh",
+            &["-c", "echo out; echo err >&2; exit 3"],
+            &[],
+            None,
+        )
+        .expect_err("fails");
         match err {
             CommandError::Failed { stdout, stderr, .. } => {
                 assert_eq!(stdout, "out\n");

@@ -218,11 +218,7 @@ impl OciRuntime {
             cmd.arg("--all");
         }
         // By number: runc and runsc both parse numbers, whatever they call the signal.
-        self.run(
-            cmd.arg(id).arg((signal as i32).to_string()),
-            "kill",
-            id,
-        )
+        self.run(cmd.arg(id).arg((signal as i32).to_string()), "kill", id)
     }
 
     /// Removes the runtime's record of the container (and its cgroup). Missing is fine.

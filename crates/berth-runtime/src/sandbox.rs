@@ -166,7 +166,10 @@ pub fn remove(
 /// Hostnames are limited to 63 characters; a container id's tail is unique enough.
 pub fn hostname_for(id: &str) -> String {
     let start = id.len().saturating_sub(63);
-    id.get(start..).unwrap_or(id).trim_start_matches('-').to_string()
+    id.get(start..)
+        .unwrap_or(id)
+        .trim_start_matches('-')
+        .to_string()
 }
 
 #[cfg(test)]

@@ -80,8 +80,7 @@ mod tests {
     #[test]
     fn stubs_keep_their_image_or_their_build_base() {
         let build: berth_api::ImageSpec =
-            serde_json::from_value(serde_json::json!({"base_image": "debian:12"}))
-                .expect("spec");
+            serde_json::from_value(serde_json::json!({"base_image": "debian:12"})).expect("spec");
         let keep = keep_set(&[
             spec(ImageSource::Reference("busybox".into())),
             spec(ImageSource::Spec(build)),

@@ -2,11 +2,8 @@
 //! `berth server`.
 
 mod api;
-mod build;
 mod images;
 mod lifecycle;
-mod logs;
-mod metrics;
 mod node;
 mod profile;
 mod spec;
@@ -86,6 +83,8 @@ pub struct ServerConfig {
     pub profile_path: PathBuf,
     /// The CA bundle build steps trust (not baked into images); `None` for the image's own.
     pub build_ca_bundle: Option<PathBuf>,
+    /// Resolvers for pods; empty to follow the host's.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// Runs the server until `shutdown` resolves. Running pods are left running: their shims
@@ -123,14 +122,15 @@ pub async fn run(
             .unwrap_or_else(|| config.runtime.default_binary().into()),
         state_dir.join("runtime").join(config.runtime.as_str()),
     );
-    let node = Arc::new(node::LocalNode::new(
-        state_dir.join("containers"),
+    let node = node::LocalNode::new(node::LocalNodeConfig {
+        containers_dir: state_dir.join("containers"),
         puller,
         network,
         runtime,
-        config.shim_exe.clone(),
-        config.build_ca_bundle.clone(),
-    )?);
+        shim_exe: config.shim_exe.clone(),
+        build_ca: config.build_ca_bundle.clone(),
+        dns: config.dns.clone(),
+    })?;
 
     let api_listener = bind("API", config.api_listen).await?;
     let ingress_listener = bind("ingress", config.ingress_listen).await?;
@@ -151,7 +151,6 @@ pub async fn run(
             stop_grace: config.stop_timeout,
         },
     );
-    node.clean_interrupted_builds();
     lifecycle.recover().await?;
     let monitor = lifecycle.spawn_monitor();
 
@@ -166,14 +165,13 @@ pub async fn run(
 
     let app = api::router(Arc::new(api::AppState {
         lifecycle: lifecycle.clone(),
+        images: images::Images::new(node.clone(), store.clone()),
+        tokens: profile::Tokens::new(store.clone()),
         metrics: metrics.clone(),
     }));
-    let ingress = tokio::spawn(berth_proxy::serve(
-        ingress_listener,
-        config.domain.clone(),
-        routes,
-        metrics,
-    ));
+    let ingress = berth_proxy::Ingress::new(config.domain.clone(), routes, metrics)
+        .with_route_miss(lifecycle.clone());
+    let ingress = tokio::spawn(berth_proxy::serve(ingress_listener, Arc::new(ingress)));
     tracing::info!(
         "berth server ready: API {gateway}, ingress http://<stub-id>-<port>.{}:{} (client profile {})",
         config.domain,

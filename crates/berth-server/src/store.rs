@@ -335,7 +335,10 @@ mod tests {
         row.ipv4 = Some("10.213.0.5".parse().expect("ip"));
         row.ipv6 = Some("fd62:6572:7468::5".parse().expect("ip"));
         store.update_container(&row).await.expect("update");
-        assert_eq!(store.containers(true).await.expect("list"), vec![row.clone()]);
+        assert_eq!(
+            store.containers(true).await.expect("list"),
+            vec![row.clone()]
+        );
         row.status = ContainerStatus::Exited;
         row.exit_code = Some(3);
         store.update_container(&row).await.expect("update");

@@ -81,6 +81,10 @@ pub struct ServerArgs {
     /// never baked into images. "none" leaves images with their own CAs.
     #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
     pub build_ca_bundle: String,
+    /// DNS resolver for pods; repeatable. Default: the host's non-loopback resolvers, else
+    /// 8.8.8.8 and 8.8.4.4 (logged when it comes to that).
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -7,7 +7,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use berth_api::{ApiError, Container, ContainerList, CreateContainerRequest, ErrorCode, StopRequest};
+use berth_api::{
+    ApiError, Container, ContainerList, CreateContainerRequest, ErrorCode, StopRequest,
+};
 use serde::Deserialize;
 
 use super::response::{parse_body, Failure};
@@ -83,4 +85,3 @@ pub async fn stop<N: Node>(
     let grace = req.grace_seconds.map(Duration::from_secs);
     Ok(Json(state.lifecycle.stop(&id, grace).await?))
 }
-

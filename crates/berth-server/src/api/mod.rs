@@ -12,11 +12,9 @@ mod state;
 pub use state::AppState;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,13 +22,10 @@ use axum::{Json, Router};
 use berth_api::{
     ApiError, Container, ContainerList, CreateContainerRequest, ErrorCode, Health, StopRequest,
 };
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 
-use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::node::Node;
-use crate::spec::PodSpec;
+use response::Failure;
 
 /// Request bodies larger than this are refused before parsing.
 const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -161,20 +161,16 @@ impl LocalNode {
     async fn signal(self: &Arc<Self>, id: &str, signal: Signal, all: bool) {
         let node = self.clone();
         let id = id.to_string();
-        let _ = tokio::task::spawn_blocking(move || {
-            node.sandboxes.runtime().kill(&id, signal, all)
-        })
-        .await;
+        let _ =
+            tokio::task::spawn_blocking(move || node.sandboxes.runtime().kill(&id, signal, all))
+                .await;
     }
 
     /// Waits up to `limit` for the container to end; `None` if it still runs.
     async fn wait_ended(&self, id: &str, limit: Duration) -> Option<ProcessState> {
         let mut state = self.watcher.state(id)?;
-        let ended = tokio::time::timeout(
-            limit,
-            state.wait_for(|s| *s != ProcessState::Running),
-        )
-        .await;
+        let ended =
+            tokio::time::timeout(limit, state.wait_for(|s| *s != ProcessState::Running)).await;
         match ended {
             Ok(Ok(s)) => Some(*s),
             // The watch ended without a verdict: ask the files.
@@ -280,7 +276,10 @@ impl Node for Arc<LocalNode> {
         log: ProgressFn,
         cancelled: Arc<AtomicBool>,
     ) -> Result<BuiltImage, NodeError> {
-        let (image, cached) = self.builder.build(&req.spec, log.clone(), cancelled).await?;
+        let (image, cached) = self
+            .builder
+            .build(&req.spec, log.clone(), cancelled)
+            .await?;
         if let Some(target) = req.push {
             let target = parse_reference(&target)?;
             log(format!("=> Pushing {}", target.whole()));
@@ -313,7 +312,9 @@ impl Node for Arc<LocalNode> {
         // Prune waits for pulls and builds in progress; that wait belongs off the async threads.
         let puller = self.puller.clone();
         let pruned = tokio::task::spawn_blocking(move || {
-            puller.store().prune(&|image| keep.contains(&image.reference))
+            puller
+                .store()
+                .prune(&|image| keep.contains(&image.reference))
         })
         .await
         .unwrap_or_default();
@@ -404,7 +405,10 @@ mod tests {
             cmd: vec!["serve".into()],
             ..ImageConfig::default()
         };
-        assert_eq!(command(&req(None), &config).expect("cmd"), ["tini", "serve"]);
+        assert_eq!(
+            command(&req(None), &config).expect("cmd"),
+            ["tini", "serve"]
+        );
         assert_eq!(
             command(&req(Some(vec!["sh", "-c", "x"])), &config).expect("cmd"),
             ["sh", "-c", "x"]

@@ -81,7 +81,10 @@ mod tests {
     async fn a_log_not_written_yet_is_empty_and_a_written_one_is_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = ShimFiles::new(dir.path());
-        assert!(collect(stream(files.clone(), false)).await.expect("reads").is_empty());
+        assert!(collect(stream(files.clone(), false))
+            .await
+            .expect("reads")
+            .is_empty());
         std::fs::write(files.log(), "a\nb\n").expect("write");
         assert_eq!(
             collect(stream(files.clone(), true)).await.expect("reads"),

@@ -158,7 +158,8 @@ pub trait Node: Clone + Send + Sync + 'static {
 
     /// Wires and starts a container; on error nothing of it is left. Its end arrives later
     /// as a [`NodeEvent`].
-    fn start(&self, req: StartContainer) -> impl Future<Output = Result<Started, NodeError>> + Send;
+    fn start(&self, req: StartContainer)
+        -> impl Future<Output = Result<Started, NodeError>> + Send;
 
     /// SIGTERM, `grace`, then SIGKILL; returns once the process is gone (or lost).
     fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = ProcessState> + Send;

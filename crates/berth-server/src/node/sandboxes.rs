@@ -112,12 +112,7 @@ impl Sandboxes {
 
     /// Removes the runtime state, mounts and network of `id`. Idempotent.
     pub fn remove(&self, id: &str) -> Result<(), NodeError> {
-        let fs = sandbox::remove(
-            &self.runtime,
-            id,
-            &self.dir(id),
-            &Self::cgroups_path(id),
-        );
+        let fs = sandbox::remove(&self.runtime, id, &self.dir(id), &Self::cgroups_path(id));
         let net = self.network.teardown(id);
         fs?;
         net?;

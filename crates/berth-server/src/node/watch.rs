@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use berth_runtime::ShimFiles;
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
 
 use super::{NodeEvent, ProcessState};
@@ -55,12 +56,14 @@ impl ExitWatcher {
             // cannot be the one watched.
             let pidfd = ShimFiles::read_pid(&files.shim_pid()).and_then(|pid| pidfd_open(pid).ok());
             if let Some(fd) = pidfd.filter(|_| files.shim_alive()) {
-                match AsyncFd::new(fd) {
+                // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same
+                // descriptor until the AsyncFd is dropped.
+                match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
                     Ok(fd) => {
                         let _ = fd.readable().await;
                     }
                     Err(e) => {
-                        tracing::warn!(container = %id, "cannot watch the shim: {e}");
+                        tracing::warn!(container = %id, "cannot watch the shim: {}", e.into_parts().1);
                         return;
                     }
                 }

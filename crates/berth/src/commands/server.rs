@@ -49,6 +49,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 Some(path)
             }
         },
+        dns: args.dns,
     };
     berth_server::run(config, shutdown_signal()).await?;
     Ok(())
