@@ -1,3 +1,6 @@
+//! The API's error body, `{"error": {"code", "message"}}`, and the classes that decide
+//! its HTTP status.
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -1,3 +1,6 @@
+//! Requests and answers of the container calls: create, list, stop, health, and the states a
+//! container moves through.
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -1,3 +1,6 @@
+//! What can go wrong with images: references, registries, blobs, layers and the store, each
+//! naming the image or path it concerns.
+
 use std::path::PathBuf;
 
 use crate::unpack::UnpackError;

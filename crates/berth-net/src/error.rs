@@ -1,3 +1,6 @@
+//! What can go wrong setting up or tearing down a pod's network, naming the namespace,
+//! plugin or file concerned.
+
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,3 +1,6 @@
+//! What can go wrong running containers: runtime commands (with their stderr), specs, mounts,
+//! users and the shim.
+
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,3 +1,5 @@
+//! `berth container list | stop | logs`.
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};

@@ -1,3 +1,5 @@
+//! `berth image build | list | prune`, and turning build flags into an image spec.
+
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context, Result};

@@ -1,3 +1,5 @@
+//! `berth run`: create a pod, follow its progress until it serves, print its URLs.
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! `berth server`: flags into a server configuration, then run until SIGTERM or Ctrl-C.
+
 use std::time::Duration;
 
 use anyhow::{Context, Result};

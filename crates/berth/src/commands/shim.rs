@@ -1,3 +1,5 @@
+//! `berth shim` (hidden): the per-container monitor the server launches.
+
 use berth_runtime::shim::{self, ShimConfig};
 
 use crate::cli::ShimArgs;
