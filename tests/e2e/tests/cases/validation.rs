@@ -60,7 +60,7 @@ pub fn rejects_bad_fields(env: &Env) -> Res<()> {
         spec[key] = value;
         spec
     };
-    let cases: [(&str, Value, &str); 13] = [
+    let cases: [(&str, Value, &str); 16] = [
         (
             "bad reference syntax",
             json!({"image": BAD_REFERENCE}),
@@ -82,6 +82,22 @@ pub fn rejects_bad_fields(env: &Env) -> Res<()> {
         ("env name 1BAD", set("env", json!({"1BAD": "x"})), "env"),
         ("env name A=B", set("env", json!({"A=B": "x"})), "env"),
         ("unknown field", set("bogus", json!(1)), "bogus"),
+        (
+            "keep-warm -5",
+            set("keep_warm_seconds", json!(-5)),
+            "keep_warm_seconds",
+        ),
+        // Once multiplied into milliseconds without a bound, it stopped the pod at once.
+        (
+            "keep-warm i64::MAX",
+            set("keep_warm_seconds", json!(i64::MAX)),
+            "keep_warm_seconds",
+        ),
+        (
+            "keep-warm beyond a year",
+            set("keep_warm_seconds", json!(366 * 24 * 3600)),
+            "keep_warm_seconds",
+        ),
     ];
     let mut failures = Vec::new();
     for (what, body, field) in &cases {
