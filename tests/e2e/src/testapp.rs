@@ -11,8 +11,10 @@
 //! - `exit CODE [--after-ms N]`: waits N milliseconds, prints `exiting with CODE`, exits with it.
 //! - `hog`: allocates and touches memory 1 MiB at a time, forever.
 //! - `sleep`: sleeps forever.
-//! - `connect ADDR`: tries a TCP connection to ADDR (`ip:port` or `[ip6]:port`) for 3 s,
-//!   prints `connected`, `refused` or `unreachable: <error>`, and exits 0, 3 or 4.
+//! - `connect ADDR...`: tries a TCP connection to each ADDR (`ip:port` or `[ip6]:port`) in
+//!   turn, for 3 s each, prints one line `ADDR connected`, `ADDR refused` or
+//!   `ADDR unreachable: <error>` per address, and exits with the worst outcome: 0 (all
+//!   connected), 3 (one refused, none unreachable) or 4 (one unreachable).
 //!
 //! Every mode exits 0 promptly on SIGTERM or SIGINT: as PID 1 of a pid namespace the kernel
 //! would otherwise ignore those signals.
@@ -32,7 +34,7 @@ const USAGE: &str = "usage: testapp http PORT [--v6only | --v4only] [--text TEXT
        testapp exit CODE [--after-ms N]
        testapp hog
        testapp sleep
-       testapp connect ADDR";
+       testapp connect ADDR...";
 
 const DEFAULT_TEXT: &str = "hello from testapp";
 const MIB: usize = 1024 * 1024;
@@ -61,26 +63,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reports whether a TCP connection to the address succeeds, in the exit code.
+/// Reports for each address whether a TCP connection succeeds; the exit code is the worst
+/// outcome, so one process (one pod) can try an allowed target and blocked ones.
 fn connect_mode(args: &[String]) -> ExitCode {
-    let Some(addr) = args.first().and_then(|a| a.parse::<SocketAddr>().ok()) else {
-        eprintln!("testapp: connect needs an address like 10.0.0.2:80\n{USAGE}");
-        return ExitCode::from(2);
-    };
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
-        Ok(_) => {
-            say("connected");
-            ExitCode::SUCCESS
-        }
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            say("refused");
-            ExitCode::from(3)
-        }
-        Err(e) => {
-            say(&format!("unreachable: {e}"));
-            ExitCode::from(4)
+    let mut addrs = Vec::new();
+    for arg in args {
+        match arg.parse::<SocketAddr>() {
+            Ok(addr) => addrs.push(addr),
+            Err(e) => {
+                eprintln!(
+                    "testapp: connect: {arg:?} is not an address like 10.0.0.2:80 ({e})\n{USAGE}"
+                );
+                return ExitCode::from(2);
+            }
         }
     }
+    if addrs.is_empty() {
+        eprintln!("testapp: connect needs an address like 10.0.0.2:80\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let mut worst = 0u8;
+    for addr in addrs {
+        let code = match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+            Ok(_) => {
+                say(&format!("{addr} connected"));
+                0
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                say(&format!("{addr} refused"));
+                3
+            }
+            Err(e) => {
+                say(&format!("{addr} unreachable: {e}"));
+                4
+            }
+        };
+        worst = worst.max(code);
+    }
+    ExitCode::from(worst)
 }
 
 /// Writes a line to stdout and flushes it, so log collection sees it at once.

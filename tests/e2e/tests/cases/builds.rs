@@ -4,10 +4,12 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use berth_api::ContainerStatus;
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::common::client::created_id;
 use crate::common::harness::Env;
+use crate::common::images;
 use crate::common::{indent, random_hex, timeouts, Res};
 use crate::ensure;
 
@@ -355,9 +357,34 @@ pub fn built_image_pushes_and_runs(env: &Env) -> Res<()> {
     Ok(())
 }
 
-/// `berth image prune` keeps the build cache and every image a stub uses.
+/// `berth image prune` keeps the build cache and every image a stub uses, in the store: after
+/// the prune the registry loses the used image, so it can only run from what prune kept.
+///
+/// The image is this test's own (a layer no other image has) in the shared registry; deleting
+/// its manifest makes it unpullable without stopping the registry other tests use.
 pub fn prune_keeps_what_is_used(env: &Env) -> Res<()> {
     let api = &env.api;
+    let tag = random_hex(4);
+    let name = format!("prune-kept-{tag}");
+    let page = format!("kept by prune {tag}");
+    let image = images::busybox_with_page(&page)?;
+    let digest = env.registry.push(&name, "used", &image)?;
+    // The same manifest under a tag nothing pulls: the control below.
+    env.registry.push(&name, "never-pulled", &image)?;
+    let used = format!("{}/{name}:used", env.registry.host());
+    let never_pulled = format!("{}/{name}:never-pulled", env.registry.host());
+
+    // A stub uses the image: a pod ran it (and has stopped; the stub stays).
+    {
+        let pod = api.launch(json!({"image": used, "ports": [8080], "keep_warm_seconds": -1}))?;
+        api.wait_running(&pod.id)?;
+        let body = pod.wait_http_ok(8080, "/")?;
+        ensure!(
+            body.contains(&page),
+            "{used} answered {body:?}, expected its page {page:?}"
+        );
+    }
+
     let spec = json!({"commands": [format!("echo keep-{}", random_hex(4))]});
     let (log, result) = api.build(&spec)?;
     result.map_err(|e| format!("build failed: {e}\n{}", show(&log)))?;
@@ -379,8 +406,40 @@ pub fn prune_keeps_what_is_used(env: &Env) -> Res<()> {
         "prune dropped the build cache:\n{}",
         show(&log)
     );
-    let pod = api.launch(json!({"image": env.images.busybox, "keep_warm_seconds": -1}))?;
-    api.wait_running(&pod.id)?;
-    pod.wait_http_ok(8080, "/")?;
+
+    // From here on nothing can pull the image.
+    env.registry.delete_manifest(&name, &digest)?;
+    for reference in ["used", "never-pulled"] {
+        let status = env.registry.manifest_status(&name, reference)?;
+        ensure!(
+            status == StatusCode::NOT_FOUND,
+            "precondition: after deleting its manifest the registry still answers {status} for \
+             {name}:{reference}"
+        );
+    }
+    // Control: the same content under a reference the server never pulled cannot start, so
+    // the server has no way to fetch this image again.
+    let control = api.launch(json!({"image": never_pulled, "ports": [8080]}))?;
+    let c = api.wait_for(&control.id, "RUNNING or ended", timeouts::START, |c| {
+        c.status == ContainerStatus::Running || c.status.is_terminal()
+    })?;
+    ensure!(
+        c.status == ContainerStatus::Failed,
+        "precondition: {never_pulled} is gone from the registry, yet {} became {} instead of \
+         FAILED, so the check below would prove nothing\n{}",
+        control.id,
+        c.status,
+        control.describe()
+    );
+
+    let pod = api.launch(json!({"image": used, "ports": [8080], "keep_warm_seconds": -1}))?;
+    api.wait_running(&pod.id).map_err(|e| {
+        format!("prune did not keep {used}, which a stub uses (the registry has lost it): {e}")
+    })?;
+    let body = pod.wait_http_ok(8080, "/")?;
+    ensure!(
+        body.contains(&page),
+        "{used} answered {body:?} after the prune, expected its own layer's page {page:?}"
+    );
     Ok(())
 }

@@ -1,15 +1,17 @@
 //! Reaching pods through the ingress: host routing, websockets, address families, env.
 
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{StatusCode, Url};
 use serde_json::json;
 use tungstenite::{Message, WebSocket};
 
 use super::{testapp_spec, with};
 use crate::common::harness::Env;
 use crate::common::server::DOMAIN;
-use crate::common::{timeouts, Res};
+use crate::common::{indent, poll, random_hex, timeouts, Res};
 use crate::ensure;
 
 /// Reads the next data message, skipping control frames.
@@ -195,4 +197,153 @@ pub fn unknown_host(env: &Env) -> Res<()> {
         "the 404 for an unknown host has an empty body"
     );
     Ok(())
+}
+
+/// The ingress accepts request heads up to 64 KiB; this one is well past that.
+const OVERSIZED_HEAD_BYTES: usize = 256 * 1024;
+/// How long the ingress may take to answer or close an oversized request.
+const REFUSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// How the ingress ended a raw request.
+#[derive(Debug)]
+enum RawOutcome {
+    /// It answered; the bytes read (a status line and more).
+    Answered(Vec<u8>),
+    /// It closed the connection (FIN or reset) without sending a byte.
+    ClosedSilently(&'static str),
+    /// The connection was still open after the wait, with these bytes read.
+    LeftOpen(Vec<u8>),
+}
+
+/// Sends `head` (a whole request head) to the ingress on a fresh connection and reads until
+/// the ingress closes the connection or `wait` passes.
+fn raw_exchange(ingress: std::net::SocketAddr, head: &[u8], wait: Duration) -> Res<RawOutcome> {
+    let mut stream =
+        TcpStream::connect(ingress).map_err(|e| format!("connect to the ingress: {e}"))?;
+    stream
+        .set_read_timeout(Some(wait))
+        .and_then(|()| stream.set_write_timeout(Some(wait)))
+        .map_err(|e| format!("set socket timeouts: {e}"))?;
+    // The ingress may stop reading and reset the connection part-way: that is an answer too.
+    if let Err(e) = stream.write_all(head) {
+        if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut {
+            return Ok(RawOutcome::LeftOpen(Vec::new()));
+        }
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) if got.is_empty() => return Ok(RawOutcome::ClosedSilently("closed (FIN)")),
+            Ok(0) => return Ok(RawOutcome::Answered(got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                return Ok(RawOutcome::LeftOpen(got))
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && got.is_empty() => {
+                return Ok(RawOutcome::ClosedSilently("reset (RST)"))
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                return Ok(RawOutcome::Answered(got))
+            }
+            Err(e) => return Err(format!("read from the ingress: {e}")),
+        }
+    }
+}
+
+/// The status code of a raw HTTP/1.x answer.
+fn status_of(answer: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(answer);
+    let line = text.lines().next()?;
+    let mut words = line.split_whitespace();
+    words.next().filter(|v| v.starts_with("HTTP/1."))?;
+    words.next()?.parse().ok()
+}
+
+/// A request head larger than the ingress accepts, for a pod that answers 200 to anything, is
+/// refused: the answer is a 431, or the ingress closes the connection without answering. A
+/// 200 (forwarded), any other status, or a connection left open fails, and the pod must never
+/// see the request.
+pub fn oversized_head_refused(env: &Env) -> Res<()> {
+    let api = &env.api;
+    let pod = api.launch(testapp_spec(env, &["http", "8080"]))?;
+    api.wait_running(&pod.id)?;
+    let url = pod.url(8080)?;
+    pod.wait_http_ok(8080, "/")?;
+    let host = Url::parse(&url)
+        .ok()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port()?)))
+        .ok_or_else(|| format!("the pod URL {url} has no host and port"))?;
+    let request = |path: &str, filler: usize| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+            "x".repeat(filler)
+        )
+        .into_bytes()
+    };
+
+    // Control: the same request with a small head is forwarded and answered 200, so the raw
+    // request is right and a forwarded oversized one would show.
+    let control = format!("/head-control-{}", random_hex(4));
+    match raw_exchange(api.ingress, &request(&control, 1024), REFUSE_WITHIN)? {
+        RawOutcome::Answered(answer) if status_of(&answer) == Some(200) => {}
+        other => {
+            return Err(format!(
+                "precondition: a 1 KiB request head for {url}{control} should be answered 200, \
+                 got {}",
+                show_outcome(&other)
+            ))
+        }
+    }
+
+    let path = format!("/oversized-{}", random_hex(4));
+    let outcome = raw_exchange(
+        api.ingress,
+        &request(&path, OVERSIZED_HEAD_BYTES),
+        REFUSE_WITHIN,
+    )?;
+    match &outcome {
+        RawOutcome::Answered(answer) if status_of(answer) == Some(431) => {}
+        RawOutcome::ClosedSilently(_) => {}
+        other => {
+            return Err(format!(
+                "a {} KiB request head for {url}{path} should get a 431 or the connection \
+                 closed without an answer; got {}",
+                OVERSIZED_HEAD_BYTES / 1024,
+                show_outcome(other)
+            ))
+        }
+    }
+    // The pod logged the control request; the oversized one never reached it.
+    let logged = poll(Duration::from_secs(5), Duration::from_millis(250), || {
+        api.logs(&pod.id).ok().filter(|l| l.contains(&control))
+    })
+    .ok_or_else(|| format!("the pod never logged the control request {control}"))?;
+    ensure!(
+        !logged.contains(&path),
+        "the ingress forwarded the oversized request ({outcome:?} to the client); the pod \
+         logged:\n{}",
+        indent(&logged)
+    );
+    // The ingress serves on.
+    pod.wait_http_ok(8080, "/")?;
+    Ok(())
+}
+
+fn show_outcome(outcome: &RawOutcome) -> String {
+    let head = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        text.lines().next().unwrap_or_default().to_string()
+    };
+    match outcome {
+        RawOutcome::Answered(answer) => format!("the answer {:?}", head(answer)),
+        RawOutcome::ClosedSilently(how) => format!("the connection {how} without an answer"),
+        RawOutcome::LeftOpen(got) if got.is_empty() => {
+            format!("no answer and the connection still open after {REFUSE_WITHIN:?}")
+        }
+        RawOutcome::LeftOpen(got) => format!(
+            "a partial answer {:?} and the connection still open after {REFUSE_WITHIN:?}",
+            head(got)
+        ),
+    }
 }

@@ -1,15 +1,23 @@
 //! What a pod must not reach: other pods, and the host's own services.
+//!
+//! A pod that cannot connect anywhere would pass these checks too, so the client pod first
+//! (and last) connects to an upstream outside the pod network, the way pods reach the outside
+//! world: only when that works do its failures to reach the blocked targets mean anything.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use berth_api::ContainerStatus;
 use serde_json::json;
 
 use super::testapp_spec;
-use crate::common::harness::Env;
-use crate::common::{command_output, timeouts, Res};
+use crate::common::harness::{link_exists, testapp_binary, Env};
+use crate::common::{command_output, indent, poll, random_hex, timeouts, Res};
 use crate::ensure;
+
+/// The port the upstream and the target pod listen on.
+const PORT: u16 = 8080;
 
 /// The pod's address of one family, read from inside its network namespace.
 fn pod_address(id: &str, v6: bool) -> Res<String> {
@@ -39,11 +47,160 @@ fn socket(addr: &str, port: u16) -> Res<SocketAddr> {
     text.parse().map_err(|e| format!("{text}: {e}"))
 }
 
-/// Runs `testapp connect ADDR` in a pod of its own and returns its exit code and output.
-fn connect_from_pod(env: &Env, target: SocketAddr) -> Res<(i32, String)> {
+/// A host outside the pod network: a network namespace of its own, joined to the host by a
+/// veth pair, serving HTTP with the testapp. Pods reach it as they reach the outside world
+/// (through the bridge, forwarded by the host), on the path a blocked connection would take.
+/// Dropping it stops the app and deletes the namespace and the veth pair.
+struct Upstream {
+    netns: String,
+    host_link: String,
+    app: Option<Child>,
+    v4: SocketAddr,
+    v6: SocketAddr,
+}
+
+impl Upstream {
+    /// `slot` keeps the addresses of upstreams that run at the same time apart: the host
+    /// side is 198.51.100.(4*slot+1)/30 and fd65:32e0:75:(slot)::1/64, the upstream the next one.
+    fn start(slot: u8) -> Res<Upstream> {
+        let hex = random_hex(3);
+        let mut upstream = Upstream {
+            netns: format!("berthe2e-up-{hex}"),
+            host_link: format!("e2eup{hex}"),
+            app: None,
+            v4: socket(&format!("198.51.100.{}", 4 * slot + 2), PORT)?,
+            v6: socket(&format!("fd65:32e0:75:{slot}::2"), PORT)?,
+        };
+        upstream.set_up(slot)?;
+        Ok(upstream)
+    }
+
+    fn set_up(&mut self, slot: u8) -> Res<()> {
+        let (ns, host) = (self.netns.as_str(), self.host_link.as_str());
+        let peer = format!("{host}p");
+        let host_v4 = format!("198.51.100.{}", 4 * slot + 1);
+        let host_v6 = format!("fd65:32e0:75:{slot}::1");
+        let (v4, v6) = (self.v4.ip().to_string(), self.v6.ip().to_string());
+        let in_ns = |args: &[&str]| -> Res<String> {
+            let mut all = vec!["netns", "exec", ns, "ip"];
+            all.extend_from_slice(args);
+            command_output("ip", &all)
+        };
+        command_output("ip", &["netns", "add", ns])?;
+        command_output(
+            "ip",
+            &[
+                "link", "add", host, "type", "veth", "peer", "name", &peer, "netns", ns,
+            ],
+        )?;
+        command_output(
+            "ip",
+            &["addr", "add", &format!("{host_v4}/30"), "dev", host],
+        )?;
+        command_output(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{host_v6}/64"),
+                "dev",
+                host,
+                "nodad",
+            ],
+        )?;
+        command_output("ip", &["link", "set", host, "up"])?;
+        in_ns(&["link", "set", "lo", "up"])?;
+        in_ns(&["addr", "add", &format!("{v4}/30"), "dev", &peer])?;
+        in_ns(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            &peer,
+            "nodad",
+        ])?;
+        in_ns(&["link", "set", &peer, "up"])?;
+        // Replies go back through the host whether or not it masquerades pod traffic.
+        in_ns(&["route", "add", "default", "via", &host_v4])?;
+        in_ns(&["-6", "route", "add", "default", "via", &host_v6])?;
+
+        let app = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(testapp_binary()?)
+            .args(["http", &PORT.to_string(), "--text", "upstream"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start the upstream app in {ns}: {e}"))?;
+        self.app = Some(app);
+        // The host reaches it on both families: the upstream itself works.
+        for target in [self.v4, self.v6] {
+            let reached = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+                TcpStream::connect_timeout(&target, Duration::from_secs(1))
+                    .ok()
+                    .map(drop)
+            });
+            ensure!(
+                reached.is_some(),
+                "the host cannot reach the upstream {target} in {ns} it just set up"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(mut app) = self.app.take() {
+            let _ = app.kill();
+            let _ = app.wait();
+        }
+        // Deleting the namespace deletes the veth end in it, and so the pair.
+        if let Err(e) = command_output("ip", &["netns", "del", &self.netns]) {
+            eprintln!(
+                "cleanup: deleting the network namespace {}: {e}",
+                self.netns
+            );
+        }
+        if link_exists(&self.host_link) {
+            if let Err(e) = command_output("ip", &["link", "del", &self.host_link]) {
+                eprintln!("cleanup: deleting the link {}: {e}", self.host_link);
+            }
+        }
+    }
+}
+
+/// What one connection attempt of `testapp connect` ended with.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Connected,
+    Refused,
+    Unreachable,
+}
+
+/// Runs `testapp connect` in one pod: the upstream first, then `blocked`, then the upstream
+/// again. Fails unless the pod reached the upstream both times; returns the outcome for each of
+/// `blocked`, with the pod's output for messages.
+fn connect_from_pod(
+    env: &Env,
+    upstream: &Upstream,
+    blocked: &[SocketAddr],
+) -> Res<(Vec<Outcome>, String)> {
     let api = &env.api;
-    let target_text = target.to_string();
-    let pod = api.launch(testapp_spec(env, &["connect", &target_text]))?;
+    let controls = [upstream.v4, upstream.v6];
+    let targets: Vec<SocketAddr> = controls
+        .iter()
+        .chain(blocked)
+        .chain(&controls)
+        .copied()
+        .collect();
+    let mut args = vec!["connect".to_string()];
+    args.extend(targets.iter().map(SocketAddr::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pod = api.launch(testapp_spec(env, &args))?;
     let done = api.wait_terminal(&pod.id, timeouts::STOP)?;
     ensure!(
         done.status == ContainerStatus::Exited,
@@ -51,49 +208,116 @@ fn connect_from_pod(env: &Env, target: SocketAddr) -> Res<(i32, String)> {
         done.status,
         pod.describe()
     );
-    Ok((done.exit_code.unwrap_or(-1), api.logs(&pod.id)?))
+    // One line per target; the log may trail the exit by a moment.
+    let mut log = String::new();
+    let outcomes = poll(Duration::from_secs(5), Duration::from_millis(250), || {
+        log = api.logs(&pod.id).ok()?;
+        let outcomes = parse_outcomes(&log);
+        (outcomes.len() == targets.len()).then_some(outcomes)
+    })
+    .ok_or_else(|| {
+        format!(
+            "the connecting pod {} should print one line for each of {} targets; its log:\n{}",
+            pod.id,
+            targets.len(),
+            indent(&log)
+        )
+    })?;
+    for (i, (target, (outcome, line))) in targets.iter().zip(&outcomes).enumerate() {
+        ensure!(
+            line.starts_with(&format!("{target} ")),
+            "line {} of the connecting pod's output is about another target than {target}: {line:?}",
+            i + 1
+        );
+        let is_control = i < controls.len() || i >= controls.len() + blocked.len();
+        ensure!(
+            !is_control || *outcome == Outcome::Connected,
+            "the client pod could not reach the upstream {target} outside the pod network \
+             ({line:?}), so its failures to reach {blocked:?} would prove nothing; its output:\n{}",
+            indent(&log)
+        );
+    }
+    let blocked_outcomes = outcomes
+        .into_iter()
+        .skip(controls.len())
+        .take(blocked.len())
+        .map(|(outcome, _)| outcome)
+        .collect();
+    Ok((blocked_outcomes, log))
+}
+
+/// The `ADDR outcome` lines of a stored pod log (`<timestamp> <stream> <text>` lines), in order.
+fn parse_outcomes(log: &str) -> Vec<(Outcome, String)> {
+    log.lines()
+        .filter_map(|line| line.splitn(3, ' ').nth(2))
+        .filter_map(|text| {
+            let (addr, rest) = text.split_once(' ')?;
+            addr.parse::<SocketAddr>().ok()?;
+            let outcome = if rest == "connected" {
+                Outcome::Connected
+            } else if rest == "refused" {
+                Outcome::Refused
+            } else if rest.starts_with("unreachable") {
+                Outcome::Unreachable
+            } else {
+                return None;
+            };
+            Some((outcome, text.to_string()))
+        })
+        .collect()
 }
 
 pub fn pods_cannot_reach_each_other(env: &Env) -> Res<()> {
     let api = &env.api;
+    let upstream = Upstream::start(0)?;
     let server = api.launch(json!({
         "image": env.images.testapp,
-        "ports": [8080],
-        "entrypoint": [crate::common::images::TESTAPP_PATH, "http", "8080"],
+        "ports": [PORT],
+        "entrypoint": [crate::common::images::TESTAPP_PATH, "http", PORT.to_string()],
         "keep_warm_seconds": -1,
     }))?;
     api.wait_running(&server.id)?;
-    server.wait_http_ok(8080, "/")?;
+    server.wait_http_ok(PORT, "/")?;
+    let mut targets = Vec::new();
     for v6 in [false, true] {
-        let target = socket(&pod_address(&server.id, v6)?, 8080)?;
+        let target = socket(&pod_address(&server.id, v6)?, PORT)?;
         // The host reaches the pod directly: the address is right and the app listens.
         ensure!(
             TcpStream::connect_timeout(&target, Duration::from_secs(3)).is_ok(),
             "the host cannot reach {target}, so the check below would prove nothing"
         );
-        let (code, out) = connect_from_pod(env, target)?;
+        targets.push(target);
+    }
+    let (outcomes, out) = connect_from_pod(env, &upstream, &targets)?;
+    for (target, outcome) in targets.iter().zip(outcomes) {
         ensure!(
-            code == 4,
-            "another pod reached {target} (exit code {code}): {out}"
+            outcome == Outcome::Unreachable,
+            "another pod reached {target} ({outcome:?}); its output:\n{}",
+            indent(&out)
         );
     }
     Ok(())
 }
 
 pub fn pods_cannot_reach_host_services(env: &Env) -> Res<()> {
+    let upstream = Upstream::start(1)?;
     // A host service on every address, as sshd or a database often is.
     let listener = TcpListener::bind("[::]:0").map_err(|e| format!("bind: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    for gateway in [env.server.gateway_v4(), env.server.gateway_v6()] {
-        let target = socket(&gateway, port)?;
-        let (code, out) = connect_from_pod(env, target)?;
+    let targets = [
+        socket(&env.server.gateway_v4(), port)?,
+        socket(&env.server.gateway_v6()?, port)?,
+    ];
+    let (outcomes, out) = connect_from_pod(env, &upstream, &targets)?;
+    for (target, outcome) in targets.iter().zip(outcomes) {
         ensure!(
-            code == 4,
-            "a pod reached the host service at {target} (exit code {code}): {out}"
+            outcome == Outcome::Unreachable,
+            "a pod reached the host service at {target} ({outcome:?}); its output:\n{}",
+            indent(&out)
         );
         // Checked after a pod ran, when the bridge (and so the gateway address) exists.
         ensure!(
-            TcpStream::connect_timeout(&target, Duration::from_secs(3)).is_ok(),
+            TcpStream::connect_timeout(target, Duration::from_secs(3)).is_ok(),
             "the host itself cannot reach its service at {target}, so the check proves nothing"
         );
     }

@@ -11,6 +11,7 @@ mod isolation;
 mod lifecycle;
 mod logs;
 mod process;
+mod restart;
 mod startup;
 mod validation;
 
@@ -68,6 +69,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "builds::prune_keeps_what_is_used",
             run: builds::prune_keeps_what_is_used,
+        },
+        Case {
+            name: "restart::killed_server_adopts_running_pod",
+            run: restart::killed_server_adopts_running_pod,
         },
         Case {
             name: "isolation::pods_cannot_reach_each_other",
@@ -144,6 +149,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "ingress::unknown_host",
             run: ingress::unknown_host,
+        },
+        Case {
+            name: "ingress::oversized_head_refused",
+            run: ingress::oversized_head_refused,
         },
         Case {
             name: "images::multi_arch_index_runs_amd64",

@@ -37,7 +37,8 @@ impl Suite {
     }
 }
 
-fn testapp_binary() -> Res<PathBuf> {
+/// The testapp binary cargo built for this suite.
+pub fn testapp_binary() -> Res<PathBuf> {
     let path = option_env!("CARGO_BIN_EXE_berth-testapp")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("CARGO_BIN_EXE_berth-testapp").map(PathBuf::from))
@@ -112,11 +113,18 @@ pub fn teardown(suite: &Suite, env: Option<&Env>, tests_failed: bool) -> Vec<Str
         fixtures = env.images.host_fixtures();
     }
 
-    let leaked = leaks::check(&suite.before, &suite.tmp, Duration::from_secs(20));
-    if !leaked.is_empty() {
+    let report = leaks::check(&suite.before, &suite.tmp, Duration::from_secs(20));
+    if !report.probe_errors.is_empty() {
+        problems.push(format!(
+            "the leak check could not look at everything: these probes failed, so leaks of \
+             their kind cannot be ruled out:\n  {}",
+            report.probe_errors.join("\n  ")
+        ));
+    }
+    if !report.leaked.is_empty() {
         problems.push(format!(
             "host state leaked by the server (new since before the suite started):\n  {}",
-            leaked.join("\n  ")
+            report.leaked.join("\n  ")
         ));
     }
 
@@ -133,7 +141,8 @@ pub fn teardown(suite: &Suite, env: Option<&Env>, tests_failed: bool) -> Vec<Str
         };
     }
 
-    let live_mounts = Snapshot::mounts_under(&suite.tmp);
+    let live_mounts =
+        Snapshot::mounts_under(&suite.tmp).unwrap_or_else(|e| vec![format!("(unknown: {e})")]);
     let keep = tests_failed || !problems.is_empty() || std::env::var_os("BERTH_E2E_KEEP").is_some();
     if let Some(env) = env.filter(|_| tests_failed || !problems.is_empty()) {
         eprintln!(
@@ -157,7 +166,7 @@ pub fn teardown(suite: &Suite, env: Option<&Env>, tests_failed: bool) -> Vec<Str
 }
 
 /// Stops every container still listed and waits for each to end; returns their ids.
-fn stop_leftovers(api: &Api) -> Res<Vec<String>> {
+pub fn stop_leftovers(api: &Api) -> Res<Vec<String>> {
     let running = api.list(false)?;
     let ids: Vec<String> = running.into_iter().map(|c| c.id).collect();
     for id in &ids {

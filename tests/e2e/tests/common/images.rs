@@ -439,6 +439,24 @@ pub fn busybox_index_text() -> &'static str {
     BUSYBOX_INDEX
 }
 
+/// The busybox httpd image with a second layer of its own whose `/www/index.html` says `text`:
+/// an image no other test shares a layer with.
+pub fn busybox_with_page(text: &str) -> Res<Image> {
+    let base = busybox_layer()?;
+    let mut page = LayerBuilder::new();
+    page.file("/www/index.html", format!("{text}\n").as_bytes(), 0o644)?;
+    let page = page.finish()?;
+    Image::new(&[&base, &page], busybox_config())
+}
+
+fn busybox_config() -> Value {
+    json!({
+        "Cmd": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+        "ExposedPorts": {"8080/tcp": {}},
+        "Env": ["PATH=/bin"],
+    })
+}
+
 /// Builds every test image and pushes it to `registry`.
 pub fn build_and_push(registry: &Registry, testapp: &Path) -> Res<TestImages> {
     let host = registry.host();
@@ -451,14 +469,7 @@ pub fn build_and_push(registry: &Registry, testapp: &Path) -> Res<TestImages> {
     registry.push("testapp", "validation", &testapp_image)?;
 
     let bb_layer = busybox_layer()?;
-    let busybox_image = Image::new(
-        &[&bb_layer],
-        json!({
-            "Cmd": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
-            "ExposedPorts": {"8080/tcp": {}},
-            "Env": ["PATH=/bin"],
-        }),
-    )?;
+    let busybox_image = Image::new(&[&bb_layer], busybox_config())?;
     registry.push("busybox", "latest", &busybox_image)?;
     // Where `busybox` (docker.io/library/busybox:latest) lands through the mirror.
     registry.push("library/busybox", "latest", &busybox_image)?;

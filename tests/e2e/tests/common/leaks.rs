@@ -2,31 +2,47 @@
 //! mounts, veth pairs, firewall rules, shim processes, cgroups and address leases.
 //!
 //! A snapshot is taken before the suite starts anything; after teardown every new item is a
-//! leak.
+//! leak. A probe that fails (a tool missing or erroring, a file unreadable) sees nothing, so it
+//! cannot vouch for anything: its error fails the check instead of comparing an empty set with
+//! itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{command_output, poll};
+use super::server::{ipam_dir, state_dir_in};
+use super::{command_output, poll, Res};
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     items: BTreeMap<&'static str, BTreeSet<String>>,
+    /// "kind: error" for each probe that failed.
+    errors: Vec<String>,
 }
 
 impl Snapshot {
-    /// Takes a snapshot; `scope` is the suite's temporary directory (mounts under it count).
+    /// Takes a snapshot; `scope` is the suite's temporary directory (mounts under it count,
+    /// and the address leases of every server started in it or in a directory just below it).
     pub fn take(scope: &Path) -> Snapshot {
-        let mut items = BTreeMap::new();
-        items.insert("network namespace", network_namespaces());
-        items.insert("mount", mounts(scope));
-        items.insert("veth link", veth_links());
-        items.insert("iptables rule", firewall_rules());
-        items.insert("berth shim process", shim_processes());
-        items.insert("cgroup", cgroups());
-        items.insert("CNI address lease", cni_leases());
-        Snapshot { items }
+        let probes: [(&'static str, Res<BTreeSet<String>>); 7] = [
+            ("network namespace", network_namespaces()),
+            ("mount", mounts(scope)),
+            ("veth link", veth_links()),
+            ("iptables rule", firewall_rules()),
+            ("berth shim process", shim_processes()),
+            ("cgroup", cgroups()),
+            ("CNI address lease", cni_leases(scope)),
+        ];
+        let mut snapshot = Snapshot::default();
+        for (kind, probe) in probes {
+            match probe {
+                Ok(found) => {
+                    snapshot.items.insert(kind, found);
+                }
+                Err(e) => snapshot.errors.push(format!("{kind}: {e}")),
+            }
+        }
+        snapshot
     }
 
     /// Items present in `self` but not in `before`, as "kind: item" lines.
@@ -43,51 +59,76 @@ impl Snapshot {
         leaks
     }
 
+    /// The probes that failed, as "kind: error" lines.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
     /// Mount points under `scope`, so teardown does not delete through a live mount.
-    pub fn mounts_under(scope: &Path) -> Vec<String> {
+    pub fn mounts_under(scope: &Path) -> Res<Vec<String>> {
         let prefix = scope.display().to_string();
-        read_mounts()
+        Ok(read_mounts()?
             .into_iter()
             .filter(|(_, point, _)| point.starts_with(&prefix))
             .map(|(_, point, _)| point)
-            .collect()
+            .collect())
     }
+}
+
+/// What the leak check found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// "kind: item" for each item new since the first snapshot.
+    pub leaked: Vec<String>,
+    /// Probes that failed, before the suite or at the end: what they watch is unchecked.
+    pub probe_errors: Vec<String>,
 }
 
 /// Waits up to `settle` for leaks to disappear (teardown of a stopped container may finish
-/// just after its state is recorded), then returns what is still leaked.
-pub fn check(before: &Snapshot, scope: &Path, settle: Duration) -> Vec<String> {
-    let mut last = Vec::new();
+/// just after its state is recorded), then reports what is still leaked and every probe that
+/// failed.
+pub fn check(before: &Snapshot, scope: &Path, settle: Duration) -> Report {
+    let mut report = Report::default();
+    report.probe_errors.extend(
+        before
+            .errors()
+            .iter()
+            .map(|e| format!("before the suite started: {e}")),
+    );
+    let mut last = Snapshot::default();
     let clean = poll(settle, Duration::from_millis(500), || {
-        last = Snapshot::take(scope).new_since(before);
-        last.is_empty().then_some(())
+        last = Snapshot::take(scope);
+        (last.errors().is_empty() && last.new_since(before).is_empty()).then_some(())
     });
-    if clean.is_some() {
-        Vec::new()
-    } else {
-        last
+    if clean.is_none() {
+        report.leaked = last.new_since(before);
+        report
+            .probe_errors
+            .extend(last.errors().iter().map(|e| format!("after teardown: {e}")));
     }
+    report
 }
 
-fn lines_or_error(program: &str, args: &[&str]) -> Vec<String> {
-    match command_output(program, args) {
-        Ok(out) => out.lines().map(str::to_string).collect(),
-        // An error is recorded as an item: it then only counts if it is new.
-        Err(e) => vec![format!("(error: {e})")],
-    }
+fn lines(program: &str, args: &[&str]) -> Res<Vec<String>> {
+    Ok(command_output(program, args)?
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
-fn network_namespaces() -> BTreeSet<String> {
-    lines_or_error("ip", &["netns", "list"])
+fn network_namespaces() -> Res<BTreeSet<String>> {
+    Ok(lines("ip", &["netns", "list"])?
         .into_iter()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
+        .collect())
 }
 
 /// (device, mount point, fs type) of every mount.
-fn read_mounts() -> Vec<(String, String, String)> {
-    let text = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    text.lines()
+fn read_mounts() -> Res<Vec<(String, String, String)>> {
+    let text =
+        std::fs::read_to_string("/proc/mounts").map_err(|e| format!("read /proc/mounts: {e}"))?;
+    Ok(text
+        .lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             Some((
@@ -96,12 +137,12 @@ fn read_mounts() -> Vec<(String, String, String)> {
                 f.next()?.to_string(),
             ))
         })
-        .collect()
+        .collect())
 }
 
-fn mounts(scope: &Path) -> BTreeSet<String> {
+fn mounts(scope: &Path) -> Res<BTreeSet<String>> {
     let scope = scope.display().to_string();
-    read_mounts()
+    Ok(read_mounts()?
         .into_iter()
         .filter(|(dev, point, fstype)| {
             fstype == "overlay"
@@ -111,31 +152,31 @@ fn mounts(scope: &Path) -> BTreeSet<String> {
                 || point.contains("berth")
         })
         .map(|(dev, point, fstype)| format!("{dev} on {point} type {fstype}"))
-        .collect()
+        .collect())
 }
 
-fn veth_links() -> BTreeSet<String> {
+fn veth_links() -> Res<BTreeSet<String>> {
     // "12: veth1234@if3: <BROADCAST,...> mtu 1500 ..." -> "veth1234"
-    lines_or_error("ip", &["-o", "link", "show", "type", "veth"])
+    Ok(lines("ip", &["-o", "link", "show", "type", "veth"])?
         .into_iter()
         .filter_map(|l| {
             let name = l.split_whitespace().nth(1)?;
             Some(name.trim_end_matches(':').split('@').next()?.to_string())
         })
-        .collect()
+        .collect())
 }
 
-fn firewall_rules() -> BTreeSet<String> {
+fn firewall_rules() -> Res<BTreeSet<String>> {
     let mut rules = BTreeSet::new();
     for (family, program) in [("v4", "iptables-save"), ("v6", "ip6tables-save")] {
-        for line in lines_or_error(program, &[]) {
+        for line in lines(program, &[])? {
             let lower = line.to_ascii_lowercase();
             if lower.contains("cni") || lower.contains("berth") {
                 rules.insert(format!("{family} {}", strip_counters(&line)));
             }
         }
     }
-    rules
+    Ok(rules)
 }
 
 /// Drops packet counters like `[12:3456]` so a chain seen twice compares equal.
@@ -152,11 +193,9 @@ fn strip_counters(line: &str) -> String {
         .join(" ")
 }
 
-fn shim_processes() -> BTreeSet<String> {
+fn shim_processes() -> Res<BTreeSet<String>> {
     let mut shims = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return shims;
-    };
+    let entries = std::fs::read_dir("/proc").map_err(|e| format!("list /proc: {e}"))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -165,6 +204,7 @@ fn shim_processes() -> BTreeSet<String> {
         else {
             continue;
         };
+        // A process that exited since the listing has no cmdline any more: nothing to report.
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
@@ -180,14 +220,17 @@ fn shim_processes() -> BTreeSet<String> {
             shims.insert(format!("pid {pid}: {}", argv.join(" ")));
         }
     }
-    shims
+    Ok(shims)
 }
 
 /// cgroup directories named after berth or a pod, in any hierarchy.
-fn cgroups() -> BTreeSet<String> {
+fn cgroups() -> Res<BTreeSet<String>> {
+    const ROOT: &str = "/sys/fs/cgroup";
+    std::fs::read_dir(ROOT).map_err(|e| format!("list {ROOT}: {e}"))?;
     let mut found = BTreeSet::new();
-    let mut stack: Vec<(PathBuf, usize)> = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    let mut stack: Vec<(PathBuf, usize)> = vec![(PathBuf::from(ROOT), 0)];
     while let Some((dir, depth)) = stack.pop() {
+        // A cgroup removed during the walk is no leak.
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
@@ -205,26 +248,50 @@ fn cgroups() -> BTreeSet<String> {
             }
         }
     }
-    found
+    Ok(found)
 }
 
-/// host-local IPAM leases in the default data directory.
-fn cni_leases() -> BTreeSet<String> {
-    let mut leases = BTreeSet::new();
-    let Ok(networks) = std::fs::read_dir("/var/lib/cni/networks") else {
-        return leases;
-    };
-    for network in networks.flatten() {
-        let Ok(files) = std::fs::read_dir(network.path()) else {
-            continue;
-        };
-        for file in files.flatten() {
-            let name = file.file_name().to_string_lossy().into_owned();
-            if name == "lock" || name.starts_with("last_reserved_ip") {
-                continue;
-            }
-            leases.insert(file.path().display().to_string());
+/// The IPAM directories of the servers the suite starts: the shared server's in `scope`,
+/// and those of extra servers each started in a directory of its own just below it.
+fn ipam_dirs(scope: &Path) -> Res<Vec<PathBuf>> {
+    let mut dirs = vec![ipam_dir(&state_dir_in(scope))];
+    let entries = std::fs::read_dir(scope).map_err(|e| format!("list {}: {e}", scope.display()))?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            dirs.push(ipam_dir(&state_dir_in(&entry.path())));
         }
     }
-    leases
+    Ok(dirs)
+}
+
+/// The host-local IPAM leases held for pods: one file per address, named after it, in each
+/// network's directory under a server's IPAM directory. A directory that does not exist (yet)
+/// holds none; one that cannot be read fails the probe.
+fn cni_leases(scope: &Path) -> Res<BTreeSet<String>> {
+    let mut leases = BTreeSet::new();
+    for dir in ipam_dirs(scope)? {
+        let networks = match std::fs::read_dir(&dir) {
+            Ok(networks) => networks,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("list {}: {e}", dir.display())),
+        };
+        for network in networks {
+            let network = network.map_err(|e| format!("list {}: {e}", dir.display()))?;
+            if !network.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = network.path();
+            let files =
+                std::fs::read_dir(&path).map_err(|e| format!("list {}: {e}", path.display()))?;
+            for file in files {
+                let file = file.map_err(|e| format!("list {}: {e}", path.display()))?;
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name == "lock" || name.starts_with("last_reserved_ip") {
+                    continue;
+                }
+                leases.insert(file.path().display().to_string());
+            }
+        }
+    }
+    Ok(leases)
 }

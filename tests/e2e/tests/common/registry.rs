@@ -201,6 +201,40 @@ impl Registry {
         Ok(digest)
     }
 
+    /// Deletes the manifest `digest` of `name`, and so every tag pointing at it: pulls of it
+    /// fail from then on, while the rest of the registry serves on.
+    pub fn delete_manifest(&self, name: &str, digest: &str) -> Res<()> {
+        let url = format!("http://{}/v2/{name}/manifests/{digest}", self.addr);
+        let resp = self
+            .http
+            .delete(&url)
+            .send()
+            .with_ctx(|| format!("DELETE {url}"))?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(format!(
+                "DELETE {url} answered {}: {}",
+                resp.status(),
+                resp.text().unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The status a pull's first request, `GET` of the manifest `name:reference`, gets.
+    pub fn manifest_status(&self, name: &str, reference: &str) -> Res<StatusCode> {
+        let url = format!("http://{}/v2/{name}/manifests/{reference}", self.addr);
+        let resp = self
+            .http
+            .get(&url)
+            .header(
+                reqwest::header::ACCEPT,
+                format!("{MEDIA_MANIFEST}, {MEDIA_INDEX}"),
+            )
+            .send()
+            .with_ctx(|| format!("GET {url}"))?;
+        Ok(resp.status())
+    }
+
     /// Stops the registry process (SIGTERM, then SIGKILL).
     pub fn stop(&self) {
         let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());

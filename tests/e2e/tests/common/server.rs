@@ -1,6 +1,5 @@
 //! The real `berth server` process under test.
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,6 +18,33 @@ pub const STOP_TIMEOUT_SECONDS: u64 = 3;
 
 /// Proxy settings must never send loopback traffic (registry, API, ingress) elsewhere.
 pub const NO_PROXY: &str = "127.0.0.1,localhost,::1,.berth.test";
+
+/// A test server's pod network: its bridge and pod subnets.
+#[derive(Debug, Clone, Copy)]
+pub struct PodNetwork {
+    pub bridge: &'static str,
+    pub subnet_v4: &'static str,
+    /// `None` starts the server with `--pod-subnet-v6 none`.
+    pub subnet_v6: Option<&'static str>,
+}
+
+/// The network of the suite's shared server.
+pub const SUITE_NETWORK: PodNetwork = PodNetwork {
+    bridge: BRIDGE,
+    subnet_v4: POD_SUBNET_V4,
+    subnet_v6: Some(POD_SUBNET_V6),
+};
+
+/// Where a server started in `dir` keeps its state.
+pub fn state_dir_in(dir: &Path) -> PathBuf {
+    dir.join("state")
+}
+
+/// Where berth's host-local IPAM keeps the address leases of a server's pods: `ipam.dataDir`
+/// is `<state dir>/net/ipam` (crates/berth-net/src/cni.rs), one directory per CNI network.
+pub fn ipam_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("net").join("ipam")
+}
 
 /// The berth binary: `$BERTH_BIN`, else `debug/berth` in the cargo target directory.
 pub fn berth_bin() -> Res<PathBuf> {
@@ -55,6 +81,11 @@ pub struct Server {
     pub token: String,
     /// The gateway URL written to the profile.
     pub gateway: String,
+    pub network: PodNetwork,
+    /// The registry spoken to over plain HTTP, which also mirrors Docker Hub.
+    registry: String,
+    /// The working directory the server runs in.
+    dir: PathBuf,
     child: Mutex<Option<Child>>,
 }
 
@@ -73,67 +104,96 @@ impl Server {
     /// The host's address on the pod bridge (host-local gives the subnet's first address to
     /// the gateway).
     pub fn gateway_v4(&self) -> String {
-        POD_SUBNET_V4.replace(".0/16", ".1")
+        self.network.subnet_v4.replace(".0/16", ".1")
     }
 
-    pub fn gateway_v6(&self) -> String {
-        POD_SUBNET_V6.replace("::/64", "::1")
+    pub fn gateway_v6(&self) -> Res<String> {
+        self.network
+            .subnet_v6
+            .map(|subnet| subnet.replace("::/64", "::1"))
+            .ok_or_else(|| {
+                format!(
+                    "the server on {} has no IPv6 pod subnet",
+                    self.network.bridge
+                )
+            })
     }
 
-    /// Starts `berth server` with everything under `dir` and waits until `/healthz` answers and
-    /// the client profile holds a token. `registry` (HOST:PORT) is spoken to over plain HTTP and
-    /// mirrors Docker Hub.
+    /// Starts the suite's server: see `start_with`.
     pub fn start(dir: &Path, registry: &str) -> Res<Server> {
-        let bin = berth_bin()?;
-        let api = loopback(free_port()?);
-        let ingress = loopback(free_port()?);
-        let state_dir = dir.join("state");
-        let profile = dir.join("profile.json");
-        let log = dir.join("server.log");
-        let out = File::create(&log).ctx("create server log")?;
-        let err = out.try_clone().ctx("clone server log handle")?;
-        let mut cmd = Command::new(&bin);
-        cmd.arg("server")
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .args(["--api-listen", &api.to_string()])
-            .args(["--ingress-listen", &ingress.to_string()])
-            .args(["--domain", DOMAIN])
-            .args(["--insecure-registry", registry])
-            .args(["--registry-mirror", &format!("docker.io={registry}")])
-            .args(["--stop-timeout", &STOP_TIMEOUT_SECONDS.to_string()])
-            .args(["--pod-subnet-v4", POD_SUBNET_V4])
-            .args(["--pod-subnet-v6", POD_SUBNET_V6])
-            .args(["--bridge", BRIDGE])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = server_env(&mut cmd, &profile)
-            .spawn()
-            .with_ctx(|| format!("start {} server", bin.display()))?;
+        Server::start_with(dir, registry, SUITE_NETWORK)
+    }
+
+    /// Starts `berth server` with everything under `dir` and its pods on `network`, and waits
+    /// until `/healthz` answers and the client profile holds a token. `registry` (HOST:PORT) is
+    /// spoken to over plain HTTP and mirrors Docker Hub.
+    pub fn start_with(dir: &Path, registry: &str, network: PodNetwork) -> Res<Server> {
         let mut server = Server {
-            bin,
-            api,
-            ingress,
-            state_dir,
-            profile,
-            log,
+            bin: berth_bin()?,
+            api: loopback(free_port()?),
+            ingress: loopback(free_port()?),
+            state_dir: state_dir_in(dir),
+            profile: dir.join("profile.json"),
+            log: dir.join("server.log"),
             token: String::new(),
             gateway: String::new(),
-            child: Mutex::new(Some(child)),
+            network,
+            registry: registry.to_string(),
+            dir: dir.to_path_buf(),
+            child: Mutex::new(None),
         };
-        server.wait_ready().map_err(|e| {
-            format!(
-                "{e}\nlast lines of the server log {}:\n{}",
-                server.log.display(),
-                server.log_tail(40)
-            )
-        })?;
+        let child = server.spawn(false)?;
+        *server.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        let (token, gateway) = server.wait_ready().map_err(|e| server.with_log(e))?;
+        server.token = token;
+        server.gateway = gateway;
         Ok(server)
     }
 
-    fn wait_ready(&mut self) -> Res<()> {
+    /// Starts the process with this server's configuration; `append` keeps the log of an
+    /// earlier run of it.
+    fn spawn(&self, append: bool) -> Res<Child> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&self.log)
+            .ctx("open server log")?;
+        let err = out.try_clone().ctx("clone server log handle")?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("server")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["--api-listen", &self.api.to_string()])
+            .args(["--ingress-listen", &self.ingress.to_string()])
+            .args(["--domain", DOMAIN])
+            .args(["--insecure-registry", &self.registry])
+            .args(["--registry-mirror", &format!("docker.io={}", self.registry)])
+            .args(["--stop-timeout", &STOP_TIMEOUT_SECONDS.to_string()])
+            .args(["--pod-subnet-v4", self.network.subnet_v4])
+            .args(["--pod-subnet-v6", self.network.subnet_v6.unwrap_or("none")])
+            .args(["--bridge", self.network.bridge])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        server_env(&mut cmd, &self.profile)
+            .spawn()
+            .with_ctx(|| format!("start {} server", self.bin.display()))
+    }
+
+    /// `error` with the end of the server log, for failure messages.
+    pub fn with_log(&self, error: String) -> String {
+        format!(
+            "{error}\nlast lines of the server log {}:\n{}",
+            self.log.display(),
+            self.log_tail(40)
+        )
+    }
+
+    /// Waits for `/healthz` and the client profile; returns (token, gateway) from the profile.
+    fn wait_ready(&self) -> Res<(String, String)> {
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(5))
@@ -170,8 +230,49 @@ impl Server {
                 self.profile.display()
             ));
         }
-        self.token = token;
-        self.gateway = gateway;
+        Ok((token, gateway))
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&self) -> bool {
+        let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kills the server with SIGKILL, as a crash or the OOM killer would: it gets no chance to
+    /// clean up. Fails if it was not running.
+    pub fn kill(&self) -> Res<()> {
+        let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let mut child = guard.take().ok_or("the server is not running")?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the server had already exited ({status})"));
+        }
+        child.kill().ctx("SIGKILL the server")?;
+        child.wait().ctx("reap the killed server")?;
+        Ok(())
+    }
+
+    /// Starts the server again after it ended, on the same state directory, ports and network,
+    /// and waits until it is ready with the same admin token.
+    pub fn restart(&self) -> Res<()> {
+        {
+            let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(child) = guard.as_mut() {
+                if matches!(child.try_wait(), Ok(None)) {
+                    return Err("restart: the server is still running".into());
+                }
+            }
+            *guard = Some(self.spawn(true)?);
+        }
+        let (token, _) = self.wait_ready().map_err(|e| self.with_log(e))?;
+        if token != self.token {
+            return Err(self.with_log(format!(
+                "the restarted server has another admin token than before ({token:?}, was {:?})",
+                self.token
+            )));
+        }
         Ok(())
     }
 

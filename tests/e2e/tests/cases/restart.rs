@@ -1,0 +1,171 @@
+//! A server that dies (SIGKILL: no cleanup) and starts again on the same state adopts the pods
+//! that kept running meanwhile.
+//!
+//! This runs a server of its own (own state directory, ports, bridge and pod subnet), so
+//! killing it disturbs no other test.
+
+use std::time::Duration;
+
+use berth_api::{Container, ContainerStatus};
+use serde_json::json;
+
+use super::{testapp_spec, with};
+use crate::common::client::{parse_json, Api};
+use crate::common::harness::{link_exists, stop_leftovers, Env};
+use crate::common::server::{PodNetwork, Server};
+use crate::common::{command_output, indent, poll, random_hex, Context, Res};
+use crate::ensure;
+
+/// Apart from the suite's network and from the other test servers' (startup.rs, bench/).
+const NETWORK: PodNetwork = PodNetwork {
+    bridge: "berthtest2",
+    subnet_v4: "10.215.0.0/16",
+    subnet_v6: None,
+};
+
+pub fn killed_server_adopts_running_pod(env: &Env) -> Res<()> {
+    ensure!(
+        !link_exists(NETWORK.bridge),
+        "precondition: the bridge {} already exists",
+        NETWORK.bridge
+    );
+    let suite_tmp = env
+        .server
+        .state_dir
+        .parent()
+        .ok_or("the server's state directory has no parent")?;
+    let dir = suite_tmp.join(format!("restart-server-{}", random_hex(4)));
+    std::fs::create_dir_all(&dir).with_ctx(|| format!("create {}", dir.display()))?;
+    let server = Server::start_with(&dir, &env.registry.host(), NETWORK)?;
+    let api = Api::new(&server)?;
+    let outcome = adopt_after_kill(env, &server, &api);
+    let cleanup = shut_down(&server, &api);
+    match (outcome, cleanup) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) => Err(server.with_log(e)),
+        (Ok(()), Err(c)) => Err(server.with_log(c)),
+        (Err(e), Err(c)) => Err(server.with_log(format!("{e}\nand cleaning up: {c}"))),
+    }
+}
+
+fn adopt_after_kill(env: &Env, server: &Server, api: &Api) -> Res<()> {
+    let pod = api.launch(with(
+        testapp_spec(env, &["http", "8080"]),
+        "keep_warm_seconds",
+        json!(-1),
+    ))?;
+    let before = api.wait_running(&pod.id)?;
+    let id = pod.id.as_str();
+    let before_kill = format!("/before-kill-{}", random_hex(4));
+    let body = pod.wait_http_ok(8080, &before_kill)?;
+    ensure!(
+        body.contains(&format!("BERTH_CONTAINER_ID={id}\n")),
+        "{id} did not answer its own URL: {body:?}"
+    );
+    wait_logged(api, id, &before_kill)?;
+
+    server.kill()?;
+    server.restart()?;
+
+    // The same container, still RUNNING, started when it was: adopted, not replaced.
+    let after = api.get(id)?;
+    ensure!(
+        after.status == ContainerStatus::Running && after.started_at == before.started_at,
+        "after the restart {id} is {} (started_at {:?}, was {:?}), expected the same RUNNING \
+         container\n{}",
+        after.status,
+        after.started_at,
+        before.started_at,
+        pod.describe()
+    );
+    let out = api.cli(&["container", "list", "--format", "json"])?;
+    ensure!(
+        out.status.success(),
+        "berth container list after the restart failed:\n{}",
+        out.show()
+    );
+    let listed: Vec<Container> = parse_json(&out.stdout, "a JSON array of containers")?;
+    let stub: Vec<&Container> = listed
+        .iter()
+        .filter(|c| c.stub_id == before.stub_id)
+        .collect();
+    ensure!(
+        stub.len() == 1 && stub[0].id == id && stub[0].status == ContainerStatus::Running,
+        "after the restart `berth container list` should show {id} RUNNING as its stub's only \
+         container; it shows:\n{}",
+        indent(&out.stdout)
+    );
+
+    // Its URL answers through the new server's ingress, from the same container.
+    let after_restart = format!("/after-restart-{}", random_hex(4));
+    let body = pod.wait_http_ok(8080, &after_restart)?;
+    ensure!(
+        body.contains(&format!("BERTH_CONTAINER_ID={id}\n")),
+        "after the restart {} was answered by another container: {body:?}",
+        pod.url(8080)?
+    );
+
+    // The log written before the kill is still there, through the API and the CLI; the app
+    // started once (it was not restarted); what it writes now is still collected.
+    let logs = wait_logged(api, id, &after_restart)?;
+    ensure!(
+        logs.contains(&before_kill),
+        "after the restart the log of {id} lacks the line written before the kill \
+         ({before_kill}):\n{}",
+        indent(&logs)
+    );
+    let starts = logs.matches("listening on").count();
+    ensure!(
+        starts == 1,
+        "the app of {id} logged {starts} starts, expected 1 (it must keep running across the \
+         restart):\n{}",
+        indent(&logs)
+    );
+    let out = api.cli(&["container", "logs", id])?;
+    ensure!(
+        out.status.success() && out.stdout.contains(&before_kill),
+        "berth container logs {id} after the restart lacks the line written before the kill \
+         ({before_kill}):\n{}",
+        out.show()
+    );
+    Ok(())
+}
+
+/// Polls the API log of `id` until it contains `needle`; returns the log.
+fn wait_logged(api: &Api, id: &str, needle: &str) -> Res<String> {
+    let mut last = String::new();
+    poll(Duration::from_secs(10), Duration::from_millis(250), || {
+        last = api.logs(id).unwrap_or_else(|e| e);
+        last.contains(needle).then(|| last.clone())
+    })
+    .ok_or_else(|| {
+        format!(
+            "the log of {id} never showed {needle}; it holds:\n{}",
+            indent(&last)
+        )
+    })
+}
+
+/// Stops every pod of the test server and the server itself (starting it again first if it is
+/// down, since only a server can stop its pods), and checks that it removed its bridge.
+fn shut_down(server: &Server, api: &Api) -> Res<()> {
+    if !server.is_running() {
+        server.restart()?;
+    }
+    let stopped = stop_leftovers(api);
+    let exited = server.stop();
+    let bridge_gone = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        (!link_exists(NETWORK.bridge)).then_some(())
+    });
+    if bridge_gone.is_none() {
+        let _ = command_output("ip", &["link", "del", NETWORK.bridge]);
+    }
+    stopped?;
+    exited?;
+    ensure!(
+        bridge_gone.is_some(),
+        "the test server left its bridge {} after a clean stop with no pods",
+        NETWORK.bridge
+    );
+    Ok(())
+}
