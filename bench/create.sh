@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Pod start benchmark: from the create request to the first HTTP 200 through the pod URL, for a
+# busybox httpd image already in the server's store (one untimed warm-up run pulls it first).
+# BENCH_RUNS runs (default 10), each a pod of its own, stopped before the next; prints
+# min / median / max in ms. If podman is installed, the same for
+#   podman run -d --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 -p PORT:80
+# with the same image, and the ratio berth / podman of the medians.
+# Starts its own registry (docker-registry, the image pushed with skopeo) and its own berth
+# server (temporary state, its own ports, subnet and bridge); stops every pod and container it
+# made and removes everything else. Needs root and scripts/install.sh --deps-only.
+#   BERTH=path/to/berth BENCH_RUNS=10 bench/create.sh   (default BERTH: target/release/berth)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${BERTH:-target/release/berth}
+runs=${BENCH_RUNS:-10}
+[ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth) or set BERTH" >&2; exit 1; }
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive number, not $runs" >&2; exit 1; }
+for tool in docker-registry skopeo curl python3; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing: bash scripts/install.sh --deps-only" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+api=127.0.0.1:17481
+ingress_port=17482
+registry=127.0.0.1:17483
+podman_port=17484
+bridge=berthbench1
+image=$registry/bench/busybox-httpd:latest
+pods=()
+podman_cids=()
+podman_pulled=
+
+api_call() { # api_call METHOD PATH [JSON-BODY] -> response body on stdout
+    local args=(-sS -X "$1" -H "Authorization: Bearer $token" "http://$api$2")
+    [ $# -ge 3 ] && args+=(-H 'content-type: application/json' -d "$3")
+    curl "${args[@]}"
+}
+
+json_field() { # json_field EXPR < JSON: prints EXPR evaluated on the parsed document `d`
+    python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
+}
+
+stop_pod() { # stop_pod ID: stops it and waits until it has ended
+    api_call POST "/v1/containers/$1/stop" '{}' >/dev/null || return 0
+    for _ in $(seq 300); do
+        case $(api_call GET "/v1/containers/$1" | json_field 'd["status"]' 2>/dev/null) in
+            STOPPED|EXITED|FAILED|OOM_KILLED|"") return 0 ;;
+        esac
+        sleep 0.1
+    done
+    echo "warning: $1 did not stop within 30s" >&2
+}
+
+cleanup() {
+    set +e
+    for cid in "${podman_cids[@]}"; do podman rm -f -t 0 "$cid" >/dev/null 2>&1; done
+    [ -n "$podman_pulled" ] && podman rmi -f "$image" >/dev/null 2>&1
+    if [ -n "${server:-}" ]; then
+        # The server leaves running pods running when it stops: stop them first.
+        for id in "${pods[@]}"; do stop_pod "$id"; done
+        kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    fi
+    [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+    if grep -q " $work" /proc/mounts; then
+        echo "warning: mounts still live under $work; leaving it" >&2
+    else
+        rm -rf "$work"
+    fi
+    ip link show "$bridge" >/dev/null 2>&1 && echo "warning: the bridge $bridge is still there" >&2
+}
+trap cleanup EXIT
+
+echo "=> Registry and image"
+mkdir -p "$work/registry"
+cat >"$work/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry/storage
+http:
+  addr: $registry
+EOF
+docker-registry serve "$work/registry/config.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "http://$registry/v2/" >/dev/null || { cat "$work/registry.log" >&2; exit 1; }
+
+# A one-layer OCI image: busybox-static serving /www on port 80.
+root=$work/rootfs
+mkdir -p "$root/bin" "$root/www" "$root/tmp" "$root/etc"
+cp /bin/busybox "$root/bin/busybox"
+for applet in sh httpd; do ln -s busybox "$root/bin/$applet"; done
+echo "hello from the create benchmark" >"$root/www/index.html"
+echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+chmod 1777 "$root/tmp"
+oci=$work/oci
+mkdir -p "$oci/blobs/sha256"
+tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
+diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+gzip -n -1 "$work/layer.tar"
+blob() { # blob FILE -> "digest size", and stores the file as a blob of the layout
+    local hex size
+    hex=$(sha256sum "$1" | cut -d' ' -f1)
+    size=$(stat -c %s "$1")
+    cp "$1" "$oci/blobs/sha256/$hex"
+    echo "sha256:$hex $size"
+}
+read -r layer_digest layer_size < <(blob "$work/layer.tar.gz")
+case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+cat >"$work/config.json" <<EOF
+{"architecture": "$arch", "os": "linux",
+ "config": {"Cmd": ["/bin/httpd", "-f", "-p", "80", "-h", "/www"], "Env": ["PATH=/bin"],
+            "ExposedPorts": {"80/tcp": {}}},
+ "rootfs": {"type": "layers", "diff_ids": ["sha256:$diff_id"]}}
+EOF
+read -r config_digest config_size < <(blob "$work/config.json")
+cat >"$work/manifest.json" <<EOF
+{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+ "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "$config_digest", "size": $config_size},
+ "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "$layer_digest", "size": $layer_size}]}
+EOF
+read -r manifest_digest manifest_size < <(blob "$work/manifest.json")
+echo '{"imageLayoutVersion": "1.0.0"}' >"$oci/oci-layout"
+cat >"$oci/index.json" <<EOF
+{"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+ "digest": "$manifest_digest", "size": $manifest_size,
+ "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}
+EOF
+skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:latest" "docker://$image"
+
+echo "=> berth server ($bin)"
+BERTH_PROFILE=$work/profile.json "$bin" server --state-dir "$work/state" --api-listen "$api" \
+    --ingress-listen "127.0.0.1:$ingress_port" --domain berth.bench --insecure-registry "$registry" \
+    --stop-timeout 1 --pod-subnet-v4 10.217.0.0/16 --pod-subnet-v6 none --bridge "$bridge" \
+    >"$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 100); do curl -fsS "http://$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "http://$api/healthz" >/dev/null || { tail -20 "$work/server.log" >&2; exit 1; }
+token=$(cat "$work/state/admin-token")
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+first_200() { # first_200 URL [CURL-ARGS...]: polls until URL answers 200 (60 s at most)
+    local url=$1 deadline=$(($(now_us) + 60000000))
+    shift
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url")" = 200 ]; do
+        [ "$(now_us)" -lt "$deadline" ] || { echo "no 200 from $url within 60s" >&2; return 1; }
+    done
+}
+
+berth_run() { # berth_run TAG: sets run_ms, the ms from the create request to the first 200
+    local start created id url
+    start=$(now_us)
+    created=$(api_call POST /v1/containers \
+        "{\"image\": \"$image\", \"ports\": [80], \"keep_warm_seconds\": -1, \"env\": {\"BENCH_RUN\": \"$1-$$\"}}")
+    id=$(json_field 'd["id"]' <<<"$created") || { echo "create failed: $created" >&2; return 1; }
+    pods+=("$id")
+    url=$(json_field 'd["urls"][0]' <<<"$created")
+    first_200 "$url" --connect-to "::127.0.0.1:" || { api_call GET "/v1/containers/$id" >&2; return 1; }
+    run_ms=$((($(now_us) - start) / 1000))
+    stop_pod "$id"
+}
+
+podman_run() { # podman_run: sets run_ms, the ms from podman run to the first 200
+    local start cid
+    start=$(now_us)
+    cid=$(podman run -d --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+        -p "127.0.0.1:$podman_port:80" "$image")
+    podman_cids+=("$cid")
+    first_200 "http://127.0.0.1:$podman_port/"
+    run_ms=$((($(now_us) - start) / 1000))
+    podman rm -f -t 0 "$cid" >/dev/null
+}
+
+stats() { # stats < numbers -> "min median max"
+    sort -n | awk '{a[NR] = $1} END {
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        printf "%d %.1f %d\n", a[1], m, a[NR]}'
+}
+
+echo "=> berth: a warm-up run (pulls the image), then $runs runs"
+berth_run warmup
+berth_times=()
+for i in $(seq "$runs"); do
+    berth_run "$i"
+    berth_times+=("$run_ms")
+done
+read -r b_min b_med b_max < <(printf '%s\n' "${berth_times[@]}" | stats)
+
+podman_line="podman not installed: no ratio"
+if command -v podman >/dev/null; then
+    echo "=> podman: pull, a warm-up run, then $runs runs"
+    podman pull -q --tls-verify=false "$image" >/dev/null
+    podman_pulled=1
+    podman_run
+    podman_times=()
+    for _ in $(seq "$runs"); do
+        podman_run
+        podman_times+=("$run_ms")
+    done
+    read -r p_min p_med p_max < <(printf '%s\n' "${podman_times[@]}" | stats)
+    podman_line=$(awk -v b="$b_med" -v p="$p_med" -v min="$p_min" -v max="$p_max" 'BEGIN {
+        printf "podman run -> first 200:   min %6d  median %8.1f  max %6d ms\n", min, p, max
+        printf "ratio berth / podman (medians): %.2fx", b / p}')
+fi
+
+echo
+echo "create -> first HTTP 200, cached busybox httpd image, $runs runs ($bin)"
+printf 'berth create -> first 200:  min %6d  median %8.1f  max %6d ms\n' "$b_min" "$b_med" "$b_max"
+echo "$podman_line"
