@@ -1,7 +1,7 @@
 //! Pod networking: one network namespace per pod, wired by the standard CNI plugins
 //! (`loopback`, then `bridge` with `host-local` addresses, dual-stack, egress NAT).
 //!
-//! Only this crate calls CNI plugins or touches iptables (through them).
+//! Only this crate calls CNI plugins or touches iptables (through them, and the host guard).
 
 mod cni;
 mod command;

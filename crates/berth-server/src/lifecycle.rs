@@ -712,7 +712,8 @@ impl<N: Node> RouteMiss for Lifecycle<N> {
                     return Some(route);
                 }
                 if !self.stub_is_starting(&pod.stub_id).await {
-                    return None;
+                    // It may have become routable between the lookup and the check.
+                    return self.routes.lookup(&pod.stub_id, pod.port);
                 }
                 tokio::time::sleep(START_WAIT_INTERVAL).await;
             }
