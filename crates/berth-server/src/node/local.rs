@@ -138,7 +138,17 @@ impl LocalNode {
             runtime_root: runtime.root().to_path_buf(),
             cgroups_path: Sandboxes::cgroups_path(id),
         };
-        shim::launch(&self.shim_exe, &shim_config)?;
+        if let Err(error) = shim::launch(&self.shim_exe, &shim_config) {
+            // The sandbox is whole; a shim that failed leaves it (and runtime state) behind.
+            return Err(match self.sandboxes.remove(id) {
+                Ok(()) => error.into(),
+                Err(cleanup) => NodeError::WithCleanup {
+                    action: "starting the container".into(),
+                    error: Box::new(error.into()),
+                    cleanup: Box::new(cleanup),
+                },
+            });
+        }
         let ports = if req.ports.is_empty() {
             config.exposed_ports.clone()
         } else {
@@ -208,17 +218,8 @@ impl Node for Arc<LocalNode> {
         let node = self.clone();
         let id = req.container_id.clone();
         let started = tokio::task::spawn_blocking(move || {
-            node.start_blocking(&req).map_err(|error| {
-                // The sandbox undoes itself; a shim that failed leaves runtime state behind.
-                match node.sandboxes.remove(&req.container_id) {
-                    Ok(()) => error,
-                    Err(cleanup) => NodeError::WithCleanup {
-                        action: "starting the container".into(),
-                        error: Box::new(error),
-                        cleanup: Box::new(cleanup),
-                    },
-                }
-            })
+            // On error each step has undone itself: nothing of the container is left.
+            node.start_blocking(&req)
         })
         .await
         .map_err(NodeError::task("the start"))??;
