@@ -12,6 +12,7 @@ pub enum ErrorCode {
     Unauthenticated,
     NotFound,
     Conflict,
+    PayloadTooLarge,
     Internal,
 }
 
@@ -22,6 +23,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Internal => 500,
         }
     }

@@ -2,14 +2,20 @@
 //!
 //! Nothing here depends on other berth crates: this is the contract of the HTTP API.
 
+mod deployment;
 mod error;
 mod image;
+mod profile;
 mod quantity;
+mod resources;
 mod types;
 
+pub use deployment::*;
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
 pub use image::*;
+pub use profile::{default_profile_path, ClientProfile, PROFILE_ENV};
 pub use quantity::{parse_cpu_millis, parse_memory_mib, QuantityError};
+pub use resources::*;
 pub use types::*;
 
 /// Default keep-warm period of a pod: ten minutes without connections.

@@ -36,6 +36,35 @@ pub struct CreateContainerRequest {
     /// Seconds without connections before the pod stops; -1 never, 0 as soon as idle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_warm_seconds: Option<i64>,
+    /// Named directories on the node that outlive pods, created on first use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+    /// Names of stored secrets, each passed as an environment variable of the same name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// An uploaded code archive (`sha256:<hex>`), mounted read-only at `/mnt/code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The entrypoint's working directory; the image's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// A GPU type; refused on a node without GPUs rather than ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// Require an access token on the pod's URL (not supported yet: refused, never ignored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authorized: bool,
+}
+
+/// Where the synced working directory appears in a pod.
+pub const CODE_MOUNT_PATH: &str = "/mnt/code";
+
+/// `Volume(name="data", mount_path="/data")`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    pub name: String,
+    pub mount_path: String,
 }
 
 /// Where a container is in its life. Terminal states: `stopped`, `exited`, `oom_killed`, `failed`.

@@ -44,6 +44,6 @@ pub use host::{parse_pod_host, PodHost};
 pub use ingress::Ingress;
 pub use listener::Listener;
 pub use metrics::ProxyMetrics;
-pub use route::RouteMiss;
+pub use route::{MissOutcome, RouteMiss};
 pub use routes::{Route, RouteTable};
 pub use serve::serve;

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use crate::route::RouteError;
@@ -26,13 +26,26 @@ pub(crate) enum ProxyError {
 impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
+            Self::Client(RouteError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Client(_) => StatusCode::NOT_FOUND,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
     pub(crate) fn into_response(self) -> Response<Body> {
-        text(self.status(), format!("{self}\n"))
+        let retry_after = match &self {
+            Self::Client(RouteError::Unavailable {
+                retry_after_seconds,
+                ..
+            }) => Some(*retry_after_seconds),
+            _ => None,
+        };
+        let mut resp = text(self.status(), format!("{self}\n"));
+        if let Some(seconds) = retry_after {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        resp
     }
 }
 

@@ -12,13 +12,25 @@ use crate::{parse_pod_host, PodHost, Route};
 /// Asked when a request names a pod host (`<stub-id>-<port>.<domain>`) but the route table
 /// has no container serving it, e.g. because the stub's pod is stopped.
 ///
-/// The request waits for the answer: `Some(route)` is used for this request as if the table
-/// had held it (the implementation should also insert it in the table, so later requests
-/// skip the hook, and it should serve `pod.port`); `None` answers the usual 404. Concurrent
-/// requests for the same stub each call the hook, so an implementation that starts pods must
-/// coalesce them itself.
+/// The request waits for the answer (see [`MissOutcome`]). Concurrent requests for the same
+/// stub each call the hook, so an implementation that starts pods must coalesce them itself.
 pub trait RouteMiss: Send + Sync + 'static {
-    fn route_miss<'a>(&'a self, pod: &'a PodHost) -> BoxFuture<'a, Option<Route>>;
+    fn route_miss<'a>(&'a self, pod: &'a PodHost) -> BoxFuture<'a, MissOutcome>;
+}
+
+/// What the route-miss hook found.
+#[derive(Debug, Clone)]
+pub enum MissOutcome {
+    /// Used for this request as if the table had held it (the hook should also insert it in
+    /// the table, so later requests skip the hook); it must serve `pod.port`.
+    Route(Route),
+    /// Nothing serves this host: the usual 404.
+    NotFound,
+    /// Something will serve it, but not within the hook's limit: 503 with `Retry-After`.
+    Unavailable {
+        message: String,
+        retry_after_seconds: u32,
+    },
 }
 
 /// Where a request goes.
@@ -36,6 +48,11 @@ pub(crate) enum RouteError {
     NotAPodHost { host: String, domain: String },
     #[error("no running pod serves port {port} of stub {stub_id}")]
     NoRoute { stub_id: String, port: u16 },
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_seconds: u32,
+    },
 }
 
 pub(crate) async fn route(
@@ -56,18 +73,25 @@ pub(crate) async fn route(
             domain: ingress.domain.clone(),
         });
     };
-    let route = match ingress.routes.lookup(&pod.stub_id, pod.port) {
-        Some(route) => Some(route),
+    let outcome = match ingress.routes.lookup(&pod.stub_id, pod.port) {
+        Some(route) => MissOutcome::Route(route),
         None => match &ingress.route_miss {
             Some(hook) => hook.route_miss(&pod).await,
-            None => None,
+            None => MissOutcome::NotFound,
         },
     };
-    match route {
-        Some(route) => Ok(Target { host, pod, route }),
-        None => Err(RouteError::NoRoute {
+    match outcome {
+        MissOutcome::Route(route) => Ok(Target { host, pod, route }),
+        MissOutcome::NotFound => Err(RouteError::NoRoute {
             stub_id: pod.stub_id,
             port: pod.port,
+        }),
+        MissOutcome::Unavailable {
+            message,
+            retry_after_seconds,
+        } => Err(RouteError::Unavailable {
+            message,
+            retry_after_seconds,
         }),
     }
 }
@@ -83,21 +107,21 @@ mod tests {
     use crate::testing::{request, route, serve_on_loopback, upstream};
     use crate::{ProxyMetrics, RouteTable};
 
-    /// Answers every miss with `route` (or nothing), recording the hosts it was asked about.
+    /// Answers every miss with `outcome`, recording the hosts it was asked about.
     struct Hook {
-        route: Option<Route>,
+        outcome: MissOutcome,
         asked: Mutex<Vec<PodHost>>,
     }
 
     impl RouteMiss for Hook {
-        fn route_miss<'a>(&'a self, pod: &'a PodHost) -> BoxFuture<'a, Option<Route>> {
+        fn route_miss<'a>(&'a self, pod: &'a PodHost) -> BoxFuture<'a, MissOutcome> {
             Box::pin(async move {
                 self.asked
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(pod.clone());
                 tokio::task::yield_now().await;
-                self.route.clone()
+                self.outcome.clone()
             })
         }
     }
@@ -114,7 +138,7 @@ mod tests {
         let port = upstream().await;
         let (woken, activity) = route("pod-stub-1", port);
         let hook = Arc::new(Hook {
-            route: Some(woken),
+            outcome: MissOutcome::Route(woken),
             asked: Mutex::default(),
         });
         let (addr, metrics) = start_with(hook.clone()).await;
@@ -139,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn a_miss_hook_without_a_route_leaves_the_404() {
         let hook = Arc::new(Hook {
-            route: None,
+            outcome: MissOutcome::NotFound,
             asked: Mutex::default(),
         });
         let (addr, metrics) = start_with(hook.clone()).await;
@@ -153,5 +177,25 @@ mod tests {
         assert_eq!(metrics.not_found.load(Ordering::Relaxed), 2);
         let asked = hook.asked.lock().unwrap_or_else(|p| p.into_inner()).len();
         assert_eq!(asked, 1);
+    }
+
+    #[tokio::test]
+    async fn a_pod_that_cannot_start_in_time_gets_503_with_retry_after() {
+        let hook = Arc::new(Hook {
+            outcome: MissOutcome::Unavailable {
+                message: "deployment web is still starting".into(),
+                retry_after_seconds: 7,
+            },
+            asked: Mutex::default(),
+        });
+        let (addr, _) = start_with(hook).await;
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let head = crate::testing::raw_request(&mut conn, "web-80.pods.test", "/").await;
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 7"),
+            "{head}"
+        );
+        assert!(head.contains("deployment web is still starting"), "{head}");
     }
 }

@@ -111,6 +111,20 @@ pub(crate) async fn request(conn: &mut TcpStream, host: &str, path: &str) -> (u1
 }
 
 pub(crate) async fn read_response(conn: &mut TcpStream) -> (u16, String) {
+    let (head, body) = read_head_and_body(conn).await;
+    let status = head[9..12].parse().expect("status");
+    (status, body)
+}
+
+/// The whole response as text, head (with headers) and body, for asserting on headers.
+pub(crate) async fn raw_request(conn: &mut TcpStream, host: &str, path: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let (head, body) = read_head_and_body(conn).await;
+    format!("{head}\r\n\r\n{body}")
+}
+
+async fn read_head_and_body(conn: &mut TcpStream) -> (String, String) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -124,16 +138,16 @@ pub(crate) async fn read_response(conn: &mut TcpStream) -> (u16, String) {
         let Some(end) = find(&buf, b"\r\n\r\n") else {
             continue;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
         let len: usize = head
+            .to_ascii_lowercase()
             .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
+            .find_map(|l| l.strip_prefix("content-length: ").map(str::to_string))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         if buf.len() >= end + 4 + len {
-            let status = head[9..12].parse().expect("status");
             let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-            return (status, body);
+            return (head, body);
         }
     }
 }

@@ -18,5 +18,5 @@ pub use files::{ExitRecord, ShimFiles};
 pub use nix::sys::signal::Signal;
 pub use rootfs::{mount_overlay, unmount};
 pub use sandbox::{hostname_for, ProcessPlan, SandboxDir, SandboxPlan};
-pub use spec::{build_spec, write_bundle, ResourceLimits, RunSpec};
+pub use spec::{build_spec, write_bundle, BindMount, ResourceLimits, RunSpec};
 pub use user::resolve_user;

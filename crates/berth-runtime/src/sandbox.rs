@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::error::io_err;
-use crate::{build_spec, mount_overlay, resolve_user, write_bundle, ResourceLimits, RunSpec};
+use crate::{
+    build_spec, mount_overlay, resolve_user, write_bundle, BindMount, ResourceLimits, RunSpec,
+};
 use crate::{OciRuntime, RuntimeError};
 
 /// The paths inside a container's own directory.
@@ -77,6 +79,7 @@ pub struct SandboxPlan {
     pub resolv_conf: String,
     pub process: ProcessPlan,
     pub limits: ResourceLimits,
+    pub binds: Vec<BindMount>,
     /// Relative to the cgroup roots, like `/berth/<id>`.
     pub cgroups_path: String,
 }
@@ -106,6 +109,7 @@ pub fn prepare(plan: &SandboxPlan) -> Result<(), RuntimeError> {
         limits: plan.limits,
         cgroups_path: plan.cgroups_path.clone(),
         etc_files,
+        binds: plan.binds.clone(),
     };
     write_bundle(&dir.bundle(), &build_spec(&run)?)
 }
@@ -209,6 +213,7 @@ mod tests {
                 memory_mib: 64,
                 pids: 64,
             },
+            binds: Vec::new(),
             cgroups_path: "/berth/pod-x".into(),
         };
         let mounts = write_etc_files(dir.path(), &plan).expect("writes");

@@ -40,6 +40,18 @@ pub struct RunSpec {
     pub cgroups_path: String,
     /// Host files bind-mounted read-only over /etc/resolv.conf, /etc/hosts, /etc/hostname.
     pub etc_files: Vec<(PathBuf, &'static str)>,
+    /// Host directories mounted into the container: uploaded code, volumes.
+    pub binds: Vec<BindMount>,
+}
+
+/// A host directory bind-mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    /// An absolute path in the container; the runtime creates it if missing, and resolves it
+    /// inside the root filesystem (a symlink in the image cannot send it elsewhere).
+    pub destination: String,
+    pub read_only: bool,
 }
 
 /// The capabilities a pod keeps: Podman's default set (no NET_RAW, no SYS_ADMIN).
@@ -171,6 +183,23 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
         );
     }
 
+    for bind in &run.binds {
+        let access = if bind.read_only { "ro" } else { "rw" };
+        mounts.push(
+            MountBuilder::default()
+                .destination(PathBuf::from(&bind.destination))
+                .typ("bind")
+                .source(bind.source.clone())
+                .options(
+                    ["rbind", access, "nosuid", "nodev"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .build()
+                .map_err(err)?,
+        );
+    }
+
     let mut spec = Spec::default();
     spec.set_hostname(Some(run.hostname.clone()))
         .set_process(Some(process))
@@ -216,7 +245,27 @@ mod tests {
             },
             cgroups_path: "/berth/pod-x-1".into(),
             etc_files: vec![("/state/x/resolv.conf".into(), "/etc/resolv.conf")],
+            binds: vec![BindMount {
+                source: "/state/code/abc".into(),
+                destination: "/mnt/code".into(),
+                read_only: true,
+            }],
         }
+    }
+
+    #[test]
+    fn binds_are_mounted_without_devices_or_setuid() {
+        let spec = build_spec(&run()).expect("builds");
+        let json = serde_json::to_value(&spec).expect("json");
+        let code = json["mounts"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["destination"] == "/mnt/code"))
+            .expect("the code mount");
+        assert_eq!(code["source"], "/state/code/abc");
+        assert_eq!(
+            code["options"],
+            serde_json::json!(["rbind", "ro", "nosuid", "nodev"])
+        );
     }
 
     #[test]

@@ -74,6 +74,10 @@ mod tests {
             env: Default::default(),
             entrypoint: None,
             keep_warm_seconds: 0,
+            volumes: vec![],
+            secrets: vec![],
+            code: None,
+            workdir: None,
         }
     }
 

@@ -2,12 +2,15 @@
 //! `berth server`.
 
 mod api;
+mod deployments;
 mod images;
 mod lifecycle;
 mod node;
 mod profile;
+mod secrets;
 mod spec;
 mod state;
+mod storage;
 mod store;
 
 use std::future::{Future, IntoFuture};
@@ -16,16 +19,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_api::ClientProfile;
 use berth_image::{ContentStore, PullOptions, Puller, RegistryCredentials, RegistryMirror};
 use berth_net::{NetConfig, Network};
 use berth_runtime::{OciRuntime, RuntimeKind};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use api::openapi_document;
-pub use profile::{default_profile_path, ClientProfile, PROFILE_ENV};
 
 /// How long a stopping server waits for open API requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a deployment's new version has to answer, pull and build included.
+const DEPLOY_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -45,6 +50,10 @@ pub enum ServerError {
     Node(#[from] node::NodeError),
     #[error(transparent)]
     Lifecycle(#[from] lifecycle::LifecycleError),
+    #[error(transparent)]
+    Deploy(#[from] deployments::DeployError),
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretError),
     #[error("cannot listen on {addr} for the {what}: {source}")]
     Listen {
         what: &'static str,
@@ -85,6 +94,10 @@ pub struct ServerConfig {
     pub build_ca_bundle: Option<PathBuf>,
     /// Resolvers for pods; empty to follow the host's.
     pub dns: Vec<std::net::IpAddr>,
+    /// The most bytes a code upload may unpack to.
+    pub max_code_bytes: u64,
+    /// How long a request that wakes a deployment waits before a 503.
+    pub wake_timeout: Duration,
 }
 
 /// Runs the server until `shutdown` resolves. Running pods are left running: their shims
@@ -130,10 +143,14 @@ pub async fn run(
         shim_exe: config.shim_exe.clone(),
         build_ca: config.build_ca_bundle.clone(),
         dns: config.dns.clone(),
+        code_dir: state_dir.join("code"),
+        max_code_bytes: config.max_code_bytes,
+        volumes_dir: state_dir.join("volumes"),
     })?;
+    let secrets = secrets::Secrets::open(store.clone(), state_dir)?;
 
     let api_listener = bind("API", config.api_listen).await?;
-    let ingress_listener = bind("ingress", config.ingress_listen).await?;
+    let ingress_listener = bind_dual_stack("ingress", config.ingress_listen)?;
     let ingress_addr = ingress_listener
         .local_addr()
         .unwrap_or(config.ingress_listen);
@@ -150,9 +167,20 @@ pub async fn run(
             url_port: ingress_addr.port(),
             stop_grace: config.stop_timeout,
         },
+        Some(secrets.clone()),
     );
     lifecycle.recover().await?;
     let monitor = lifecycle.spawn_monitor();
+    let deployments = deployments::Deployments::new(
+        lifecycle.clone(),
+        store.clone(),
+        routes.clone(),
+        deployments::DeployConfig {
+            wake_limit: config.wake_timeout,
+            deploy_limit: DEPLOY_LIMIT,
+        },
+    );
+    deployments.recover().await?;
 
     let gateway = profile::gateway_url(api_addr);
     profile::write_profile(
@@ -165,12 +193,16 @@ pub async fn run(
 
     let app = api::router(Arc::new(api::AppState {
         lifecycle: lifecycle.clone(),
+        deployments: deployments.clone(),
         images: images::Images::new(node.clone(), store.clone()),
+        storage: storage::Storage::new(node.clone(), store.clone()),
+        secrets,
         tokens: profile::Tokens::new(store.clone()),
         metrics: metrics.clone(),
+        max_code_bytes: config.max_code_bytes,
     }));
     let ingress = berth_proxy::Ingress::new(config.domain.clone(), routes, metrics)
-        .with_route_miss(lifecycle.clone());
+        .with_route_miss(deployments);
     let ingress = tokio::spawn(berth_proxy::serve(ingress_listener, Arc::new(ingress)));
     tracing::info!(
         "berth server ready: API {gateway}, ingress http://<stub-id>-<port>.{}:{} (client profile {})",
@@ -217,6 +249,25 @@ async fn bind(
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Listen { what, addr, source })
+}
+
+/// Binds a TCP listener; an IPv6 wildcard also takes IPv4 (`*.localhost` resolves to ::1
+/// first on many systems, 127.0.0.1 on others: both must reach the ingress).
+fn bind_dual_stack(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, ServerError> {
+    use socket2::{Domain, Socket, Type};
+    let err = |source| ServerError::Listen { what, addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).map_err(err)?;
+    }
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    tokio::net::TcpListener::from_std(socket.into()).map_err(err)
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {

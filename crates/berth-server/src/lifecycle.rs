@@ -6,13 +6,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_api::{Container, ContainerStatus, ImageSource};
-use berth_proxy::{Activity, PodHost, Route, RouteMiss, RouteTable};
-use futures_util::future::BoxFuture;
+use berth_api::{ApiError, Container, ContainerStatus, ImageSource, CODE_MOUNT_PATH};
+use berth_proxy::{Activity, PodHost, Route, RouteTable};
 use futures_util::FutureExt;
 use rand::Rng;
 
-use crate::node::{LogStream, Node, NodeError, NodeEvent, ProcessState, StartContainer, Started};
+use crate::node::{
+    LogStream, MountSource, Node, NodeError, NodeEvent, PodMount, ProcessState, StartContainer,
+    Started,
+};
+use crate::secrets::Secrets;
 use crate::spec::PodSpec;
 use crate::state;
 use crate::store::{ContainerRow, Store, StoreError};
@@ -32,6 +35,9 @@ pub enum LifecycleError {
     Node(#[from] NodeError),
     #[error("no container {0}")]
     NotFound(String),
+    /// The request names something that does not exist (a secret, an upload).
+    #[error("{0}")]
+    Invalid(ApiError),
     #[error("container {id} is {from}; it cannot become {to}")]
     Illegal {
         id: String,
@@ -53,6 +59,8 @@ pub struct Lifecycle<N: Node> {
     node: N,
     routes: Arc<RouteTable>,
     config: LifecycleConfig,
+    /// `None` in tests that use no secrets.
+    secrets: Option<Secrets>,
     activities: Mutex<HashMap<String, Arc<Activity>>>,
     progress: Mutex<HashMap<String, String>>,
     /// Containers whose exit or stop is being handled, so it is handled once.
@@ -83,12 +91,14 @@ impl<N: Node> Lifecycle<N> {
         node: N,
         routes: Arc<RouteTable>,
         config: LifecycleConfig,
+        secrets: Option<Secrets>,
     ) -> Arc<Self> {
         Arc::new(Lifecycle {
             store,
             node,
             routes,
             config,
+            secrets,
             activities: Mutex::default(),
             progress: Mutex::default(),
             busy: Mutex::default(),
@@ -98,6 +108,38 @@ impl<N: Node> Lifecycle<N> {
 
     /// Records the container as PENDING and starts it in the background.
     pub async fn create(self: &Arc<Self>, spec: PodSpec) -> Result<Container, LifecycleError> {
+        self.create_owned(spec, None).await
+    }
+
+    /// Checks that what the spec names exists: its secrets and its uploaded code.
+    pub async fn check_references(&self, spec: &PodSpec) -> Result<(), LifecycleError> {
+        if let Some(code) = &spec.code {
+            if !self.node.has_code(code) {
+                return Err(LifecycleError::Invalid(ApiError::invalid(
+                    "code",
+                    format!("{code} was not uploaded; PUT the archive to /v1/code/{code} first"),
+                )));
+            }
+        }
+        if !spec.secrets.is_empty() {
+            let secrets = self.secrets.as_ref().ok_or_else(|| {
+                LifecycleError::Invalid(ApiError::invalid("secrets", "this server keeps none"))
+            })?;
+            secrets
+                .check_exist(&spec.secrets)
+                .await
+                .map_err(|e| LifecycleError::Invalid(ApiError::invalid("secrets", e)))?;
+        }
+        Ok(())
+    }
+
+    /// [`create`](Self::create) for a container that belongs to a deployment version.
+    pub async fn create_owned(
+        self: &Arc<Self>,
+        spec: PodSpec,
+        deployment_id: Option<String>,
+    ) -> Result<Container, LifecycleError> {
+        self.check_references(&spec).await?;
         let stub_id = spec.stub_id().map_err(|e| StoreError::Corrupt {
             what: "pod spec",
             detail: e.to_string(),
@@ -108,7 +150,7 @@ impl<N: Node> Lifecycle<N> {
         let row = ContainerRow {
             id: id.clone(),
             stub_id: stub_id.clone(),
-            deployment_id: None,
+            deployment_id,
             status: ContainerStatus::Pending,
             image: spec.image_name(),
             ports: spec.ports.clone(),
@@ -157,16 +199,34 @@ impl<N: Node> Lifecycle<N> {
         }
         self.set_progress(&id, "Creating container".into());
         let image_name = image.reference.clone();
+        let mut env = spec.env;
+        if let Err(e) = self.reveal_secrets(&spec.secrets, &mut env).await {
+            return self.fail_start(&id, e).await;
+        }
+        let mut mounts: Vec<PodMount> = spec
+            .code
+            .map(|digest| PodMount {
+                source: MountSource::Code(digest),
+                target: CODE_MOUNT_PATH.into(),
+            })
+            .into_iter()
+            .collect();
+        mounts.extend(spec.volumes.into_iter().map(|v| PodMount {
+            source: MountSource::Volume(v.name),
+            target: v.mount_path,
+        }));
         let req = StartContainer {
             container_id: id.clone(),
             stub_id,
             image,
             entrypoint: spec.entrypoint,
-            env: spec.env,
+            env,
             ports: spec.ports,
             cpu_millis: spec.cpu_millis,
             memory_mib: spec.memory_mib,
             keep_warm_seconds: spec.keep_warm_seconds,
+            mounts,
+            workdir: spec.workdir,
         };
         let Started { ports, ipv4, ipv6 } = match self.node.start(req).await {
             Ok(started) => started,
@@ -198,6 +258,26 @@ impl<N: Node> Lifecycle<N> {
                 tokio::spawn(async move { this.stop_and_finish(id, None).await });
             }
         }
+    }
+
+    /// Adds each named secret's value to `env`; the values go to the node and nowhere else.
+    async fn reveal_secrets(
+        &self,
+        names: &[String],
+        env: &mut std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let secrets = self
+            .secrets
+            .as_ref()
+            .ok_or("this server keeps no secrets")?;
+        for name in names {
+            let value = secrets.reveal(name).await.map_err(|e| e.to_string())?;
+            env.insert(name.clone(), value);
+        }
+        Ok(())
     }
 
     async fn fail_start(self: &Arc<Self>, id: &str, reason: String) {
@@ -361,7 +441,14 @@ impl<N: Node> Lifecycle<N> {
         Ok(row)
     }
 
-    fn add_route(&self, row: &ContainerRow) {
+    /// The route of a running container, for serving it under another host name too (a
+    /// deployment's). `None` unless it runs.
+    pub async fn route_of(&self, id: &str) -> Option<Route> {
+        let row = self.store.container(id).await.ok()??;
+        (row.status == ContainerStatus::Running).then(|| self.route(&row))
+    }
+
+    fn route(&self, row: &ContainerRow) -> Route {
         let activity = self
             .activities_lock()
             .entry(row.id.clone())
@@ -373,15 +460,16 @@ impl<N: Node> Lifecycle<N> {
             .into_iter()
             .chain(row.ipv6.map(std::net::IpAddr::V6))
             .collect();
-        self.routes.insert(
-            &row.stub_id,
-            Route {
-                container_id: row.id.clone(),
-                addrs,
-                ports: row.ports.clone(),
-                activity,
-            },
-        );
+        Route {
+            container_id: row.id.clone(),
+            addrs,
+            ports: row.ports.clone(),
+            activity,
+        }
+    }
+
+    fn add_route(&self, row: &ContainerRow) {
+        self.routes.insert(&row.stub_id, self.route(row));
     }
 
     /// Records the ends the node pushes and stops pods whose keep-warm deadline passed,
@@ -701,25 +789,22 @@ async fn next_event(
     }
 }
 
-/// The ingress asks here for a host with no route: a request that arrives while its pod is
-/// still starting waits for it (bounded) instead of getting a 404.
-impl<N: Node> RouteMiss for Lifecycle<N> {
-    fn route_miss<'a>(&'a self, pod: &'a PodHost) -> BoxFuture<'a, Option<Route>> {
-        async move {
-            let deadline = tokio::time::Instant::now() + START_WAIT_LIMIT;
-            while tokio::time::Instant::now() < deadline {
-                if let Some(route) = self.routes.lookup(&pod.stub_id, pod.port) {
-                    return Some(route);
-                }
-                if !self.stub_is_starting(&pod.stub_id).await {
-                    // It may have become routable between the lookup and the check.
-                    return self.routes.lookup(&pod.stub_id, pod.port);
-                }
-                tokio::time::sleep(START_WAIT_INTERVAL).await;
+impl<N: Node> Lifecycle<N> {
+    /// For a pod host with no route: a request that arrives while its pod is still starting
+    /// waits for it (bounded) instead of getting a 404.
+    pub async fn route_when_started(&self, pod: &PodHost) -> Option<Route> {
+        let deadline = tokio::time::Instant::now() + START_WAIT_LIMIT;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(route) = self.routes.lookup(&pod.stub_id, pod.port) {
+                return Some(route);
             }
-            None
+            if !self.stub_is_starting(&pod.stub_id).await {
+                // It may have become routable between the lookup and the check.
+                return self.routes.lookup(&pod.stub_id, pod.port);
+            }
+            tokio::time::sleep(START_WAIT_INTERVAL).await;
         }
-        .boxed()
+        None
     }
 }
 
@@ -728,6 +813,7 @@ mod tests {
     use super::*;
     use crate::node::{PreparedImage, ProgressFn};
     use berth_runtime::ExitRecord;
+    use bytes::Bytes;
     use futures_util::StreamExt;
 
     /// A node that runs nothing: tests drive its processes' fate by hand and push their
@@ -859,6 +945,26 @@ mod tests {
                 freed_bytes: 0,
             }
         }
+
+        async fn put_code(
+            &self,
+            digest: String,
+            _archive: Bytes,
+        ) -> Result<berth_api::CodeUploaded, NodeError> {
+            Err(NodeError::CodeMissing(digest))
+        }
+
+        fn has_code(&self, _digest: &str) -> bool {
+            false
+        }
+
+        async fn volumes(&self) -> Result<Vec<berth_api::Volume>, NodeError> {
+            Ok(Vec::new())
+        }
+
+        async fn delete_volume(&self, _name: &str) -> Result<bool, NodeError> {
+            Ok(false)
+        }
     }
 
     struct Harness {
@@ -882,6 +988,7 @@ mod tests {
                 url_port: 80,
                 stop_grace: Duration::from_secs(1),
             },
+            None,
         );
         Harness {
             _dir: dir,
@@ -900,6 +1007,10 @@ mod tests {
             env: Default::default(),
             entrypoint: None,
             keep_warm_seconds,
+            volumes: vec![],
+            secrets: vec![],
+            code: None,
+            workdir: None,
         }
     }
 
@@ -1035,6 +1146,7 @@ mod tests {
             h.node.clone(),
             Arc::new(RouteTable::new()),
             h.lifecycle.config.clone(),
+            None,
         );
         // A scale-to-zero pod up longer than its keep-warm period before the restart.
         let warm = h.lifecycle.create(spec(1)).await.expect("create");
@@ -1143,6 +1255,7 @@ mod tests {
             h.node.clone(),
             Arc::new(RouteTable::new()),
             h.lifecycle.config.clone(),
+            None,
         );
         fresh.recover().await.expect("recover");
         for _ in 0..200 {

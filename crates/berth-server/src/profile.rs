@@ -4,42 +4,15 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use berth_api::ClientProfile;
 
 use crate::store::Store;
 use crate::ServerError;
-
-/// Where clients and the server find the profile, when not the default.
-pub const PROFILE_ENV: &str = "BERTH_PROFILE";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientProfile {
-    pub gateway: String,
-    pub token: String,
-}
-
-impl ClientProfile {
-    pub fn load(path: &Path) -> Option<Self> {
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-    }
-}
-
-/// `$BERTH_PROFILE`, else `$XDG_CONFIG_HOME/berth/profile.json`, else
-/// `~/.config/berth/profile.json`.
-pub fn default_profile_path() -> PathBuf {
-    if let Some(p) = std::env::var_os(PROFILE_ENV) {
-        return PathBuf::from(p);
-    }
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("/root/.config"));
-    base.join("berth").join("profile.json")
-}
 
 /// The admin token: created with the store on first start, kept (0600) in the state
 /// directory so later starts can rewrite the profile; the store keeps only its hash.
@@ -78,7 +51,7 @@ pub fn write_profile(path: &Path, profile: &ClientProfile) -> Result<(), ServerE
     write_private(path, &text).map_err(err)
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use berth_api::{
     parse_cpu_millis, parse_memory_mib, ApiError, CreateContainerRequest, ImageSource, ImageSpec,
-    MAX_KEEP_WARM_SECONDS,
+    VolumeMount, CODE_MOUNT_PATH, MAX_KEEP_WARM_SECONDS,
 };
 use berth_image::build::{BuildPlan, PlanError};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,11 @@ const MAX_ENV_VARS: usize = 1000;
 const MAX_ENV_BYTES: usize = 128 * 1024;
 const MAX_ARGS: usize = 4096;
 const MAX_ARG_BYTES: usize = 128 * 1024;
+const MAX_VOLUMES: usize = 16;
+const MAX_SECRETS: usize = 64;
+const MAX_PATH_BYTES: usize = 4096;
+/// Paths a volume may not cover: the kernel's and berth's own.
+const RESERVED_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", CODE_MOUNT_PATH];
 
 /// A pod spec that passed validation; what a stub stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +32,17 @@ pub struct PodSpec {
     pub env: BTreeMap<String, String>,
     pub entrypoint: Option<Vec<String>>,
     pub keep_warm_seconds: i64,
+    // The fields below are left out when empty, so older stubs keep their ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+    /// Secret names only: values are read at each start and never stored with the stub.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// `sha256:<hex>` of the uploaded working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
 }
 
 impl PodSpec {
@@ -120,6 +136,32 @@ impl PodSpec {
             ));
         }
 
+        if let Some(gpu) = req.gpu.as_deref().filter(|g| !g.trim().is_empty()) {
+            return Err(ApiError::invalid(
+                "gpu",
+                format!("this server has no GPUs (asked for {gpu:?}); leave gpu unset"),
+            ));
+        }
+        if req.authorized {
+            return Err(ApiError::invalid(
+                "authorized",
+                "access tokens on pod URLs are not supported by this server yet; leave authorized unset",
+            ));
+        }
+        let volumes = validate_volumes(req.volumes)?;
+        let secrets = validate_secrets(req.secrets, &req.env)?;
+        if let Some(code) = &req.code {
+            if !valid_digest(code) {
+                return Err(ApiError::invalid(
+                    "code",
+                    format!("{code:?} is not an archive digest (sha256:<64 hex digits>)"),
+                ));
+            }
+        }
+        if let Some(dir) = &req.workdir {
+            check_absolute_path(dir).map_err(|p| ApiError::invalid("workdir", p))?;
+        }
+
         Ok(PodSpec {
             image,
             ports,
@@ -128,6 +170,10 @@ impl PodSpec {
             env: req.env,
             entrypoint: req.entrypoint,
             keep_warm_seconds,
+            volumes,
+            secrets,
+            code: req.code,
+            workdir: req.workdir,
         })
     }
 
@@ -170,7 +216,106 @@ pub fn validate_image_spec(spec: &ImageSpec) -> Result<BuildPlan, ApiError> {
     })
 }
 
-fn valid_env_name(name: &str) -> bool {
+/// A volume name: what `berth volume` shows and the node's directory is called.
+pub fn valid_volume_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 63
+        && matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        && !name.contains("..")
+}
+
+/// `sha256:<64 lower-case hex>`.
+pub fn valid_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// An absolute, normalised path inside a container.
+fn check_absolute_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} is not an absolute path"));
+    }
+    if path.len() > MAX_PATH_BYTES || path.contains('\0') {
+        return Err("is too long or contains a NUL byte".into());
+    }
+    if path
+        .split('/')
+        .skip(1)
+        .any(|c| c == ".." || c == "." || (c.is_empty() && path != "/"))
+    {
+        return Err(format!(
+            "{path:?} is not a plain path (no '.', '..' or '//')"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_volumes(volumes: Vec<VolumeMount>) -> Result<Vec<VolumeMount>, ApiError> {
+    let bad = |p: String| ApiError::invalid("volumes", p);
+    if volumes.len() > MAX_VOLUMES {
+        return Err(bad(format!("more than {MAX_VOLUMES} volumes")));
+    }
+    let mut out: Vec<VolumeMount> = Vec::with_capacity(volumes.len());
+    for v in volumes {
+        if !valid_volume_name(&v.name) {
+            return Err(bad(format!(
+                "{:?} is not a volume name (lower-case letters, digits, '-', '_', '.', up to 63)",
+                v.name
+            )));
+        }
+        let path = v.mount_path.trim_end_matches('/').to_string();
+        if path.is_empty() && v.mount_path.starts_with('/') {
+            return Err(bad("a volume cannot be mounted over /".into()));
+        }
+        check_absolute_path(&path).map_err(|p| bad(format!("mount_path: {p}")))?;
+        if let Some(r) = RESERVED_MOUNTS
+            .iter()
+            .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+        {
+            return Err(bad(format!("{path:?} is under {r}, which berth reserves")));
+        }
+        if out.iter().any(|o| o.name == v.name || o.mount_path == path) {
+            return Err(bad(format!("{:?} or {path:?} is listed twice", v.name)));
+        }
+        out.push(VolumeMount {
+            name: v.name,
+            mount_path: path,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_secrets(
+    secrets: Vec<String>,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<String>, ApiError> {
+    let bad = |p: String| ApiError::invalid("secrets", p);
+    if secrets.len() > MAX_SECRETS {
+        return Err(bad(format!("more than {MAX_SECRETS} secrets")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(secrets.len());
+    for name in secrets {
+        if !valid_env_name(&name) {
+            return Err(bad(format!(
+                "{name:?} is not a secret name (it becomes an environment variable: letters, digits and '_')"
+            )));
+        }
+        if env.contains_key(&name) {
+            return Err(bad(format!("{name} is also set in env; set it one way")));
+        }
+        if out.contains(&name) {
+            return Err(bad(format!("{name} is listed twice")));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+pub fn valid_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -245,6 +390,40 @@ mod tests {
             field_of(json!({"image": "a", "keep_warm_seconds": MAX_KEEP_WARM_SECONDS + 1})),
             "keep_warm_seconds"
         );
+        assert_eq!(field_of(json!({"image": "a", "gpu": "A10G"})), "gpu");
+        assert_eq!(
+            field_of(json!({"image": "a", "authorized": true})),
+            "authorized"
+        );
+        for volumes in [
+            json!([{"name": "Data", "mount_path": "/data"}]),
+            json!([{"name": "../x", "mount_path": "/data"}]),
+            json!([{"name": "d", "mount_path": "data"}]),
+            json!([{"name": "d", "mount_path": "/a/../etc"}]),
+            json!([{"name": "d", "mount_path": "/"}]),
+            json!([{"name": "d", "mount_path": "/proc/x"}]),
+            json!([{"name": "d", "mount_path": "/mnt/code"}]),
+            json!([{"name": "d", "mount_path": "/a"}, {"name": "e", "mount_path": "/a/"}]),
+        ] {
+            assert_eq!(
+                field_of(json!({"image": "a", "volumes": volumes})),
+                "volumes",
+                "{volumes}"
+            );
+        }
+        assert_eq!(
+            field_of(json!({"image": "a", "secrets": ["A-B"]})),
+            "secrets"
+        );
+        assert_eq!(
+            field_of(json!({"image": "a", "secrets": ["A"], "env": {"A": "1"}})),
+            "secrets"
+        );
+        assert_eq!(
+            field_of(json!({"image": "a", "code": "sha256:xyz"})),
+            "code"
+        );
+        assert_eq!(field_of(json!({"image": "a", "workdir": "rel"})), "workdir");
         let longest = json!({"image": "a", "keep_warm_seconds": MAX_KEEP_WARM_SECONDS});
         assert!(PodSpec::validate(req(longest)).is_ok());
     }

@@ -20,8 +20,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the berth server: API, ingress and node agent in one process.
     Server(ServerArgs),
-    /// Launch a pod from an image and print its URL once it runs.
+    /// Launch a pod (from an image, or a Pod in a Python module) and print its URL once it runs.
     Run(RunArgs),
+    /// Deploy the Pod in a Python module (app.py:pod) as a named deployment with a stable URL.
+    Deploy(DeployArgs),
+    /// List, stop, delete and read the logs of deployments.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+    /// List and delete named volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Create, list and delete secrets (passed to pods as environment variables).
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// List, stop and read the logs of containers.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -41,8 +52,8 @@ pub struct ServerArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub api_listen: SocketAddr,
-    /// Address of the HTTP ingress that serves pod URLs.
-    #[arg(long, default_value = "0.0.0.0:80")]
+    /// Address of the HTTP ingress that serves pod URLs; the default `[::]` takes IPv4 too.
+    #[arg(long, default_value = "[::]:80")]
     pub ingress_listen: SocketAddr,
     /// HTTPS ingress address (TLS arrives in a later release; accepted but unused).
     #[arg(long)]
@@ -85,6 +96,13 @@ pub struct ServerArgs {
     /// 8.8.8.8 and 8.8.4.4 (logged when it comes to that).
     #[arg(long = "dns", value_name = "IP")]
     pub dns: Vec<std::net::IpAddr>,
+    /// The most MiB an uploaded working directory may hold.
+    #[arg(long, default_value_t = 100, value_name = "MIB")]
+    pub max_code_mib: u64,
+    /// Seconds a request that wakes a scaled-to-zero deployment waits for it before a 503
+    /// with Retry-After.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub wake_timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -158,6 +176,10 @@ pub struct ImageListArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
+    /// A Pod in a Python module, as FILE.py:NAME (default NAME: pod), run with the Python
+    /// SDK instead of the flags.
+    #[arg(value_name = "APP", conflicts_with_all = ["image", "entrypoint"])]
+    pub app: Option<String>,
     /// Registry image to run, e.g. jupyter/base-notebook:latest or 127.0.0.1:5000/app:1.
     /// Without it, the image is built from the build flags (on the default base).
     #[arg(long, conflicts_with = "base_image")]
@@ -179,6 +201,12 @@ pub struct RunArgs {
     /// Environment variable NAME=VALUE; repeatable.
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
+    /// A stored secret passed as the environment variable of the same name; repeatable.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
+    /// A named volume NAME:/PATH, created on first use; repeatable.
+    #[arg(long = "volume", value_name = "NAME:PATH")]
+    pub volumes: Vec<String>,
     /// Seconds without connections before the pod stops; -1 keeps it up.
     #[arg(long, allow_negative_numbers = true)]
     pub keep_warm_seconds: Option<i64>,
@@ -188,6 +216,72 @@ pub struct RunArgs {
     /// Command and arguments to run instead of the image's own (must come last).
     #[arg(long, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub entrypoint: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The Pod to deploy: FILE.py:NAME (default NAME: pod).
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Deployment name (default: the Pod's name=); a DNS label, used in the URL.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum DeploymentCommand {
+    /// List deployments with their version, state and URLs.
+    List(DeploymentListArgs),
+    /// Stop a deployment's containers; its URL answers 404 until the next deploy.
+    Stop(NameArg),
+    /// Stop a deployment and forget it and its versions.
+    Delete(NameArg),
+    /// Print the output of the deployment's newest container.
+    Logs(DeploymentLogsArgs),
+}
+
+#[derive(Args)]
+pub struct DeploymentListArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Args)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Args)]
+pub struct DeploymentLogsArgs {
+    pub name: String,
+    /// Keep printing new output until the container ends.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// List volumes and their sizes.
+    List(DeploymentListArgs),
+    /// Delete a volume and its files (refused while a pod uses it).
+    Delete(NameArg),
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret, encrypted on the server; the value is read from stdin when omitted.
+    Create(SecretCreateArgs),
+    /// List secret names (values are never shown).
+    List(DeploymentListArgs),
+    /// Delete a secret.
+    Delete(NameArg),
+}
+
+#[derive(Args)]
+pub struct SecretCreateArgs {
+    /// Also the environment variable's name in pods.
+    pub name: String,
+    pub value: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -2,11 +2,12 @@
 //! the client profile the server wrote.
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_api::{default_profile_path, ClientProfile};
 use berth_api::{
-    ApiError, BuildEvent, Container, ContainerList, CreateContainerRequest, ImageList, ImageSpec,
-    PruneResult, StopRequest,
+    ApiError, BuildEvent, Container, ContainerList, CreateContainerRequest, Deployment,
+    DeploymentList, ImageList, ImageSpec, PruneResult, PutSecret, Secret, SecretList, StopRequest,
+    Volume, VolumeList,
 };
-use berth_server::{default_profile_path, ClientProfile};
 use futures_util::StreamExt;
 
 pub struct Client {
@@ -157,5 +158,87 @@ impl Client {
                 .query(&[("follow", follow)]),
         )
         .await
+    }
+
+    pub async fn deployments(&self) -> Result<Vec<Deployment>> {
+        let list: DeploymentList = self
+            .send(self.http.get(self.url("/v1/deployments")))
+            .await?
+            .json()
+            .await?;
+        Ok(list.deployments)
+    }
+
+    pub async fn stop_deployment(&self, name: &str) -> Result<Deployment> {
+        Ok(self
+            .send(
+                self.http
+                    .post(self.url(&format!("/v1/deployments/{name}/stop"))),
+            )
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn delete_deployment(&self, name: &str) -> Result<()> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/deployments/{name}"))),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn deployment_logs(&self, name: &str, follow: bool) -> Result<reqwest::Response> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/deployments/{name}/logs")))
+                .query(&[("follow", follow)]),
+        )
+        .await
+    }
+
+    pub async fn volumes(&self) -> Result<Vec<Volume>> {
+        let list: VolumeList = self
+            .send(self.http.get(self.url("/v1/volumes")))
+            .await?
+            .json()
+            .await?;
+        Ok(list.volumes)
+    }
+
+    pub async fn delete_volume(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/volumes/{name}"))))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn put_secret(&self, name: &str, value: &str) -> Result<Secret> {
+        Ok(self
+            .send(
+                self.http
+                    .put(self.url(&format!("/v1/secrets/{name}")))
+                    .json(&PutSecret {
+                        value: value.to_string(),
+                    }),
+            )
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn secrets(&self) -> Result<Vec<Secret>> {
+        let list: SecretList = self
+            .send(self.http.get(self.url("/v1/secrets")))
+            .await?
+            .json()
+            .await?;
+        Ok(list.secrets)
+    }
+
+    pub async fn delete_secret(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/secrets/{name}"))))
+            .await?;
+        Ok(())
     }
 }

@@ -13,12 +13,12 @@ use serde::Deserialize;
 
 use super::response::{body_response, Failure};
 use super::state::AppState;
-use crate::node::Node;
+use crate::node::{LogStream, Node};
 
 #[derive(Deserialize)]
 pub struct LogsQuery {
     #[serde(default)]
-    follow: bool,
+    pub follow: bool,
 }
 
 /// Log lines are `<RFC 3339 time> <stdout|stderr> <text>`.
@@ -32,8 +32,13 @@ pub async fn logs<N: Node>(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, Failure> {
-    let mut stream = state.lifecycle.logs(&id, q.follow).await?;
-    let body = if q.follow {
+    let stream = state.lifecycle.logs(&id, q.follow).await?;
+    log_response(stream, q.follow).await
+}
+
+/// A log as a response body: streamed when followed, else read whole first.
+pub async fn log_response(mut stream: LogStream, follow: bool) -> Result<Response, Failure> {
+    let body = if follow {
         // Bytes go out as they come; a read error ends the body early.
         Body::from_stream(stream.map_err(std::io::Error::other))
     } else {

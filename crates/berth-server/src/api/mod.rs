@@ -2,12 +2,16 @@
 //! lifecycle, images, tokens) and turns the outcome into JSON. It holds no state of its own
 //! and never reaches the node or the store.
 
+mod code;
 mod containers;
+mod deployments;
 mod images;
 mod logs;
 mod metrics;
 mod response;
+mod secrets;
 mod state;
+mod volumes;
 
 pub use state::AppState;
 
@@ -17,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use berth_api::{
     ApiError, Container, ContainerList, CreateContainerRequest, ErrorCode, Health, StopRequest,
@@ -42,6 +46,31 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
         .route("/v1/images", get(images::list::<N>))
         .route("/v1/images/build", post(images::build::<N>))
         .route("/v1/images/prune", post(images::prune::<N>))
+        .route(
+            "/v1/code/{digest}",
+            put(code::upload::<N>).head(code::exists::<N>).layer(
+                axum::extract::DefaultBodyLimit::max(
+                    usize::try_from(state.max_code_bytes).unwrap_or(usize::MAX),
+                ),
+            ),
+        )
+        .route("/v1/volumes", get(volumes::list::<N>))
+        .route("/v1/volumes/{name}", delete(volumes::delete::<N>))
+        .route("/v1/secrets", get(secrets::list::<N>))
+        .route(
+            "/v1/secrets/{name}",
+            put(secrets::put::<N>).delete(secrets::delete::<N>),
+        )
+        .route(
+            "/v1/deployments",
+            post(deployments::deploy::<N>).get(deployments::list::<N>),
+        )
+        .route(
+            "/v1/deployments/{name}",
+            get(deployments::fetch::<N>).delete(deployments::delete::<N>),
+        )
+        .route("/v1/deployments/{name}/stop", post(deployments::stop::<N>))
+        .route("/v1/deployments/{name}/logs", get(deployments::logs::<N>))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::<N>));
     Router::new()
         .route("/healthz", get(healthz))
@@ -93,10 +122,17 @@ async fn healthz() -> Json<Health> {
 #[openapi(
     info(title = "berth", description = "Serverless containers on machines you own."),
     paths(containers::create, containers::list, containers::fetch, containers::stop, logs::logs,
-        images::build, images::list, images::prune),
+        images::build, images::list, images::prune, code::exists, code::upload, volumes::list,
+        volumes::delete, secrets::put, secrets::list, secrets::delete, deployments::deploy,
+        deployments::list, deployments::fetch, deployments::stop, deployments::delete,
+        deployments::logs),
     components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
         berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
-        berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult)),
+        berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult,
+        berth_api::VolumeMount, berth_api::CodeUploaded, berth_api::Volume, berth_api::VolumeList,
+        berth_api::PutSecret, berth_api::Secret, berth_api::SecretList, berth_api::DeployRequest,
+        berth_api::DeployResponse, berth_api::Deployment, berth_api::DeploymentList,
+        berth_api::DeploymentVersion, berth_api::DeploymentStatus, berth_api::VersionStatus)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

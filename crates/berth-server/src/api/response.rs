@@ -30,6 +30,7 @@ impl From<LifecycleError> for Failure {
     fn from(e: LifecycleError) -> Self {
         let code = match &e {
             LifecycleError::NotFound(_) => ErrorCode::NotFound,
+            LifecycleError::Invalid(api) => return Failure(api.clone()),
             LifecycleError::Illegal { .. } => ErrorCode::Conflict,
             LifecycleError::Store(_) | LifecycleError::Node(_) => ErrorCode::Internal,
         };

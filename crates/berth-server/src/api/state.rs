@@ -2,14 +2,22 @@
 
 use std::sync::Arc;
 
+use crate::deployments::Deployments;
 use crate::images::Images;
 use crate::lifecycle::Lifecycle;
 use crate::node::Node;
 use crate::profile::Tokens;
+use crate::secrets::Secrets;
+use crate::storage::Storage;
 
 pub struct AppState<N: Node> {
     pub lifecycle: Arc<Lifecycle<N>>,
+    pub deployments: Arc<Deployments<N>>,
     pub images: Images<N>,
+    pub storage: Storage<N>,
+    pub secrets: Secrets,
     pub tokens: Tokens,
     pub metrics: Arc<berth_proxy::ProxyMetrics>,
+    /// The largest code upload accepted, in bytes.
+    pub max_code_bytes: u64,
 }

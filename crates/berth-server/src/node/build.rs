@@ -172,6 +172,7 @@ impl Builder {
                     user: None,
                 },
                 limits: BUILD_LIMITS,
+                binds: Vec::new(),
             },
         )?;
         let on_line = |line: String| log(format!("   {line}"));

@@ -8,19 +8,24 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_api::{ImageSource, ImageSummary, PruneResult};
+use berth_api::{CodeUploaded, ImageSource, ImageSummary, PruneResult, Volume};
 use berth_image::{parse_reference, ImageConfig, PullProgress, Puller};
 use berth_net::Network;
 use berth_runtime::shim::{self, ShimConfig};
-use berth_runtime::{hostname_for, OciRuntime, ProcessPlan, ResourceLimits, ShimFiles, Signal};
+use berth_runtime::{
+    hostname_for, BindMount, OciRuntime, ProcessPlan, ResourceLimits, ShimFiles, Signal,
+};
+use bytes::Bytes;
 
 use super::build::Builder;
+use super::code::CodeStore;
 use super::dns::Resolvers;
 use super::sandboxes::{SandboxRequest, Sandboxes};
+use super::volumes::Volumes;
 use super::watch::{current_state, ExitWatcher};
 use super::{
-    BuildImage, BuiltImage, LogStream, Node, NodeError, NodeEvent, PreparedImage, ProcessState,
-    ProgressFn, StartContainer, Started,
+    BuildImage, BuiltImage, LogStream, MountSource, Node, NodeError, NodeEvent, PreparedImage,
+    ProcessState, ProgressFn, StartContainer, Started,
 };
 
 /// Default pids limit per pod: enough for real apps, stops fork bombs.
@@ -40,6 +45,11 @@ pub struct LocalNodeConfig {
     pub build_ca: Option<PathBuf>,
     /// Resolvers for pods (`--dns`); empty to follow the host.
     pub dns: Vec<IpAddr>,
+    /// Unpacked code uploads, by digest.
+    pub code_dir: PathBuf,
+    /// The most bytes an upload may unpack to.
+    pub max_code_bytes: u64,
+    pub volumes_dir: PathBuf,
 }
 
 pub struct LocalNode {
@@ -48,6 +58,8 @@ pub struct LocalNode {
     builder: Arc<Builder>,
     watcher: ExitWatcher,
     shim_exe: PathBuf,
+    code: Arc<CodeStore>,
+    volumes: Arc<Volumes>,
 }
 
 impl LocalNode {
@@ -73,6 +85,8 @@ impl LocalNode {
             builder,
             watcher: ExitWatcher::new(),
             shim_exe: config.shim_exe,
+            code: Arc::new(CodeStore::new(config.code_dir, config.max_code_bytes)?),
+            volumes: Arc::new(Volumes::new(config.volumes_dir)?),
         });
         node.watch_surviving_shims();
         Ok(node)
@@ -118,7 +132,11 @@ impl LocalNode {
                 process: ProcessPlan {
                     args: command(req, config)?,
                     env: environment(req, config),
-                    cwd: config.working_dir.clone().unwrap_or_else(|| "/".into()),
+                    cwd: req
+                        .workdir
+                        .clone()
+                        .or_else(|| config.working_dir.clone())
+                        .unwrap_or_else(|| "/".into()),
                     user: config.user.clone(),
                 },
                 limits: ResourceLimits {
@@ -126,6 +144,7 @@ impl LocalNode {
                     memory_mib: req.memory_mib,
                     pids: DEFAULT_PIDS_LIMIT,
                 },
+                binds: self.binds(req)?,
             },
         )?;
         let runtime = self.sandboxes.runtime();
@@ -166,6 +185,29 @@ impl LocalNode {
             }
         }
         Ok(started)
+    }
+
+    /// Where each of the pod's mounts comes from on this machine.
+    fn binds(&self, req: &StartContainer) -> Result<Vec<BindMount>, NodeError> {
+        req.mounts
+            .iter()
+            .map(|m| {
+                let (source, read_only) = match &m.source {
+                    MountSource::Code(digest) => (
+                        self.code
+                            .path(digest)
+                            .ok_or_else(|| NodeError::CodeMissing(digest.clone()))?,
+                        true,
+                    ),
+                    MountSource::Volume(name) => (self.volumes.ensure(name)?, false),
+                };
+                Ok(BindMount {
+                    source,
+                    destination: m.target.clone(),
+                    read_only,
+                })
+            })
+            .collect()
     }
 
     async fn signal(self: &Arc<Self>, id: &str, signal: Signal, all: bool) {
@@ -325,6 +367,33 @@ impl Node for Arc<LocalNode> {
             freed_bytes: pruned.freed_bytes,
         }
     }
+
+    async fn put_code(&self, digest: String, archive: Bytes) -> Result<CodeUploaded, NodeError> {
+        let code = self.code.clone();
+        tokio::task::spawn_blocking(move || code.put(&digest, &archive))
+            .await
+            .map_err(NodeError::task("the code upload"))?
+            .map_err(NodeError::from)
+    }
+
+    fn has_code(&self, digest: &str) -> bool {
+        self.code.path(digest).is_some()
+    }
+
+    async fn volumes(&self) -> Result<Vec<Volume>, NodeError> {
+        let volumes = self.volumes.clone();
+        tokio::task::spawn_blocking(move || volumes.list())
+            .await
+            .map_err(NodeError::task("listing volumes"))?
+    }
+
+    async fn delete_volume(&self, name: &str) -> Result<bool, NodeError> {
+        let volumes = self.volumes.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || volumes.delete(&name))
+            .await
+            .map_err(NodeError::task("deleting a volume"))?
+    }
 }
 
 /// The process to run: the pod's entrypoint, or the image's ENTRYPOINT + CMD.
@@ -396,6 +465,8 @@ mod tests {
             cpu_millis: 1000,
             memory_mib: 128,
             keep_warm_seconds: 30,
+            mounts: vec![],
+            workdir: None,
         }
     }
 

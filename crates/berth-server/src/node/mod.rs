@@ -5,10 +5,12 @@
 //! workers scale out: nothing in it assumes the node shares a disk with the server.
 
 mod build;
+mod code;
 mod dns;
 mod local;
 mod logs;
 mod sandboxes;
+mod volumes;
 mod watch;
 
 use std::collections::{BTreeMap, HashSet};
@@ -18,12 +20,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_api::{ImageSource, ImageSpec, ImageSummary, PruneResult};
+use berth_api::{CodeUploaded, ImageSource, ImageSpec, ImageSummary, PruneResult, Volume};
 use berth_runtime::ExitRecord;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub use code::CodeError;
 pub use local::{LocalNode, LocalNodeConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,10 @@ pub enum NodeError {
     Runtime(#[from] berth_runtime::RuntimeError),
     #[error("{0}")]
     Build(#[from] berth_image::build::BuildError),
+    #[error("{0}")]
+    Code(#[from] CodeError),
+    #[error("the code archive {0} is not on this node; upload it first")]
+    CodeMissing(String),
     #[error("{}", .0.error.message)]
     Plan(berth_api::ApiError),
     #[error("the image {image} has no command (no ENTRYPOINT or CMD); pass an entrypoint")]
@@ -106,6 +113,25 @@ pub struct StartContainer {
     pub cpu_millis: u64,
     pub memory_mib: u64,
     pub keep_warm_seconds: i64,
+    pub mounts: Vec<PodMount>,
+    /// The entrypoint's working directory; the image's when `None`.
+    pub workdir: Option<String>,
+}
+
+/// A directory the node mounts into a pod, named by what it is rather than where it lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodMount {
+    pub source: MountSource,
+    /// An absolute path in the pod.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSource {
+    /// An uploaded code archive (`sha256:<hex>`), read-only.
+    Code(String),
+    /// A named volume, read-write, created on first use.
+    Volume(String),
 }
 
 /// A started container.
@@ -193,4 +219,18 @@ pub trait Node: Clone + Send + Sync + 'static {
 
     /// Removes pulled images whose reference is not in `keep`, and unreferenced layers.
     fn prune(&self, keep: HashSet<String>) -> impl Future<Output = PruneResult> + Send;
+
+    /// Checks an uploaded working directory against its digest and unpacks it.
+    fn put_code(
+        &self,
+        digest: String,
+        archive: Bytes,
+    ) -> impl Future<Output = Result<CodeUploaded, NodeError>> + Send;
+
+    fn has_code(&self, digest: &str) -> bool;
+
+    fn volumes(&self) -> impl Future<Output = Result<Vec<Volume>, NodeError>> + Send;
+
+    /// Removes a volume and its files; `false` if there was none.
+    fn delete_volume(&self, name: &str) -> impl Future<Output = Result<bool, NodeError>> + Send;
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use berth_net::Network;
 use berth_runtime::sandbox::{self, SandboxDir, SandboxPlan};
-use berth_runtime::{OciRuntime, ProcessPlan, ResourceLimits};
+use berth_runtime::{BindMount, OciRuntime, ProcessPlan, ResourceLimits};
 
 use super::dns::Resolvers;
 use super::NodeError;
@@ -23,6 +23,8 @@ pub struct SandboxRequest {
     pub hostname: String,
     pub process: ProcessPlan,
     pub limits: ResourceLimits,
+    /// Host directories mounted in: a pod's code and volumes; none for build steps.
+    pub binds: Vec<BindMount>,
 }
 
 /// A sandbox ready to start.
@@ -105,6 +107,7 @@ impl Sandboxes {
             resolv_conf: self.resolvers.resolv_conf(),
             process: req.process,
             limits: req.limits,
+            binds: req.binds,
             cgroups_path: Self::cgroups_path(id),
         })?;
         Ok(Prepared { dir, addrs })

@@ -25,15 +25,7 @@ pub async fn list(args: ListArgs) -> Result<()> {
 }
 
 fn table(containers: &[Container], now: i64) -> String {
-    let headers = [
-        "ID",
-        "Status",
-        "Stub ID",
-        "Deployment ID",
-        "Scheduled At",
-        "Uptime",
-    ];
-    let rows: Vec<[String; 6]> = containers
+    let rows: Vec<Vec<String>> = containers
         .iter()
         .map(|c| {
             let uptime = match (c.started_at, c.finished_at) {
@@ -41,7 +33,7 @@ fn table(containers: &[Container], now: i64) -> String {
                 (Some(s), None) => human(now - s),
                 _ => String::new(),
             };
-            [
+            vec![
                 c.id.clone(),
                 c.status.to_string(),
                 c.stub_id.clone(),
@@ -51,30 +43,17 @@ fn table(containers: &[Container], now: i64) -> String {
             ]
         })
         .collect();
-    let mut widths = headers.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut s = String::from(" ");
-        for (cell, w) in cells.iter().zip(widths) {
-            s.push_str(&format!(" {cell:<w$}  "));
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = String::from("\n");
-    out.push_str(&line(&headers.map(String::from)));
-    out.push_str(&format!(
-        " {}\n",
-        "─".repeat(widths.iter().map(|w| w + 3).sum::<usize>())
-    ));
-    for row in &rows {
-        out.push_str(&line(row));
-    }
-    out.push_str(&format!("\n  {} items\n", rows.len()));
-    out
+    crate::commands::table::render(
+        &[
+            "ID",
+            "Status",
+            "Stub ID",
+            "Deployment ID",
+            "Scheduled At",
+            "Uptime",
+        ],
+        &rows,
+    )
 }
 
 fn human(seconds: i64) -> String {
@@ -133,8 +112,13 @@ async fn wait_ended(client: &Client, id: &str, grace: Option<u64>) -> Result<Con
 }
 
 pub async fn logs(args: LogsArgs) -> Result<()> {
-    use std::io::Write;
     let resp = Client::from_env()?.logs(&args.id, args.follow).await?;
+    print_log(resp, args.timestamps).await
+}
+
+/// Prints a log response line by line as it arrives.
+pub async fn print_log(resp: reqwest::Response, timestamps: bool) -> Result<()> {
+    use std::io::Write;
     let mut stream = resp.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
     let mut out = std::io::stdout().lock();
@@ -143,7 +127,7 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
         while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line);
-            let shown = if args.timestamps {
+            let shown = if timestamps {
                 line.into_owned()
             } else {
                 message(&line)

@@ -1,19 +1,35 @@
 //! One module per verb; each is a short function over the libraries and the API client.
 
 pub mod container;
+pub mod deploy;
 pub mod image;
+pub mod python;
+pub mod resources;
 pub mod run;
 pub mod server;
 pub mod shim;
+pub mod table;
 
 use anyhow::Result;
 
-use crate::cli::{Command, ContainerCommand, ImageCommand};
+use crate::cli::{
+    Command, ContainerCommand, DeploymentCommand, ImageCommand, SecretCommand, VolumeCommand,
+};
 
 pub async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Server(args) => server::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Deploy(args) => deploy::deploy(args),
+        Command::Deployment(DeploymentCommand::List(args)) => deploy::list(args).await,
+        Command::Deployment(DeploymentCommand::Stop(args)) => deploy::stop(args).await,
+        Command::Deployment(DeploymentCommand::Delete(args)) => deploy::delete(args).await,
+        Command::Deployment(DeploymentCommand::Logs(args)) => deploy::logs(args).await,
+        Command::Volume(VolumeCommand::List(args)) => resources::volume_list(args).await,
+        Command::Volume(VolumeCommand::Delete(args)) => resources::volume_delete(args).await,
+        Command::Secret(SecretCommand::Create(args)) => resources::secret_create(args).await,
+        Command::Secret(SecretCommand::List(args)) => resources::secret_list(args).await,
+        Command::Secret(SecretCommand::Delete(args)) => resources::secret_delete(args).await,
         Command::Container(ContainerCommand::List(args)) => container::list(args).await,
         Command::Container(ContainerCommand::Stop(args)) => container::stop(args).await,
         Command::Container(ContainerCommand::Logs(args)) => container::logs(args).await,

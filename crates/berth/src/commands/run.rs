@@ -4,13 +4,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use berth_api::{ContainerStatus, CreateContainerRequest, ImageSource};
+use berth_api::{ContainerStatus, CreateContainerRequest, ImageSource, VolumeMount};
 use serde_json::Value;
 
 use crate::cli::{Format, RunArgs};
 use crate::client::Client;
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    if let Some(app) = &args.app {
+        if !args.build.is_empty() || !args.ports.is_empty() || !args.env.is_empty() {
+            bail!("{app} describes the pod itself; drop the other flags (or use the flags alone)");
+        }
+        return crate::commands::python::run_sdk(&["run", app]);
+    }
     let client = Client::from_env()?;
     let req = request(&args)?;
     let text = args.format == Format::Text;
@@ -108,6 +114,19 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
         }
         None => ImageSource::Spec(crate::commands::image::spec(&args.build)?),
     };
+    let volumes = args
+        .volumes
+        .iter()
+        .map(|v| {
+            let (name, path) = v
+                .split_once(':')
+                .ok_or_else(|| anyhow!("--volume {v:?} is not NAME:/PATH"))?;
+            Ok(VolumeMount {
+                name: name.to_string(),
+                mount_path: path.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(CreateContainerRequest {
         image,
         ports,
@@ -116,6 +135,9 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
         env,
         entrypoint: args.entrypoint.clone(),
         keep_warm_seconds: args.keep_warm_seconds,
+        volumes,
+        secrets: args.secrets.clone(),
+        ..Default::default()
     })
 }
 

@@ -37,7 +37,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         bridge: args.bridge,
         cni_bin_dir: args.cni_bin_dir,
         shim_exe: std::env::current_exe().context("locating the berth binary for its shims")?,
-        profile_path: berth_server::default_profile_path(),
+        profile_path: berth_api::default_profile_path(),
         build_ca_bundle: match args.build_ca_bundle.as_str() {
             "none" | "" => None,
             path => {
@@ -52,6 +52,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             }
         },
         dns: args.dns,
+        max_code_bytes: args.max_code_mib.saturating_mul(1024 * 1024),
+        wake_timeout: Duration::from_secs(args.wake_timeout),
     };
     berth_server::run(config, shutdown_signal()).await?;
     Ok(())

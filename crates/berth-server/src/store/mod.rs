@@ -1,5 +1,10 @@
 //! The state store: SQLite through sqlx, with embedded migrations. Only this module runs SQL.
 
+mod deployments;
+mod secrets;
+
+pub use deployments::{DeploymentRow, VersionRow};
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::str::FromStr;
@@ -100,7 +105,6 @@ impl Store {
         Ok(())
     }
 
-    #[cfg(test)]
     pub async fn stub_spec(&self, id: &str) -> Result<Option<PodSpec>, StoreError> {
         let text: Option<String> = sqlx::query_scalar("SELECT spec FROM stubs WHERE id = ?")
             .bind(id)
@@ -249,6 +253,10 @@ fn ports_text(ports: &[u16]) -> String {
         .join(",")
 }
 
+fn corrupt(what: &'static str) -> impl FnOnce(String) -> StoreError {
+    move |detail| StoreError::Corrupt { what, detail }
+}
+
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
     let status: String = r.try_get("status")?;
     let ports: String = r.try_get("ports")?;
@@ -301,6 +309,10 @@ mod tests {
             env: Default::default(),
             entrypoint: None,
             keep_warm_seconds: 600,
+            volumes: vec![],
+            secrets: vec![],
+            code: None,
+            workdir: None,
         };
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
         store
