@@ -24,6 +24,8 @@ packages=(
     docker-registry skopeo          # a local OCI registry for tests and the demo image
     busybox-static                  # the demo and test images' userland
     mmdebstrap                      # builds the default base image (Debian with python3)
+    libnss-myhostname               # resolves *.localhost (pod URLs) for Python and every glibc program
+    python3                         # the Python SDK (from berth import Pod) and berth deploy
     curl jq
 )
 missing=()
@@ -54,6 +56,16 @@ step "Building berth (release)"
 test -x "$here/target/release/berth" || { echo "error: the build failed; run cargo build -p berth to see why" >&2; exit 1; }
 install -m 0755 "$here/target/release/berth" /usr/local/bin/berth
 step "Installed /usr/local/bin/berth ($(/usr/local/bin/berth --version))"
+
+# The SDK is pure Python with no dependencies: copied into the site-packages of the python3
+# on PATH (pip would need a build backend, and on Debian's own Python a venv).
+site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mkdir -p "$site"
+rm -rf "$site/berth"
+cp -r "$here/sdk/python/berth" "$site/berth"
+find "$site/berth" -name __pycache__ -prune -exec rm -rf {} +
+python3 -c 'from berth import Image, Pod' || { echo "error: the Python SDK did not install into $site" >&2; exit 1; }
+step "Installed the Python SDK into $site (from berth import Image, Pod)"
 
 [ "$mode" = "--quickstart" ] && exec "$here/scripts/quickstart.sh"
 exit 0

@@ -3,13 +3,16 @@
 mod api;
 mod builds;
 mod cli;
+mod deployments;
 mod docs;
+mod guide;
 mod hostile;
 mod images;
 mod ingress;
 mod isolation;
 mod lifecycle;
 mod logs;
+mod pod_data;
 mod process;
 mod restart;
 mod startup;
@@ -30,6 +33,50 @@ pub struct Case {
 /// sooner).
 pub fn all() -> Vec<Case> {
     vec![
+        Case {
+            name: "guide::notebook_pod",
+            run: guide::notebook_pod,
+        },
+        Case {
+            name: "guide::image_entrypoint_and_env_examples",
+            run: guide::image_entrypoint_and_env_examples,
+        },
+        Case {
+            name: "guide::cli_run_list_stop",
+            run: guide::cli_run_list_stop,
+        },
+        Case {
+            name: "guide::deploy_http_server",
+            run: guide::deploy_http_server,
+        },
+        Case {
+            name: "guide::create_then_terminate",
+            run: guide::create_then_terminate,
+        },
+        Case {
+            name: "deployments::cold_start_wakes_one_container",
+            run: deployments::cold_start_wakes_one_container,
+        },
+        Case {
+            name: "deployments::version_switch_fails_no_request",
+            run: deployments::version_switch_fails_no_request,
+        },
+        Case {
+            name: "deployments::bad_deploys_leave_nothing",
+            run: deployments::bad_deploys_leave_nothing,
+        },
+        Case {
+            name: "pod_data::code_is_uploaded_checked_and_mounted",
+            run: pod_data::code_is_uploaded_checked_and_mounted,
+        },
+        Case {
+            name: "pod_data::volumes_outlive_pods",
+            run: pod_data::volumes_outlive_pods,
+        },
+        Case {
+            name: "pod_data::secrets_reach_env_and_nothing_else",
+            run: pod_data::secrets_reach_env_and_nothing_else,
+        },
         Case {
             name: "builds::python_packages_and_commands",
             run: builds::python_packages_and_commands,

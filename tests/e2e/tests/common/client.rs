@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,11 @@ pub struct Api {
     bin: PathBuf,
     profile: PathBuf,
     http: Client,
+}
+
+/// The SDK of this checkout, which the tests use rather than an installed one.
+pub fn sdk_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python")
 }
 
 /// The container id `berth run` printed after `=> Container created successfully ===>`.
@@ -342,17 +347,48 @@ impl Api {
 
     fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(args)
-            .env("BERTH_GATEWAY", &self.base)
+        cmd.args(args);
+        self.client_env(&mut cmd);
+        cmd
+    }
+
+    /// What every client process of this server gets: its gateway, token and profile, no
+    /// proxy for loopback, the berth binary on PATH and this checkout's Python SDK.
+    fn client_env(&self, cmd: &mut Command) {
+        let path = format!(
+            "{}:{}",
+            self.bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env("BERTH_GATEWAY", &self.base)
             .env("BERTH_TOKEN", &self.token)
             .env("BERTH_PROFILE", &self.profile)
             .env("NO_PROXY", NO_PROXY)
             .env("no_proxy", NO_PROXY)
             .env_remove("RUST_LOG")
+            .env("PATH", path)
+            .env("PYTHONPATH", sdk_dir())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        cmd
+    }
+
+    /// Runs `berth ARGS...` in `dir` (for `berth deploy app.py:pod`).
+    pub fn cli_in(&self, dir: &Path, args: &[&str]) -> Res<CliOutput> {
+        let mut cmd = self.cli_command(args);
+        cmd.current_dir(dir);
+        run_with_timeout(cmd, args, timeouts::CLI)
+    }
+
+    /// Runs `python3 ARGS...` in `dir` as a user of the SDK would, against this server.
+    pub fn python(&self, dir: &Path, args: &[&str]) -> Res<CliOutput> {
+        let mut cmd = Command::new("python3");
+        cmd.args(args).current_dir(dir);
+        self.client_env(&mut cmd);
+        let mut shown = vec!["(python3)"];
+        shown.extend(args);
+        run_with_timeout(cmd, &shown, timeouts::CLI)
     }
 
     /// Runs `berth ARGS...` against this server and waits for it (at most `timeouts::CLI`).

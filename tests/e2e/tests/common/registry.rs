@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 
-use super::images::{Blob, Image, ImageIndex};
+use super::images::{Blob, Image, ImageIndex, MEDIA_CONFIG};
 use super::{free_port, loopback, poll, tail_file, Context, Res};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -217,6 +217,50 @@ impl Registry {
                 resp.text().unwrap_or_default()
             ));
         }
+        Ok(())
+    }
+
+    /// Gives the image `name:tag` (an OCI image, as `berth image build --push` writes it) a
+    /// command and exposed ports, as a Dockerfile's CMD and EXPOSE would, re-pushing its
+    /// config and manifest.
+    pub fn set_command(&self, name: &str, tag: &str, cmd: &[&str], ports: &[u16]) -> Res<()> {
+        let base = format!("http://{}/v2/{name}", self.addr);
+        let get_json = |url: String| -> Res<serde_json::Value> {
+            let resp = self
+                .http
+                .get(&url)
+                .header(reqwest::header::ACCEPT, MEDIA_MANIFEST)
+                .send()
+                .with_ctx(|| format!("GET {url}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("GET {url} answered {}", resp.status()));
+            }
+            resp.json().with_ctx(|| format!("GET {url}: JSON"))
+        };
+        let mut manifest = get_json(format!("{base}/manifests/{tag}"))?;
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or("the manifest has no config digest")?
+            .to_string();
+        let mut config = get_json(format!("{base}/blobs/{config_digest}"))?;
+        config["config"]["Cmd"] = serde_json::json!(cmd);
+        config["config"]["ExposedPorts"] = ports
+            .iter()
+            .map(|p| (format!("{p}/tcp"), serde_json::json!({})))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        let config_blob = Blob::new(
+            MEDIA_CONFIG,
+            serde_json::to_vec(&config).ctx("config JSON")?,
+        );
+        self.push_blob(name, &config_blob)?;
+        manifest["config"]["digest"] = config_blob.digest.clone().into();
+        manifest["config"]["size"] = config_blob.data.len().into();
+        let manifest_blob = Blob::new(
+            MEDIA_MANIFEST,
+            serde_json::to_vec(&manifest).ctx("manifest JSON")?,
+        );
+        self.push_manifest(name, tag, &manifest_blob)?;
         Ok(())
     }
 
