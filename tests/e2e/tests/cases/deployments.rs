@@ -135,7 +135,7 @@ pub fn version_switch_fails_no_request(env: &Env) -> Res<()> {
     let _guard = DeploymentGuard { env, name: &name };
     deploy(env, &name, json!({"APP_VERSION": "one"}))?;
     wait_active(env, &name, 1)?;
-    let target = url(env, &name);
+    let target = format!("{}?env=APP_VERSION", url(env, &name));
     env.api.wait_http_ok(&target, timeouts::HTTP_READY)?;
 
     let stop = AtomicBool::new(false);
