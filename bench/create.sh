@@ -4,7 +4,9 @@
 # BENCH_RUNS runs (default 10), each a pod of its own, stopped before the next; prints
 # min / median / max in ms. If podman is installed, the same for
 #   podman run -d --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 -p PORT:80
-# with the same image, and the ratio berth / podman of the medians.
+# with the same image, and the ratio berth / podman of the medians. Then a deployment of the
+# same image: its cold start, from a request after scale-to-zero (its container stopped) to the
+# first byte of the answer, which the wake-on-request path holds until the pod accepts.
 # Starts its own registry (docker-registry, the image pushed with skopeo) and its own berth
 # server (temporary state, its own ports, subnet and bridge); stops every pod and container it
 # made and removes everything else. Needs root and scripts/install.sh --deps-only.
@@ -51,13 +53,18 @@ stop_pod() { # stop_pod ID: stops it and waits until it has ended
     echo "warning: $1 did not stop within 30s" >&2
 }
 
+live_ids() { # the ids of containers that have not ended
+    api_call GET /v1/containers 2>/dev/null | json_field '" ".join(c["id"] for c in d["containers"])' 2>/dev/null
+}
+
 cleanup() {
     set +e
     for cid in "${podman_cids[@]}"; do podman rm -f -t 0 "$cid" >/dev/null 2>&1; done
     [ -n "$podman_pulled" ] && podman rmi -f "$image" >/dev/null 2>&1
     if [ -n "${server:-}" ]; then
         # The server leaves running pods running when it stops: stop them first.
-        for id in "${pods[@]}"; do stop_pod "$id"; done
+        [ -n "${deployed:-}" ] && api_call DELETE /v1/deployments/bench-web >/dev/null
+        for id in "${pods[@]}" $(live_ids); do stop_pod "$id"; done
         kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
     fi
     [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
@@ -191,6 +198,22 @@ for i in $(seq "$runs"); do
 done
 read -r b_min b_med b_max < <(printf '%s\n' "${berth_times[@]}" | stats)
 
+echo "=> berth: a deployment of the image, then $runs cold starts after scale-to-zero"
+deployed=1
+api_call POST /v1/deployments \
+    "{\"name\": \"bench-web\", \"pod\": {\"image\": \"$image\", \"ports\": [80], \"keep_warm_seconds\": -1}}" >/dev/null
+dep_url="http://bench-web-80.berth.bench:$ingress_port/"
+first_200 "$dep_url" --connect-to "::127.0.0.1:"
+cold_times=()
+for _ in $(seq "$runs"); do
+    for id in $(live_ids); do stop_pod "$id"; done
+    read -r code ttfb < <(curl -s -o /dev/null -w '%{http_code} %{time_starttransfer}\n' --max-time 90 \
+        --connect-to "::127.0.0.1:" "$dep_url")
+    [ "$code" = 200 ] || { echo "a cold request to the deployment answered $code" >&2; exit 1; }
+    cold_times+=("$(awk -v s="$ttfb" 'BEGIN {printf "%d", s * 1000}')")
+done
+read -r c_min c_med c_max < <(printf '%s\n' "${cold_times[@]}" | stats)
+
 podman_line="podman not installed: no ratio"
 if command -v podman >/dev/null; then
     echo "=> podman: pull, a warm-up run, then $runs runs"
@@ -211,4 +234,6 @@ fi
 echo
 echo "create -> first HTTP 200, cached busybox httpd image, $runs runs ($bin)"
 printf 'berth create -> first 200:  min %6d  median %8.1f  max %6d ms\n' "$b_min" "$b_med" "$b_max"
+printf 'deployment cold start:      min %6d  median %8.1f  max %6d ms  (request -> first byte after scale-to-zero)\n' \
+    "$c_min" "$c_med" "$c_max"
 echo "$podman_line"
