@@ -93,7 +93,7 @@ static NOTEBOOK_IMAGE: Mutex<Option<Result<(), String>>> = Mutex::new(None);
 
 /// Builds `jupyter/base-notebook:latest` into the suite's registry (where the mirror of
 /// docker.io sends pulls of it), with `start-notebook.py` as its command and 8888 exposed.
-fn notebook_image(env: &Env) -> Res<()> {
+pub fn notebook_image(env: &Env) -> Res<()> {
     let mut done = NOTEBOOK_IMAGE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(result) = done.as_ref() {
         return result.clone();

@@ -38,6 +38,22 @@ pub fn all() -> Vec<Case> {
             run: guide::notebook_pod,
         },
         Case {
+            name: "docs::streamlit_page",
+            run: docs::streamlit_page,
+        },
+        Case {
+            name: "docs::notebook_page",
+            run: docs::notebook_page,
+        },
+        Case {
+            name: "docs::ci_page",
+            run: docs::ci_page,
+        },
+        Case {
+            name: "docs::llm_code_page",
+            run: docs::llm_code_page,
+        },
+        Case {
             name: "guide::image_entrypoint_and_env_examples",
             run: guide::image_entrypoint_and_env_examples,
         },

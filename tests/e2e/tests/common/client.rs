@@ -381,6 +381,14 @@ impl Api {
         run_with_timeout(cmd, args, timeouts::CLI)
     }
 
+    /// Runs `sh -c COMMAND` in `dir` with this server's client environment.
+    pub fn sh_in(&self, dir: &Path, command: &str) -> Res<CliOutput> {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", command]).current_dir(dir);
+        self.client_env(&mut cmd);
+        run_with_timeout(cmd, &["(sh)", command], timeouts::CLI)
+    }
+
     /// Runs `python3 ARGS...` in `dir` as a user of the SDK would, against this server.
     pub fn python(&self, dir: &Path, args: &[&str]) -> Res<CliOutput> {
         let mut cmd = Command::new("python3");
