@@ -10,9 +10,11 @@ use crate::client::Client;
 
 pub async fn build(args: ImageBuildArgs) -> Result<()> {
     let spec = spec(&args.build)?;
+    let mut progress = crate::commands::progress::Progress::new();
     let image = Client::from_env()?
-        .build(&spec, args.push.as_deref(), &mut |line| println!("{line}"))
+        .build(&spec, args.push.as_deref(), &mut |line| progress.line(line))
         .await?;
+    progress.finish();
     println!("{image}");
     Ok(())
 }

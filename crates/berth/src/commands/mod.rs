@@ -3,6 +3,7 @@
 pub mod container;
 pub mod deploy;
 pub mod image;
+pub mod progress;
 pub mod python;
 pub mod resources;
 pub mod run;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::cli::{Format, RunArgs};
 use crate::client::Client;
+use crate::commands::progress::Progress;
 
 pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(app) = &args.app {
@@ -20,31 +21,28 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let client = Client::from_env()?;
     let req = request(&args)?;
     let text = args.format == Format::Text;
+    let mut progress = Progress::new();
     if let ImageSource::Spec(spec) = &req.image {
         // Build first, streaming the log; the create that follows is then a cache hit.
         client
             .build(spec, None, &mut |line| {
                 if text {
-                    println!("{line}")
+                    progress.line(line)
                 }
             })
             .await?;
     }
     let created = client.create(&req).await?;
     let id = created.id.clone();
-    let mut last_line = String::new();
     if text && matches!(req.image, ImageSource::Reference(_)) {
-        say(
-            &mut last_line,
-            format!("=> Pulling image {}", created.image),
-        );
+        progress.line(&format!("=> Pulling image {}", created.image));
     }
     let mut creating_said = false;
     let container = loop {
         let c = client.get(&id).await?;
         if text {
             if let Some(p) = c.progress.as_deref().filter(|p| p.contains("layers")) {
-                say(&mut last_line, format!("   {p}"));
+                progress.status(p);
             }
             // A fast start can pass STARTING between two polls; the line still belongs.
             let past_pull = !matches!(
@@ -52,7 +50,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 ContainerStatus::Pending | ContainerStatus::Pulling | ContainerStatus::Building
             );
             if past_pull && !creating_said && c.status != ContainerStatus::Failed {
-                say(&mut last_line, "=> Creating container".into());
+                progress.line("=> Creating container");
                 creating_said = true;
             }
         }
@@ -62,6 +60,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         // Starts take a few hundred milliseconds: poll often so the URL prints promptly.
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
+    progress.finish();
     // A pod that ran and already ended (a short entrypoint, keep-warm 0) was created fine.
     let ran = container.started_at.is_some();
     if container.status != ContainerStatus::Running && !ran {
@@ -85,13 +84,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         println!("✨ Container hosted at: {url}");
     }
     Ok(())
-}
-
-fn say(last: &mut String, line: String) {
-    if *last != line {
-        println!("{line}");
-        *last = line;
-    }
 }
 
 /// Flags to an API request. Values are passed as typed so the server validates them.
