@@ -214,7 +214,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Command and arguments to run instead of the image's own (must come last).
-    #[arg(long, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
     pub entrypoint: Option<Vec<String>>,
 }
 
@@ -350,4 +350,43 @@ pub struct ShimArgs {
     pub runtime_root: PathBuf,
     #[arg(long)]
     pub cgroup: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_an_app_or_an_entrypoint_with_its_own_flags() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "run",
+            "--python-packages",
+            "six",
+            "--entrypoint",
+            "python",
+            "-c",
+            "import six",
+        ])
+        .expect("parses");
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            run.entrypoint,
+            Some(vec!["python".into(), "-c".into(), "import six".into()])
+        );
+        assert_eq!(run.app, None);
+        let cli = Cli::try_parse_from(["berth", "run", "app.py:pod"]).expect("parses");
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.app.as_deref(), Some("app.py:pod"));
+    }
 }

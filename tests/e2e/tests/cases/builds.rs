@@ -260,8 +260,9 @@ pub fn cancelled_build_stops(env: &Env) -> Res<()> {
             "the step never printed its start"
         );
         match lines.next() {
-            // The step's own output, not the `=> Step` line that quotes the command.
-            Some(Ok(line)) if line.trim() == format!("started-{tag}") => break,
+            // The step's own output (`{"log":"   started-..."}`), not the `=> Step` line
+            // that quotes the command.
+            Some(Ok(line)) if line.contains(&format!("\"   started-{tag}\"")) => break,
             Some(Ok(_)) => {}
             other => return Err(format!("the build stream ended early: {other:?}")),
         }

@@ -1,0 +1,35 @@
+"""berth: serverless containers on machines you own.
+
+    from berth import Image, Pod
+
+    nb = Pod(image=Image(base_image="jupyter/base-notebook:latest"), ports=[8888],
+             entrypoint=["start-notebook.py"]).create()
+    print(nb.url)
+"""
+
+from .errors import (
+    AppLoadError,
+    AuthError,
+    BerthError,
+    BuildError,
+    ConfigError,
+    Conflict,
+    ContainerFailed,
+    DeployError,
+    InvalidArgument,
+    NotFound,
+    ServerError,
+    ServerUnreachable,
+    SyncError,
+)
+from .image import Image
+from .pod import DeploymentInstance, Pod, PodInstance
+from .volume import Volume
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppLoadError", "AuthError", "BerthError", "BuildError", "ConfigError", "Conflict",
+    "ContainerFailed", "DeployError", "DeploymentInstance", "Image", "InvalidArgument",
+    "NotFound", "Pod", "PodInstance", "ServerError", "ServerUnreachable", "SyncError", "Volume",
+]

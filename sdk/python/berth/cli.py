@@ -1,0 +1,61 @@
+"""`python3 -m berth deploy|run app.py:pod`: what `berth deploy` and `berth run app.py:pod`
+run, since only Python can load the module that defines the Pod."""
+
+import argparse
+import importlib.util
+import os
+import sys
+from typing import List, Optional
+
+from .errors import AppLoadError, BerthError
+from .pod import Pod
+
+
+def load_pod(target: str) -> Pod:
+    """The Pod named by `FILE.py:NAME` (NAME defaults to `pod`)."""
+    path, _, attr = target.partition(":")
+    attr = attr or "pod"
+    if not os.path.isfile(path):
+        raise AppLoadError("%s: no such file (expected FILE.py:NAME, like app.py:pod)" % path)
+    directory = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, directory)
+    spec = importlib.util.spec_from_file_location("__berth_app__", path)
+    if spec is None or spec.loader is None:
+        raise AppLoadError("%s is not a Python module" % path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, attr):
+        pods = sorted(k for k, v in vars(module).items() if isinstance(v, Pod))
+        where = "; Pods defined there: %s" % ", ".join(pods) if pods else "; it defines no Pod"
+        raise AppLoadError("%s has no `%s`%s" % (path, attr, where))
+    value = getattr(module, attr)
+    if not isinstance(value, Pod):
+        raise AppLoadError("`%s` in %s is a %s, not a berth.Pod" % (attr, path, type(value).__name__))
+    return value
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m berth", description="Run or deploy a Pod defined in a Python module.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    deploy = verbs.add_parser("deploy", help="deploy the Pod as a named deployment with a stable URL")
+    deploy.add_argument("app", help="FILE.py:NAME (default NAME: pod)")
+    deploy.add_argument("--name", help="deployment name (default: the Pod's name=)")
+    run = verbs.add_parser("run", help="create the Pod once and print its URLs")
+    run.add_argument("app", help="FILE.py:NAME (default NAME: pod)")
+    args = parser.parse_args(argv)
+    try:
+        pod = load_pod(args.app)
+        if args.verb == "deploy":
+            pod.deploy(args.name)
+            return 0
+        instance = pod.create()
+        if not instance.ok:
+            return 1
+        for url in instance.urls.values():
+            print("✨ Container hosted at: %s" % url)
+        return 0
+    except BerthError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,120 @@
+"""Packing the working directory for `/mnt/code`: a gzip'd tar that is the same bytes for
+the same tree (sorted, no times, no owners), so its sha256 names it and an unchanged
+directory is never uploaded twice."""
+
+import gzip
+import hashlib
+import io
+import os
+import posixpath
+import sys
+import tarfile
+from typing import List, NamedTuple, Tuple
+
+from . import ignore
+from .errors import SyncError
+
+ALWAYS_SKIPPED_DIRS = {".git", "__pycache__", ".venv", ".hg", ".svn"}
+DEFAULT_LIMIT_MIB = 100
+
+
+class Packed(NamedTuple):
+    digest: str
+    files: int
+    bytes: int
+    archive: bytes
+
+
+def limit_bytes() -> int:
+    text = os.environ.get("BERTH_SYNC_LIMIT_MIB", str(DEFAULT_LIMIT_MIB))
+    try:
+        return int(float(text) * 1024 * 1024)
+    except ValueError:
+        raise SyncError("BERTH_SYNC_LIMIT_MIB=%r is not a number of MiB" % text) from None
+
+
+def _is_virtualenv(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "pyvenv.cfg"))
+
+
+def _link_stays_inside(rel: str, target: str) -> bool:
+    if target.startswith("/"):
+        return False
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    return joined != ".." and not joined.startswith("../")
+
+
+def collect(root: str) -> List[Tuple[str, str]]:
+    """(kind, relative path) of everything to sync, sorted; kind is dir, file or link."""
+    rules = []
+    try:
+        with open(os.path.join(root, ".berthignore"), encoding="utf-8") as f:
+            rules = ignore.parse(f.read())
+    except OSError:
+        pass
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        kept = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            rel = rel_dir + d
+            if os.path.islink(full):
+                filenames.append(d)  # packed as a link, never followed
+                continue
+            if d in ALWAYS_SKIPPED_DIRS or _is_virtualenv(full) or ignore.ignored(rules, rel, True):
+                continue
+            kept.append(d)
+            entries.append(("dir", rel))
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            rel = rel_dir + name
+            if name.endswith(".pyc") or ignore.ignored(rules, rel, False):
+                continue
+            if os.path.islink(full):
+                if _link_stays_inside(rel, os.readlink(full)):
+                    entries.append(("link", rel))
+                else:
+                    print("   skipping %s: a symlink out of the directory" % rel, file=sys.stderr)
+            elif os.path.isfile(full):
+                entries.append(("file", rel))
+    return sorted(entries, key=lambda e: e[1])
+
+
+def pack(root: str = ".") -> Packed:
+    root = os.path.abspath(root)
+    entries = collect(root)
+    limit = limit_bytes()
+    total = sum(os.path.getsize(os.path.join(root, p)) for kind, p in entries if kind == "file")
+    if total > limit:
+        raise SyncError(
+            "the working directory %s holds %.1f MiB to sync, over the %.0f MiB limit: "
+            "add large paths to .berthignore" % (root, total / 2**20, limit / 2**20)
+        )
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for kind, rel in entries:
+                full = os.path.join(root, rel)
+                info = tarfile.TarInfo(rel)
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if kind == "dir":
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                elif kind == "link":
+                    info.type, info.mode = tarfile.SYMTYPE, 0o777
+                    info.linkname = os.readlink(full)
+                    tar.addfile(info)
+                else:
+                    executable = os.access(full, os.X_OK)
+                    info.mode = 0o755 if executable else 0o644
+                    info.size = os.path.getsize(full)
+                    with open(full, "rb") as f:
+                        tar.addfile(info, f)
+    archive = buf.getvalue()
+    files = sum(1 for kind, _ in entries if kind == "file")
+    return Packed("sha256:" + hashlib.sha256(archive).hexdigest(), files, total, archive)

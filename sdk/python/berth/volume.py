@@ -1,0 +1,21 @@
+"""`Volume`: a named directory on the server that outlives pods."""
+
+from typing import Any, Dict
+
+from ._args import refuse_unknown
+from .errors import InvalidArgument
+
+
+class Volume:
+    def __init__(self, name: str, mount_path: str, **unknown: Any):
+        refuse_unknown("Volume", unknown, ("name", "mount_path"))
+        if not isinstance(name, str) or not isinstance(mount_path, str):
+            raise InvalidArgument("Volume(name=..., mount_path=...) takes two strings")
+        self.name = name
+        self.mount_path = mount_path
+
+    def to_api(self) -> Dict[str, str]:
+        return {"name": self.name, "mount_path": self.mount_path}
+
+    def __repr__(self) -> str:
+        return "Volume(name=%r, mount_path=%r)" % (self.name, self.mount_path)
