@@ -81,11 +81,13 @@ notebook.create()
 notebook.terminate()
 "#;
 
-/// `start-notebook.py` as the Jupyter images have it: starts the server with `$NOTEBOOK_ARGS`.
+/// `start-notebook.py` as the Jupyter images have it: the server on all addresses (their
+/// config's default), then `$NOTEBOOK_ARGS`, which may override it.
 const START_NOTEBOOK: &str = r#"#!/usr/bin/env python3
 import os, shlex, sys
 args = shlex.split(os.environ.get("NOTEBOOK_ARGS", ""))
-os.execvp("jupyter", ["jupyter", "notebook", "--allow-root", "--no-browser", *args, *sys.argv[1:]])
+os.execvp("jupyter", ["jupyter", "notebook", "--allow-root", "--no-browser", "--ip=0.0.0.0",
+                      *args, *sys.argv[1:]])
 "#;
 
 /// Built once per suite; every notebook test waits for the first to finish it.
