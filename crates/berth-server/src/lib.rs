@@ -279,3 +279,22 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
     std::fs::create_dir_all(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    #[tokio::test]
+    async fn an_ipv6_wildcard_ingress_takes_ipv4_too() {
+        let any: SocketAddr = "[::]:0".parse().expect("addr");
+        let listener = super::bind_dual_stack("ingress", any).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // `*.localhost` resolves to ::1 on some systems and 127.0.0.1 on others.
+        for host in ["127.0.0.1", "[::1]"] {
+            let connect = tokio::net::TcpStream::connect(format!("{host}:{port}"));
+            let (stream, accepted) = tokio::join!(connect, listener.accept());
+            stream.expect("connects");
+            accepted.expect("accepted");
+        }
+    }
+}

@@ -85,9 +85,10 @@ notebook.terminate()
 /// config's default), then `$NOTEBOOK_ARGS`, which may override it.
 const START_NOTEBOOK: &str = r#"#!/usr/bin/env python3
 import os, shlex, sys
-args = shlex.split(os.environ.get("NOTEBOOK_ARGS", ""))
-os.execvp("jupyter", ["jupyter", "notebook", "--allow-root", "--no-browser", "--ip=0.0.0.0",
-                      *args, *sys.argv[1:]])
+args = shlex.split(os.environ.get("NOTEBOOK_ARGS", "")) + sys.argv[1:]
+if not any(a.startswith("--ip") for a in args):
+    args.insert(0, "--ip=0.0.0.0")
+os.execvp("jupyter", ["jupyter", "notebook", "--allow-root", "--no-browser", *args])
 "#;
 
 /// Built once per suite; every notebook test waits for the first to finish it.
@@ -366,5 +367,71 @@ pub fn cli_run_list_stop(env: &Env) -> Res<()> {
         env.api.get(&id)?.status.is_terminal(),
         "{id} is not stopped after container stop"
     );
+    Ok(())
+}
+
+/// `berth run app.py:pod` runs a Pod from a module; bad targets, unknown parameters and a
+/// wrong token are one-line errors with no traceback.
+pub fn module_runner_and_bad_input(env: &Env) -> Res<()> {
+    let dir = app_dir(
+        r#"from berth import Pod
+
+web = Pod(ports=[8000], entrypoint=["python", "-m", "http.server", "8000"], keep_warm_seconds=60)
+"#,
+    )?;
+    let out = env.api.cli_in(dir.path(), &["run", "app.py:web"])?;
+    ensure!(
+        out.status.success(),
+        "berth run app.py:web:\n{}",
+        out.show()
+    );
+    let id = created_id(&out.stdout).ok_or_else(|| format!("no id:\n{}", out.show()))?;
+    let _pod = env.api.adopt(&id)?;
+    let url = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("✨ Container hosted at: "))
+        .ok_or_else(|| format!("no URL:\n{}", out.show()))?
+        .trim()
+        .to_string();
+    let listing = env.api.wait_http_ok(&url, timeouts::HTTP_READY)?;
+    ensure!(
+        listing.contains("app.py"),
+        "the pod does not serve /mnt/code: {listing}"
+    );
+
+    let one_line_error = |out: &CliOutput, expected: &str| -> Res<()> {
+        let err = out.stderr.trim();
+        ensure!(
+            !out.status.success()
+                && err.lines().count() == 1
+                && err.contains(expected)
+                && !out.combined().contains("Traceback"),
+            "expected a one-line error naming {expected:?}:\n{}",
+            out.show()
+        );
+        Ok(())
+    };
+    let out = env.api.cli_in(dir.path(), &["deploy", "app.py:nope"])?;
+    one_line_error(&out, "app.py has no `nope`; Pods defined there: web")?;
+    let out = env.api.cli_in(dir.path(), &["deploy", "missing.py:pod"])?;
+    one_line_error(&out, "no such file")?;
+    let out = env
+        .api
+        .cli_in(dir.path(), &["deploy", "app.py:web", "--name", "Bad_Name"])?;
+    one_line_error(&out, "not a valid deployment name")?;
+    std::fs::write(
+        dir.path().join("typo.py"),
+        "from berth import Pod\npod = Pod(cpus=2)\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let out = env.api.cli_in(dir.path(), &["deploy", "typo.py:pod"])?;
+    one_line_error(&out, "Pod() has no parameter 'cpus'; did you mean 'cpu'?")?;
+    let out = env.api.cli_with_token_in(
+        dir.path(),
+        &["deploy", "app.py:web", "--name", "web"],
+        "wrong",
+    )?;
+    one_line_error(&out, "refused the token")?;
     Ok(())
 }

@@ -66,6 +66,10 @@ pub fn all() -> Vec<Case> {
             run: guide::deploy_http_server,
         },
         Case {
+            name: "guide::module_runner_and_bad_input",
+            run: guide::module_runner_and_bad_input,
+        },
+        Case {
             name: "guide::create_then_terminate",
             run: guide::create_then_terminate,
         },

@@ -389,6 +389,13 @@ impl Api {
         run_with_timeout(cmd, &["(sh)", command], timeouts::CLI)
     }
 
+    /// Runs `berth ARGS...` in `dir` with `BERTH_TOKEN` set to `token`.
+    pub fn cli_with_token_in(&self, dir: &Path, args: &[&str], token: &str) -> Res<CliOutput> {
+        let mut cmd = self.cli_command(args);
+        cmd.current_dir(dir).env("BERTH_TOKEN", token);
+        run_with_timeout(cmd, args, timeouts::CLI)
+    }
+
     /// Runs `python3 ARGS...` in `dir` as a user of the SDK would, against this server.
     pub fn python(&self, dir: &Path, args: &[&str]) -> Res<CliOutput> {
         let mut cmd = Command::new("python3");
