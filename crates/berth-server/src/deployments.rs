@@ -61,6 +61,8 @@ pub enum DeployError {
 enum NotReady {
     Ended(String),
     TimedOut,
+    /// The container does not serve the port asked for.
+    NoSuchPort,
 }
 
 pub struct Deployments<N: Node> {
@@ -200,6 +202,7 @@ impl<N: Node> Deployments<N> {
                         "it did not answer within {} s",
                         self.config.deploy_limit.as_secs()
                     ),
+                    NotReady::NoSuchPort => "it serves no port".into(),
                 };
                 tracing::warn!(deployment = %version.name, "v{} failed: {reason}", version.version);
                 let _ = self.store.fail_version(&version.id, &reason).await;
@@ -271,6 +274,10 @@ impl<N: Node> Deployments<N> {
                     .unwrap_or_else(|| format!("its container is {}", container.status));
                 return Err(NotReady::Ended(reason));
             }
+            // Ports are known from the spec before it runs (from EXPOSE only once it runs).
+            if port.is_some_and(|p| !container.ports.is_empty() && !container.ports.contains(&p)) {
+                return Err(NotReady::NoSuchPort);
+            }
             if container.status == ContainerStatus::Running {
                 if let Some(route) = self.lifecycle.route_of(container_id).await {
                     match port.or_else(|| route.ports.first().copied()) {
@@ -313,7 +320,7 @@ impl<N: Node> Deployments<N> {
                 self.routes.insert(name, route.clone());
                 MissOutcome::Route(route)
             }
-            Ok(_) => MissOutcome::NotFound,
+            Ok(_) | Err(NotReady::NoSuchPort) => MissOutcome::NotFound,
             Err(NotReady::TimedOut) => unavailable(format!(
                 "deployment {name} is still starting after {} s; retry shortly",
                 self.config.wake_limit.as_secs()

@@ -119,6 +119,15 @@ pub fn cold_start_wakes_one_container(env: &Env) -> Res<()> {
             other => return Err(format!("a first request after scale-to-zero got {other:?}")),
         }
     }
+    // A port the deployment does not serve is a quick 404, not a wait for the wake limit.
+    let other_port = url(env, &name).replace("-8080.", "-8081.");
+    let asked = Instant::now();
+    let (status, _) = env.api.ingress_get(&other_port)?;
+    ensure!(
+        status == StatusCode::NOT_FOUND && asked.elapsed() < Duration::from_secs(10),
+        "a port the deployment does not serve answered {status} after {:?}",
+        asked.elapsed()
+    );
     let live = live_containers(env, &name)?;
     ensure!(
         live.len() == 1,
