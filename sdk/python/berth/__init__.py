@@ -23,7 +23,8 @@ from .errors import (
     SyncError,
 )
 from .image import Image
-from .pod import DeploymentInstance, Pod, PodInstance
+from .instance import DeploymentInstance, PodInstance
+from .pod import Pod
 from .volume import Volume
 
 __version__ = "0.1.0"

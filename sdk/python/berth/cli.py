@@ -5,25 +5,43 @@ import argparse
 import importlib.util
 import os
 import sys
-from typing import List, Optional
+from types import ModuleType
+from typing import List, Optional, Tuple
 
 from .errors import AppLoadError, BerthError
 from .pod import Pod
 
 
-def load_pod(target: str) -> Pod:
-    """The Pod named by `FILE.py:NAME` (NAME defaults to `pod`)."""
-    path, _, attr = target.partition(":")
-    attr = attr or "pod"
-    if not os.path.isfile(path):
-        raise AppLoadError("%s: no such file (expected FILE.py:NAME, like app.py:pod)" % path)
-    directory = os.path.dirname(os.path.abspath(path))
-    sys.path.insert(0, directory)
+def _split_target(target: str) -> Tuple[str, str]:
+    """`app.py:pod` -> ("app.py", "pod"); the name defaults to `pod`."""
+    path, sep, attr = target.rpartition(":")
+    if sep and attr.isidentifier():
+        return path, attr
+    return target, "pod"
+
+
+def _load_module(path: str) -> ModuleType:
+    # The app's own directory first, so `import helpers` next to app.py works.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     spec = importlib.util.spec_from_file_location("__berth_app__", path)
     if spec is None or spec.loader is None:
         raise AppLoadError("%s is not a Python module" % path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Registered like any import, so dataclasses and pickling in the app find it.
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise AppLoadError("%s line %s: %s" % (path, e.lineno, e.msg)) from None
+    return module
+
+
+def load_pod(target: str) -> Pod:
+    """The Pod named by `FILE.py:NAME` (NAME defaults to `pod`)."""
+    path, attr = _split_target(target)
+    if not os.path.isfile(path):
+        raise AppLoadError("%s: no such file (expected FILE.py:NAME, like app.py:pod)" % path)
+    module = _load_module(path)
     if not hasattr(module, attr):
         pods = sorted(k for k, v in vars(module).items() if isinstance(v, Pod))
         where = "; Pods defined there: %s" % ", ".join(pods) if pods else "; it defines no Pod"
@@ -37,10 +55,16 @@ def load_pod(target: str) -> Pod:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m berth", description="Run or deploy a Pod defined in a Python module.")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    deploy = verbs.add_parser("deploy", help="deploy the Pod as a named deployment with a stable URL")
+    deploy = verbs.add_parser(
+        "deploy", help="deploy the Pod as a named deployment with a stable URL",
+        description="Build the image, sync the working directory and make a new version of "
+                    "the deployment; returns once it serves at <name>-<port>.<domain>.")
     deploy.add_argument("app", help="FILE.py:NAME (default NAME: pod)")
     deploy.add_argument("--name", help="deployment name (default: the Pod's name=)")
-    run = verbs.add_parser("run", help="create the Pod once and print its URLs")
+    run = verbs.add_parser(
+        "run", help="create the Pod once and print its URLs",
+        description="Build the image, sync the working directory and create one container; "
+                    "exits 1 if it fails to start.")
     run.add_argument("app", help="FILE.py:NAME (default NAME: pod)")
     args = parser.parse_args(argv)
     try:

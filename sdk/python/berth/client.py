@@ -1,11 +1,12 @@
 """The HTTP API, through urllib: JSON in and out, errors turned into BerthError subclasses
 carrying the server's message (never a urllib traceback)."""
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from . import config as _config
 from .errors import (
@@ -22,19 +23,35 @@ USER_AGENT = "berth-python/0.1.0"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def _error_for(status: int, message: str, cfg: _config.Config) -> BerthError:
+def _server_message(status: int, text: str, reason: str) -> Tuple[str, Optional[str]]:
+    """The message and code of an error body `{"error": {"code", "message"}}`; a body that is
+    not one (a proxy's page) is passed on as it is."""
+    try:
+        error = json.loads(text)["error"]
+        return str(error["message"]), error.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return text.strip() or "HTTP %d %s" % (status, reason), None
+
+
+def _error_for(status: int, message: str, code: Optional[str], cfg: _config.Config) -> BerthError:
     if status == 401:
         return AuthError(
             "the berth server refused the token: %s; check BERTH_TOKEN or the profile %s"
-            % (message, cfg.profile_path)
+            % (message, cfg.profile_path), status, code,
         )
-    if status in (400, 413):
-        return InvalidArgument(message)
-    if status == 404:
-        return NotFound(message)
-    if status == 409:
-        return Conflict(message)
-    return ServerError("the berth server answered %d: %s" % (status, message))
+    # 413 is an upload past the server's cap: a bad argument, with the server's words.
+    kind = {400: InvalidArgument, 413: InvalidArgument, 404: NotFound, 409: Conflict}.get(status)
+    if kind is None:
+        kind = ServerError if status >= 500 else BerthError
+    return kind(message, status, code)
+
+
+def _reason(e: BaseException) -> str:
+    """The words of a connection failure, without errno noise: "Connection refused"."""
+    reason = getattr(e, "reason", e)
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
 
 
 class Client:
@@ -47,6 +64,12 @@ class Client:
             handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
 
+    def _unreachable(self, e: BaseException) -> ServerUnreachable:
+        return ServerUnreachable(
+            "cannot reach the berth server at %s (%s); is `berth server` running? "
+            "(BERTH_GATEWAY or the profile sets the address)" % (self.config.gateway, _reason(e))
+        )
+
     def _open(self, method: str, path: str, body: Optional[bytes] = None,
               content_type: str = "application/json", timeout: float = 60):
         req = urllib.request.Request(
@@ -58,46 +81,65 @@ class Client:
         try:
             return self._opener.open(req, timeout=timeout)
         except urllib.error.HTTPError as e:
-            text = e.read().decode("utf-8", "replace")
             try:
-                message = json.loads(text)["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = text.strip() or e.reason
-            raise _error_for(e.code, message, self.config) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise ServerUnreachable(
-                "cannot reach the berth server at %s (%s); is `berth server` running? "
-                "(BERTH_GATEWAY or the profile sets the address)" % (self.config.gateway, reason)
+                text = e.read().decode("utf-8", "replace")
+            except (OSError, http.client.HTTPException):
+                text = ""
+            message, code = _server_message(e.code, text, str(e.reason))
+            raise _error_for(e.code, message, code, self.config) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            raise self._unreachable(e) from None
+
+    def _read(self, resp) -> bytes:
+        """The whole body; a connection cut midway is the server being unreachable."""
+        try:
+            with resp:
+                return resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise self._unreachable(e) from None
+
+    def _json(self, data: bytes) -> Any:
+        if not data:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise ServerError(
+                "%s answered something that is not berth's API (is BERTH_GATEWAY right?)"
+                % self.config.gateway
             ) from None
 
-    def call(self, method: str, path: str, payload: Any = None) -> Any:
+    def call(self, method: str, path: str, payload: Any = None, timeout: float = 60) -> Any:
         body = None if payload is None else json.dumps(payload).encode()
-        with self._open(method, path, body) as resp:
-            text = resp.read()
-        return json.loads(text) if text else None
+        return self._json(self._read(self._open(method, path, body, timeout=timeout)))
 
     def status(self, method: str, path: str) -> int:
         """The status of a call whose body does not matter (HEAD); 404 is an answer here."""
         try:
-            with self._open(method, path) as resp:
-                return resp.status
+            resp = self._open(method, path)
         except NotFound:
             return 404
+        self._read(resp)
+        return resp.status
 
     def upload(self, path: str, data: bytes, content_type: str) -> Any:
-        with self._open("PUT", path, data, content_type, timeout=600) as resp:
-            return json.loads(resp.read())
+        return self._json(self._read(self._open("PUT", path, data, content_type, timeout=600)))
 
     def text(self, path: str) -> str:
-        with self._open("GET", path) as resp:
-            return resp.read().decode("utf-8", "replace")
+        return self._read(self._open("GET", path)).decode("utf-8", "replace")
 
     def stream_lines(self, method: str, path: str, payload: Any) -> Iterator[Dict[str, Any]]:
         """Newline-delimited JSON events, as they arrive (the build log)."""
         body = json.dumps(payload).encode()
-        with self._open(method, path, body, timeout=3600) as resp:
-            for line in resp:
+        resp = self._open(method, path, body, timeout=3600)
+        with resp:
+            while True:
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException) as e:
+                    raise self._unreachable(e) from None
+                if not line:
+                    return
                 line = line.strip()
                 if line:
-                    yield json.loads(line)
+                    yield self._json(line)

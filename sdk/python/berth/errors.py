@@ -1,8 +1,19 @@
 """Errors the SDK raises: one line each, with the server's own message where there is one."""
 
+from typing import Optional
+
 
 class BerthError(Exception):
-    """Base of every error the SDK raises."""
+    """Base of every error the SDK raises.
+
+    Errors from the server also carry its HTTP `status` and error `code` (like
+    "invalid_argument"), so callers can branch without parsing the message.
+    """
+
+    def __init__(self, message: str = "", status: Optional[int] = None, code: Optional[str] = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class ConfigError(BerthError):

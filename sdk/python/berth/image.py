@@ -1,5 +1,6 @@
 """`Image`: a registry image, or an image built on the server from a base and cached steps."""
 
+import re
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ._args import refuse_unknown, str_dict, str_list
@@ -16,16 +17,29 @@ def read_requirements(path: str) -> List[str]:
     except OSError as e:
         raise InvalidArgument("python_packages: cannot read %s: %s" % (path, e.strerror)) from None
     packages = []
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
+    for number, line in enumerate(lines, 1):
+        # pip's comments start at a `#` after whitespace; `url#egg=x` keeps its fragment.
+        line = re.sub(r"(^|\s)#.*", "", line).strip()
         if not line:
             continue
         if line.startswith("-"):
+            # Options (-r, -e, --index-url) need pip's own file handling, which the
+            # server's step does not have: say so rather than send them as packages.
             raise InvalidArgument(
-                "python_packages: %s has the pip option %r; list packages only" % (path, line)
+                "python_packages: line %d of %s is the pip option %r; berth takes package "
+                "lines only (list the packages themselves)" % (number, path, line)
             )
         packages.append(line)
     return packages
+
+
+def _python(version: Any, what: str) -> Optional[str]:
+    """Like "python3.11"; a bare "3.11" gets the prefix the server expects."""
+    if version is None:
+        return None
+    if not isinstance(version, str):
+        raise InvalidArgument("%s must be a string like 'python3.11', not %r" % (what, version))
+    return "python" + version if re.match(r"^\d+(\.\d+)*$", version) else version
 
 
 def _packages(value: Union[str, Sequence[str], None]) -> List[str]:
@@ -66,28 +80,31 @@ class Image:
         **unknown: Any,
     ):
         refuse_unknown("Image", unknown, _PARAMS)
-        if python_version is not None and not isinstance(python_version, str):
-            raise InvalidArgument("python_version must be a string like 'python3.11'")
         if base_image is not None and not isinstance(base_image, str):
             raise InvalidArgument("base_image must be a registry reference (a string)")
-        self.python_version = python_version
+        self.python_version = _python(python_version, "python_version")
         self.python_packages = _packages(python_packages)
         self.commands = str_list(commands, "commands")
         self.base_image = base_image
         self.env_vars = _envs(env_vars)
         self.steps: List[Dict[str, Any]] = []
 
-    def add_python_packages(self, packages: Union[str, Sequence[str]]) -> "Image":
-        self.steps.append({"type": "python_packages", "packages": _packages(packages)})
+    def _step(self, kind: str, key: str, value: Any) -> "Image":
+        if value:  # an empty step would only add a cache layer that does nothing
+            self.steps.append({"type": kind, key: value})
         return self
+
+    def add_python_packages(self, packages: Union[str, Sequence[str]]) -> "Image":
+        """pip-installs a list, or the packages of a requirements file, as a later step."""
+        return self._step("python_packages", "packages", _packages(packages))
 
     def add_commands(self, commands: Sequence[str]) -> "Image":
-        self.steps.append({"type": "commands", "commands": str_list(commands, "commands")})
-        return self
+        """Runs shell lines (each with `sh -c`) as a later step."""
+        return self._step("commands", "commands", str_list(commands, "commands"))
 
     def with_envs(self, env_vars: Union[Dict[str, str], Sequence[str]]) -> "Image":
-        self.steps.append({"type": "env_vars", "env": _envs(env_vars)})
-        return self
+        """Sets variables for later steps and the pod: a dict, or ["NAME=VALUE", ...]."""
+        return self._step("env_vars", "env", _envs(env_vars))
 
     def from_registry(self, reference: str) -> "Image":
         if not isinstance(reference, str):
@@ -96,9 +113,7 @@ class Image:
         return self
 
     def add_python_version(self, version: str) -> "Image":
-        if not isinstance(version, str):
-            raise InvalidArgument("add_python_version() takes a string like 'python3.11'")
-        self.python_version = version
+        self.python_version = _python(version, "add_python_version()")
         return self
 
     @property

@@ -27,6 +27,11 @@ class Output:
         else:
             print("   " + text, file=self.stream, flush=True)
 
+    def end_status(self) -> None:
+        """The step is over: a live status line is wiped, a piped one already ended."""
+        self._clear()
+        self._status = ""
+
     def _clear(self) -> None:
         if self._drawn:
             self.stream.write("\r\033[K")

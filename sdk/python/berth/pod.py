@@ -9,14 +9,16 @@ from ._args import refuse_unknown, str_dict, str_list
 from .client import Client
 from .errors import BuildError, DeployError, InvalidArgument
 from .image import Image
+from .instance import TERMINAL, DeploymentInstance, PodInstance
 from .output import Output
 from .sync import pack
 from .volume import Volume
 
 CODE_MOUNT = "/mnt/code"
-TERMINAL = ("STOPPED", "EXITED", "OOM_KILLED", "FAILED")
 POLL_SECONDS = 0.05
 DEPLOY_LIMIT_SECONDS = 180
+# The default base has no long-running command of its own: idle until stopped or keep-warm.
+IDLE_ENTRYPOINT = ["sleep", "infinity"]
 
 _PARAMS = (
     "app", "entrypoint", "ports", "name", "cpu", "memory", "gpu", "image", "env",
@@ -25,86 +27,35 @@ _PARAMS = (
 
 
 def _quantity(value: Any, what: str) -> Union[int, float, str]:
+    """cpu and memory go to the server as given (it names a bad value); only the type is
+    checked here."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidArgument("%s must be a number or a string like %s, not %r" % (
             what, '"1500m"' if what == "cpu" else '"1Gi"', value))
     return value
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+def _optional_str(value: Any, what: str) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument("%s must be a string, not %r" % (what, value))
+    return value
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
             return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
         n /= 1024.0
-    return str(n)
-
-
-class PodInstance:
-    """A created container: its URLs, and calls to follow or end it."""
-
-    def __init__(self, client: Client, container: Dict[str, Any], ok: bool, error_msg: str = ""):
-        self._client = client
-        self.container_id: str = container["id"]
-        self.ok = ok
-        self.error_msg = error_msg
-        self.urls: Dict[int, str] = dict(zip(container.get("ports", []), container.get("urls", [])))
-        self.url: str = container["urls"][0] if container.get("urls") else ""
-
-    def _get(self) -> Dict[str, Any]:
-        return self._client.call("GET", "/v1/containers/%s" % self.container_id)
-
-    def status(self) -> str:
-        return self._get()["status"]
-
-    def logs(self) -> str:
-        """The container's output so far, without the time and stream of each line."""
-        text = self._client.text("/v1/containers/%s/logs" % self.container_id)
-        lines = []
-        for line in text.splitlines():
-            parts = line.split(" ", 2)
-            if len(parts) >= 2 and parts[1] in ("stdout", "stderr"):
-                lines.append(parts[2] if len(parts) == 3 else "")
-            else:
-                lines.append(line)
-        return "\n".join(lines) + ("\n" if lines else "")
-
-    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
-        """Waits until the container ends; its exit code (None if it never ran a process)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            c = self._get()
-            if c["status"] in TERMINAL:
-                return c.get("exit_code")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError("%s is still %s after %s s" % (self.container_id, c["status"], timeout))
-            time.sleep(0.2)
-
-    def terminate(self) -> bool:
-        """Stops the container; True once it has stopped."""
-        self._client.call("POST", "/v1/containers/%s/stop" % self.container_id, {})
-        self.wait(timeout=120)
-        return True
-
-    def __repr__(self) -> str:
-        return "PodInstance(container_id=%r, url=%r, ok=%r)" % (self.container_id, self.url, self.ok)
-
-
-class DeploymentInstance:
-    def __init__(self, name: str, version: int, container_id: str, urls: List[str], ports: List[int]):
-        self.name = name
-        self.version = version
-        self.container_id = container_id
-        self.ok = True
-        self.urls: Dict[int, str] = dict(zip(ports, urls))
-        self.url = urls[0] if urls else ""
-
-    def __repr__(self) -> str:
-        return "DeploymentInstance(name=%r, version=%r, url=%r)" % (self.name, self.version, self.url)
+    return "%.1f GiB" % n
 
 
 class Pod:
-    """A container to run: image, command, ports, resources. `Pod()` alone is berth's
-    default image (Debian with python3) idling until terminated or past keep-warm."""
+    """A container to run: image, command, ports, resources.
+
+    `Pod()` alone is berth's default image (Debian with python3) idling until terminated or
+    idle past `keep_warm_seconds`. The working directory is synced to /mnt/code in the pod
+    (the entrypoint's working directory on the default base).
+    """
 
     def __init__(
         self,
@@ -128,20 +79,26 @@ class Pod:
             raise InvalidArgument("image must be a berth.Image, not %r" % (image,))
         if ports is None:
             ports = []
-        if isinstance(ports, int) or not all(isinstance(p, int) and not isinstance(p, bool) for p in ports):
+        if isinstance(ports, (int, str)) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in ports
+        ):
             raise InvalidArgument("ports must be a list of port numbers, not %r" % (ports,))
         if not isinstance(keep_warm_seconds, int) or isinstance(keep_warm_seconds, bool):
             raise InvalidArgument("keep_warm_seconds must be a whole number of seconds (-1 for never)")
+        if not isinstance(authorized, bool):
+            raise InvalidArgument("authorized must be True or False, not %r" % (authorized,))
+        if isinstance(volumes, Volume):
+            volumes = [volumes]
         for v in volumes or []:
             if not isinstance(v, Volume):
                 raise InvalidArgument("volumes must be a list of berth.Volume, not %r" % (v,))
-        self.app = app
+        self.app = _optional_str(app, "app") or ""
         self.entrypoint = str_list(entrypoint, "entrypoint")
         self.ports = list(ports)
-        self.name = name
+        self.name = _optional_str(name, "name")
         self.cpu = _quantity(cpu, "cpu")
         self.memory = _quantity(memory, "memory")
-        self.gpu = gpu
+        self.gpu = _optional_str(gpu, "gpu")
         self.image = image if image is not None else Image()
         self.env = str_dict(env, "env")
         self.keep_warm_seconds = keep_warm_seconds
@@ -153,57 +110,72 @@ class Pod:
 
     @property
     def client(self) -> Client:
+        # Configured on first use, so defining a Pod in a module needs no server.
         if self._client is None:
             self._client = Client()
         return self._client
 
     def _request(self, code: Optional[str]) -> Dict[str, Any]:
+        """The create request; empty fields are left out so older servers need not know them."""
         req: Dict[str, Any] = {
             "image": self.image.to_api(),
-            "ports": self.ports,
             "cpu": self.cpu,
             "memory": self.memory,
-            "env": self.env,
             "keep_warm_seconds": self.keep_warm_seconds,
         }
+        if self.ports:
+            req["ports"] = self.ports
+        if self.env:
+            req["env"] = self.env
         entrypoint = self.entrypoint
         if not entrypoint and not self.image.is_custom:
-            # The default base has no long-running command of its own.
-            entrypoint = ["sleep", "infinity"]
+            entrypoint = IDLE_ENTRYPOINT
         if entrypoint:
-            req["entrypoint"] = entrypoint
+            req["entrypoint"] = list(entrypoint)
         if self.volumes:
             req["volumes"] = [v.to_api() for v in self.volumes]
         if self.secrets:
             req["secrets"] = self.secrets
         if code:
             req["code"] = code
+            # A custom image keeps its own working directory; berth's base has none worth it.
             if not self.image.is_custom:
                 req["workdir"] = CODE_MOUNT
-        if self.gpu:
+        if self.gpu is not None:
             req["gpu"] = self.gpu
         if self.authorized:
             req["authorized"] = True
         return req
 
-    def _prepare(self, out: Output) -> str:
-        """Builds or checks the image and uploads the working directory; the code digest."""
+    def _build(self, out: Output) -> None:
+        """Step 1: build the image spec (its log as it comes), or check the reference."""
         image = self.image.to_api()
+        # Printed at once, before the server answers; its own copy of the line is dropped.
         out.line("=> Building image")
         if isinstance(image, dict):
+            done = False
             for event in self.client.stream_lines("POST", "/v1/images/build", image):
-                if "log" in event and event["log"] != "=> Building image":
-                    out.line(event["log"])
-                elif "error" in event:
+                if "error" in event:
                     raise BuildError("the image build failed: %s" % event["error"])
+                if "done" in event:
+                    done = True
+                elif "log" in event and event["log"] != "=> Building image":
+                    out.line(event["log"])
+            if not done:
+                raise BuildError("the image build stream ended without a result")
         else:
             listed = self.client.call("GET", "/v1/images")["images"]
-            if any(i["reference"] == image for i in listed):
+            if any(i.get("reference") == image for i in listed):
                 out.line("=> Using cached image")
             else:
                 out.line("=> Pulling image %s" % image)
+
+    def _sync(self, out: Output) -> str:
+        """Step 2: upload the working directory unless the server has it; its digest."""
         out.line("=> Syncing files")
         packed = pack(os.getcwd())
+        for rel in packed.skipped_links:
+            out.line("   skipped %s: a symlink out of the directory" % rel)
         path = "/v1/code/%s" % packed.digest
         if self.client.status("HEAD", path) == 200:
             where = "already on the server"
@@ -214,22 +186,30 @@ class Pod:
         return packed.digest
 
     def _follow(self, out: Output, container: Dict[str, Any]) -> Dict[str, Any]:
-        """Polls the container until it runs or ends, showing its progress."""
+        """Polls the container until it runs or ends, showing each new progress line."""
+        # Lines that only restate the step already printed.
+        quiet = {"Building image", "Creating container", "Pulling image %s" % container.get("image")}
         while True:
-            if container.get("progress") and "layers" in container["progress"]:
-                out.status(container["progress"])
+            progress = container.get("progress")
+            if progress and progress not in quiet:
+                out.status(progress)
             if container["status"] == "RUNNING" or container["status"] in TERMINAL:
+                out.end_status()
                 return container
             time.sleep(POLL_SECONDS)
             container = self.client.call("GET", "/v1/containers/%s" % container["id"])
 
     def create(self) -> PodInstance:
-        """Launches the pod; returns once it runs (or failed to), printing each step."""
+        """Launches the pod and returns once it runs, printing each step. A pod that ends or
+        fails before running comes back with ok=False and error_msg (no exception); a
+        request the server refuses raises."""
         out = Output()
-        code = self._prepare(out)
+        self._build(out)
+        code = self._sync(out)
         out.line("=> Creating container")
         container = self.client.call("POST", "/v1/containers", self._request(code))
         container = self._follow(out, container)
+        # One that ran and already exited (a quick script) was still created.
         if container["status"] == "RUNNING" or container.get("started_at"):
             out.line("=> Container created successfully ===> %s" % container["id"])
             instance = PodInstance(self.client, container, ok=True)
@@ -241,7 +221,7 @@ class Pod:
         return instance
 
     def terminate(self) -> bool:
-        """Stops every container this Pod created; True if any was stopped."""
+        """Stops every container this Pod created that still runs; True if any was."""
         stopped = False
         for instance in self._created:
             if instance.status() not in TERMINAL:
@@ -249,13 +229,13 @@ class Pod:
         return stopped
 
     def deploy(self, name: Optional[str] = None) -> DeploymentInstance:
-        """Deploys a new version of the named deployment; returns once it serves."""
-        name = name or self.name
+        """Deploys a new version of the named deployment; returns once that version serves."""
+        name = _optional_str(name, "name") or self.name
         if not name:
             raise InvalidArgument("a deployment needs a name: Pod(name=...) or --name")
         out = Output()
-        code = self._prepare(out)
-        out.line("=> Creating container")
+        self._build(out)
+        code = self._sync(out)
         answer = self.client.call("POST", "/v1/deployments", {"name": name, "pod": self._request(code)})
         version = answer["version"]["version"]
         out.line("=> Deploying %s v%d" % (name, version))
@@ -263,23 +243,29 @@ class Pod:
         if container["status"] != "RUNNING":
             raise DeployError("%s v%d did not start: %s" % (
                 name, version, container.get("reason") or container["status"]))
-        deadline = time.monotonic() + DEPLOY_LIMIT_SECONDS
-        while True:
-            deployment = self.client.call("GET", "/v1/deployments/%s" % name)
-            mine = [v for v in deployment["versions"] if v["version"] == version]
-            status = mine[0]["status"] if mine else "FAILED"
-            if status in ("ACTIVE", "REPLACED"):
-                break
-            if status == "FAILED":
-                reason = mine[0].get("reason") if mine else "it disappeared"
-                raise DeployError("%s v%d failed: %s" % (name, version, reason))
-            if time.monotonic() > deadline:
-                raise DeployError("%s v%d did not answer within %d s" % (name, version, DEPLOY_LIMIT_SECONDS))
-            time.sleep(0.1)
+        deployment = self._wait_active(name, version)
         out.line("=> Deployed %s v%d ===> %s" % (name, version, container["id"]))
         for url in deployment["urls"]:
             out.line("✨ Deployment hosted at: %s" % url)
         return DeploymentInstance(name, version, container["id"], deployment["urls"], deployment["ports"])
+
+    def _wait_active(self, name: str, version: int) -> Dict[str, Any]:
+        """Polls the deployment until `version` serves (ACTIVE, or REPLACED already by a
+        newer deploy); FAILED or no answer within the limit raises DeployError."""
+        deadline = time.monotonic() + DEPLOY_LIMIT_SECONDS
+        while True:
+            deployment = self.client.call("GET", "/v1/deployments/%s" % name)
+            mine = [v for v in deployment.get("versions", []) if v.get("version") == version]
+            if not mine:
+                raise DeployError("%s v%d is no longer listed (was the deployment deleted?)" % (name, version))
+            status = mine[0]["status"]
+            if status in ("ACTIVE", "REPLACED"):
+                return deployment
+            if status == "FAILED":
+                raise DeployError("%s v%d failed: %s" % (name, version, mine[0].get("reason") or "no reason given"))
+            if time.monotonic() > deadline:
+                raise DeployError("%s v%d is still %s after %d s" % (name, version, status, DEPLOY_LIMIT_SECONDS))
+            time.sleep(POLL_SECONDS * 2)
 
     def __repr__(self) -> str:
         return "Pod(image=%r, entrypoint=%r, ports=%r)" % (self.image, self.entrypoint, self.ports)

@@ -6,8 +6,6 @@ import gzip
 import hashlib
 import io
 import os
-import posixpath
-import sys
 import tarfile
 from typing import List, NamedTuple, Tuple
 
@@ -19,10 +17,11 @@ DEFAULT_LIMIT_MIB = 100
 
 
 class Packed(NamedTuple):
-    digest: str
+    digest: str  # "sha256:<hex>" of `archive`, the name the server stores it under
+    bytes: int  # total size of the files packed
     files: int
-    bytes: int
-    archive: bytes
+    archive: bytes  # the gzip'd tar itself
+    skipped_links: Tuple[str, ...] = ()  # symlinks left out: they point out of the tree
 
 
 def limit_bytes() -> int:
@@ -37,15 +36,20 @@ def _is_virtualenv(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "pyvenv.cfg"))
 
 
-def _link_stays_inside(rel: str, target: str) -> bool:
-    if target.startswith("/"):
+def _link_stays_inside(root: str, full: str) -> bool:
+    """Whether the link resolves (through any chain of links) to a path inside `root`;
+    an absolute target is refused even when it points inside, since the tree moves to
+    /mnt/code in the pod."""
+    if os.readlink(full).startswith("/"):
         return False
-    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-    return joined != ".." and not joined.startswith("../")
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(full)
+    return target == real_root or target.startswith(real_root + os.sep)
 
 
-def collect(root: str) -> List[Tuple[str, str]]:
-    """(kind, relative path) of everything to sync, sorted; kind is dir, file or link."""
+def collect(root: str) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """(kind, relative path) of everything to sync, sorted, where kind is dir, file or link;
+    and the symlinks left out."""
     rules = []
     try:
         with open(os.path.join(root, ".berthignore"), encoding="utf-8") as f:
@@ -53,6 +57,7 @@ def collect(root: str) -> List[Tuple[str, str]]:
     except OSError:
         pass
     entries = []
+    skipped = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
@@ -74,18 +79,26 @@ def collect(root: str) -> List[Tuple[str, str]]:
             if name.endswith(".pyc") or ignore.ignored(rules, rel, False):
                 continue
             if os.path.islink(full):
-                if _link_stays_inside(rel, os.readlink(full)):
+                if _link_stays_inside(root, full):
                     entries.append(("link", rel))
                 else:
-                    print("   skipping %s: a symlink out of the directory" % rel, file=sys.stderr)
-            elif os.path.isfile(full):
+                    skipped.append(rel)
+            elif os.path.isfile(full):  # sockets, fifos and devices are not files
                 entries.append(("file", rel))
-    return sorted(entries, key=lambda e: e[1])
+    return sorted(entries, key=lambda e: e[1]), sorted(skipped)
 
 
 def pack(root: str = ".") -> Packed:
+    """The working directory as a deterministic gzip'd tar, with its digest and sizes."""
     root = os.path.abspath(root)
-    entries = collect(root)
+    try:
+        return _pack(root)
+    except OSError as e:  # a file vanished or is unreadable mid-walk
+        raise SyncError("cannot pack %s: %s" % (root, e)) from None
+
+
+def _pack(root: str) -> Packed:
+    entries, skipped = collect(root)
     limit = limit_bytes()
     total = sum(os.path.getsize(os.path.join(root, p)) for kind, p in entries if kind == "file")
     if total > limit:
@@ -110,11 +123,13 @@ def pack(root: str = ".") -> Packed:
                     info.linkname = os.readlink(full)
                     tar.addfile(info)
                 else:
-                    executable = os.access(full, os.X_OK)
-                    info.mode = 0o755 if executable else 0o644
-                    info.size = os.path.getsize(full)
+                    # The x bits alone decide (os.access would say yes to root for any).
+                    st = os.stat(full)
+                    info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+                    info.size = st.st_size
                     with open(full, "rb") as f:
                         tar.addfile(info, f)
     archive = buf.getvalue()
     files = sum(1 for kind, _ in entries if kind == "file")
-    return Packed("sha256:" + hashlib.sha256(archive).hexdigest(), files, total, archive)
+    digest = "sha256:" + hashlib.sha256(archive).hexdigest()
+    return Packed(digest, total, files, archive, tuple(skipped))

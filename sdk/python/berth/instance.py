@@ -1,0 +1,90 @@
+"""What `Pod.create()` and `Pod.deploy()` return: handles on a container or a deployment."""
+
+import time
+from typing import Any, Dict, List, Optional
+
+from .client import Client
+
+TERMINAL = ("STOPPED", "EXITED", "OOM_KILLED", "FAILED")
+WAIT_POLL_SECONDS = 0.2
+# The server's stop grace is 10 s by default; past this the stop is reported as not done.
+STOP_WAIT_SECONDS = 60
+
+
+def _strip_log_prefix(text: str) -> str:
+    """The output alone: the API prefixes each line with `<RFC 3339 time> <stream> `."""
+    lines = []
+    for line in text.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) >= 2 and parts[1] in ("stdout", "stderr"):
+            lines.append(parts[2] if len(parts) == 3 else "")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+class PodInstance:
+    """A created container: its URLs, and calls to follow or end it.
+
+    `ok` is False when it ended or failed before running; `error_msg` then says why.
+    """
+
+    def __init__(self, client: Client, container: Dict[str, Any], ok: bool, error_msg: str = ""):
+        self._client = client
+        self.container_id: str = container["id"]
+        self.ok = ok
+        self.error_msg = error_msg
+        urls = list(container.get("urls") or [])
+        self.urls: Dict[int, str] = dict(zip(container.get("ports") or [], urls))
+        self.url: str = urls[0] if urls else ""
+
+    def _get(self) -> Dict[str, Any]:
+        return self._client.call("GET", "/v1/containers/%s" % self.container_id)
+
+    def status(self) -> str:
+        """The container's status now, like "RUNNING" or "EXITED"."""
+        return self._get()["status"]
+
+    def logs(self) -> str:
+        """The container's output so far, without the time and stream of each line."""
+        return _strip_log_prefix(self._client.text("/v1/containers/%s/logs" % self.container_id))
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Waits until the container ends; its exit code (None if no process ever exited).
+        Raises TimeoutError past `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            c = self._get()
+            if c["status"] in TERMINAL:
+                return c.get("exit_code")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("%s is still %s after %s s" % (self.container_id, c["status"], timeout))
+            time.sleep(WAIT_POLL_SECONDS)
+
+    def terminate(self) -> bool:
+        """Stops the container (stopping an ended one is a no-op); True once it has ended."""
+        self._client.call("POST", "/v1/containers/%s/stop" % self.container_id, {})
+        try:
+            self.wait(timeout=STOP_WAIT_SECONDS)
+        except TimeoutError:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return "PodInstance(container_id=%r, url=%r, ok=%r)" % (self.container_id, self.url, self.ok)
+
+
+class DeploymentInstance:
+    """A deployment's version that serves: its stable URLs and the container behind them."""
+
+    def __init__(self, name: str, version: int, container_id: str, urls: List[str], ports: List[int]):
+        self.name = name
+        self.version = version
+        self.container_id = container_id
+        self.ok = True
+        self.error_msg = ""
+        self.urls: Dict[int, str] = dict(zip(ports, urls))
+        self.url = urls[0] if urls else ""
+
+    def __repr__(self) -> str:
+        return "DeploymentInstance(name=%r, version=%r, url=%r)" % (self.name, self.version, self.url)
