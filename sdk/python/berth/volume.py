@@ -1,16 +1,22 @@
 """`Volume`: a named directory on the server that outlives pods."""
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ._args import refuse_unknown
 from .errors import InvalidArgument
 
 
 class Volume:
-    def __init__(self, name: str, mount_path: str, **unknown: Any):
+    """`Volume(name="data", mount_path="/data")`: the volume `data`, created on first use,
+    mounted read-write at /data. The server checks the name and path."""
+
+    # Both default to None only so a misspelt keyword is named before a missing one.
+    def __init__(self, name: Optional[str] = None, mount_path: Optional[str] = None, **unknown: Any):
         refuse_unknown("Volume", unknown, ("name", "mount_path"))
         if not isinstance(name, str) or not isinstance(mount_path, str):
-            raise InvalidArgument("Volume(name=..., mount_path=...) takes two strings")
+            raise InvalidArgument(
+                "Volume(name=..., mount_path=...) takes two strings, like "
+                "Volume(name=\"data\", mount_path=\"/data\")")
         self.name = name
         self.mount_path = mount_path
 

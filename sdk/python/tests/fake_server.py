@@ -1,7 +1,13 @@
 """A stand-in for the berth API on loopback: canned answers per route, every request recorded."""
 
+import contextlib
+import io
 import json
+import os
+import tempfile
 import threading
+import unittest
+from unittest import mock
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -10,6 +16,7 @@ class FakeServer:
         self.requests = []  # (method, path, body bytes)
         self.routes = {}  # (method, path) -> callable(body) -> (status, payload or bytes)
         self.uploaded = set()  # code archive paths PUT so far
+        self.headers = []  # request headers, in order
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -29,6 +36,7 @@ class FakeServer:
                     status, payload = route(body)
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
+                fake.headers.append(dict(self.headers))
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
@@ -60,3 +68,61 @@ class FakeServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+CONTAINER = {
+    "id": "pod-s-1", "stub_id": "s", "deployment_id": None, "status": "PENDING",
+    "image": "busybox", "ports": [8000], "urls": ["http://s-8000.localhost"],
+    "exit_code": None, "reason": None, "progress": None, "cpu_millis": 1000,
+    "memory_mib": 128, "keep_warm_seconds": 600, "scheduled_at": 1,
+    "started_at": None, "finished_at": None,
+}
+
+
+def container(**changes):
+    """A Container answer, CONTAINER with `changes`."""
+    c = dict(CONTAINER)
+    c.update(changes)
+    return c
+
+
+def in_turn(*answers):
+    """A route answering each (status, payload) in turn, then the last one forever."""
+    queue = list(answers)
+
+    def route(body):
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+    return route
+
+
+class ServerCase(unittest.TestCase):
+    """Each test talks to a fake server from an empty temporary working directory, with
+    no proxy and no profile from the machine running the tests."""
+
+    def setUp(self):
+        self.server = FakeServer()
+        self.addCleanup(self.server.close)
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+        cwd = os.getcwd()
+        os.chdir(self.dir.name)
+        self.addCleanup(os.chdir, cwd)
+        env = mock.patch.dict(os.environ, {
+            "BERTH_GATEWAY": self.server.url, "BERTH_TOKEN": "t",
+            "BERTH_PROFILE": os.path.join(self.dir.name, "none.json"),
+        })
+        env.start()
+        self.addCleanup(env.stop)
+        self.server.on("GET", "/v1/images", 200, {"images": []})
+        self.server.on("POST", "/v1/images/build", 200,
+                       b'{"log":"=> Using cached image"}\n{"done":{"image":"berth-build/k","cached":true}}\n')
+
+    def run_quietly(self, fn):
+        """fn's result and what it printed."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            result = fn()
+        return result, out.getvalue()
+
+    def paths(self):
+        return [(m, p) for m, p, _ in self.server.requests]

@@ -35,14 +35,32 @@ class ImageTests(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "requirements.txt")
             with open(path, "w") as f:
-                f.write("# deps\nsix==1.16.0\n\nattrs  # inline\n")
-            self.assertEqual(Image(python_packages=path).python_packages, ["six==1.16.0", "attrs"])
-            with open(path, "w") as f:
-                f.write("--index-url http://evil\n")
-            with self.assertRaisesRegex(InvalidArgument, "pip option"):
-                Image(python_packages=path)
+                f.write("# deps\nsix==1.16.0\n\nattrs  # inline\n"
+                        "pkg @ https://example.com/pkg.zip#sha256=ab\n")
+            packages = ["six==1.16.0", "attrs", "pkg @ https://example.com/pkg.zip#sha256=ab"]
+            self.assertEqual(Image(python_packages=path).python_packages, packages)
+            self.assertEqual(Image().add_python_packages(path).to_api(),
+                             {"steps": [{"type": "python_packages", "packages": packages}]})
+            for option in ("-r base.txt", "--index-url http://mirror"):
+                with open(path, "w") as f:
+                    f.write("six\n%s\n" % option)
+                with self.assertRaises(InvalidArgument) as caught:
+                    Image(python_packages=path)
+                self.assertEqual(str(caught.exception),
+                                 "python_packages: line 2 of %s is the pip option %r; berth takes "
+                                 "package lines only (list the packages themselves)" % (path, option))
         with self.assertRaisesRegex(InvalidArgument, "cannot read"):
             Image(python_packages="/no/such/requirements.txt")
+
+    def test_empty_steps_are_left_out_and_bare_python_versions_completed(self):
+        image = Image(python_version="3.11").add_commands([]).with_envs({}).add_python_packages([])
+        self.assertEqual(image.to_api(), {"python_version": "python3.11"})
+        self.assertEqual(Image().add_python_version("python3.12").to_api(), {"python_version": "python3.12"})
+        # Chaining changes the Image itself.
+        image = Image(base_image="busybox")
+        self.assertIs(image.add_commands(["true"]), image)
+        self.assertEqual(image.to_api(), {"base_image": "busybox",
+                                          "steps": [{"type": "commands", "commands": ["true"]}]})
 
     def test_bad_types_and_unknown_parameters_are_one_line_errors(self):
         with self.assertRaisesRegex(InvalidArgument, "commands must be a list"):
@@ -57,11 +75,25 @@ class ImageTests(unittest.TestCase):
             Pod(memory=[1])
         with self.assertRaisesRegex(InvalidArgument, "berth.Volume"):
             Pod(volumes=["data"])
+        with self.assertRaisesRegex(InvalidArgument, "^entrypoint must be a list of strings"):
+            Pod(entrypoint="python app.py")
+        with self.assertRaisesRegex(InvalidArgument, "^python_packages must be a list of strings"):
+            Image(python_packages=[1])
+        with self.assertRaisesRegex(InvalidArgument, "^env_vars: 'A' is not NAME=VALUE"):
+            Image().with_envs(["A"])
+        with self.assertRaisesRegex(InvalidArgument, "^env must be a dict of strings"):
+            Pod(env={"A": 1})
+        with self.assertRaisesRegex(InvalidArgument, r"^Volume\(\) has no parameter 'path'; did you mean 'mount_path'\?$"):
+            Volume(name="data", path="/data")
 
 
 class PodRequestTests(unittest.TestCase):
     def test_pod_with_no_arguments_idles_on_the_default_base_in_the_synced_code(self):
         req = Pod()._request("sha256:" + "a" * 64)
+        self.assertEqual(req, {
+            "image": {}, "cpu": 1.0, "memory": 128, "keep_warm_seconds": 600,
+            "entrypoint": ["sleep", "infinity"], "code": "sha256:" + "a" * 64, "workdir": "/mnt/code"})
+        self.assertEqual(Pod(entrypoint=["python", "app.py"])._request(None)["entrypoint"], ["python", "app.py"])
         self.assertEqual(req["image"], {})
         self.assertEqual(req["entrypoint"], ["sleep", "infinity"])
         self.assertEqual(req["workdir"], "/mnt/code")
