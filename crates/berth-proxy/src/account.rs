@@ -9,10 +9,15 @@ use crate::{ActivityGuard, Route};
 pub(crate) struct Account(Option<(String, ActivityGuard)>);
 
 impl Account {
+    /// Whether the connection already counts against `route`'s container.
+    pub(crate) fn counts(&self, route: &Route) -> bool {
+        self.0.as_ref().map(|(id, _)| id) == Some(&route.container_id)
+    }
+
     /// Counts the connection against `route`'s container; a connection that moves on to
     /// another container stops counting against the previous one.
     pub(crate) fn count(&mut self, route: &Route) {
-        if self.0.as_ref().map(|(id, _)| id) != Some(&route.container_id) {
+        if !self.counts(route) {
             self.0 = Some((route.container_id.clone(), route.activity.connect()));
         }
     }

@@ -29,7 +29,14 @@ pub fn parse_pod_host(host: &str, domain: &str) -> Option<PodHost> {
     })
 }
 
-fn strip_port(host: &str) -> &str {
+/// Whether `host` (with or without a port) is the ingress's domain itself.
+pub(crate) fn is_domain(host: &str, domain: &str) -> bool {
+    strip_port(host)
+        .trim_end_matches('.')
+        .eq_ignore_ascii_case(domain)
+}
+
+pub(crate) fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(']') => {
             name

@@ -22,9 +22,13 @@
 //! # }
 //! ```
 
+mod access;
 mod account;
 mod activity;
+mod edge;
+mod exchange;
 mod forward;
+mod hop;
 mod host;
 mod ingress;
 mod listener;
@@ -33,17 +37,19 @@ mod response;
 mod route;
 mod routes;
 mod serve;
+pub mod tls;
 mod upgrade;
 mod upstream;
 
 #[cfg(test)]
 mod testing;
 
+pub use access::{Authorizer, TOKEN_PARAM};
 pub use activity::{Activity, ActivityGuard};
 pub use host::{parse_pod_host, PodHost};
-pub use ingress::Ingress;
+pub use ingress::{Ingress, DEFAULT_MAX_BODY_BYTES, DEFAULT_POD_CONNECTION_LIMIT};
 pub use listener::Listener;
-pub use metrics::ProxyMetrics;
+pub use metrics::{PodStats, ProxyMetrics, LATENCY_BUCKETS};
 pub use route::{MissOutcome, RouteMiss};
 pub use routes::{Route, RouteTable};
 pub use serve::serve;

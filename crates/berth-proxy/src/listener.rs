@@ -37,6 +37,12 @@ pub trait Listener: Send + 'static {
     fn scheme(&self) -> &'static str {
         "http"
     }
+
+    /// The server name the client asked for in its handshake (TLS SNI), if any. A request
+    /// for another host on that connection is misdirected (421).
+    fn server_name(_io: &Self::Io) -> Option<String> {
+        None
+    }
 }
 
 impl Listener for TcpListener {

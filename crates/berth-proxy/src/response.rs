@@ -21,13 +21,23 @@ pub(crate) enum ProxyError {
     /// The pod could not be reached or dropped the request: 502.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("pod {container_id} has {limit} open connections, its limit; retry in a moment")]
+    Busy { container_id: String, limit: usize },
+    #[error("the request body is larger than {limit_mib} MiB, the most this ingress accepts")]
+    TooLarge { limit_mib: u64 },
 }
 
 impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::Client(RouteError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Client(RouteError::Unavailable { .. }) | Self::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Client(RouteError::BadHost { .. }) => StatusCode::BAD_REQUEST,
             Self::Client(_) => StatusCode::NOT_FOUND,
+            Self::Upstream(UpstreamError::BodyTooLarge) | Self::TooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -38,6 +48,7 @@ impl ProxyError {
                 retry_after_seconds,
                 ..
             }) => Some(*retry_after_seconds),
+            Self::Busy { .. } => Some(1),
             _ => None,
         };
         let mut resp = text(self.status(), format!("{self}\n"));

@@ -2,7 +2,6 @@
 //! asks the [`RouteMiss`] hook (wake-on-request starts the pod there) before it becomes a 404.
 
 use futures_util::future::BoxFuture;
-use hyper::body::Incoming;
 use hyper::header::HOST;
 use hyper::Request;
 
@@ -35,17 +34,21 @@ pub enum MissOutcome {
 
 /// Where a request goes.
 pub(crate) struct Target {
-    /// The host as the client sent it, for `X-Forwarded-Host`.
     pub host: String,
     pub pod: PodHost,
     pub route: Route,
+    /// For a path-style URL, the `/pod/<stub-id>/<port>` the pod does not see.
+    pub prefix: Option<String>,
 }
 
-/// The host does not lead to a pod (the client's side of a 404).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RouteError {
+    #[error("malformed Host header {host:?}")]
+    BadHost { host: String },
     #[error("no pod is served at host {host:?}; pod URLs look like <stub-id>-<port>.{domain}")]
     NotAPodHost { host: String, domain: String },
+    #[error("no pod is served at {path:?}; path-style pod URLs look like /pod/<stub-id>/<port>/")]
+    NotAPodPath { path: String },
     #[error("no running pod serves port {port} of stub {stub_id}")]
     NoRoute { stub_id: String, port: u16 },
     #[error("{message}")]
@@ -55,23 +58,83 @@ pub(crate) enum RouteError {
     },
 }
 
-pub(crate) async fn route(
-    ingress: &Ingress,
-    req: &Request<Incoming>,
-) -> Result<Target, RouteError> {
-    // HTTP/1.1 clients send Host; an absolute-form request line carries it in the URI.
-    let host = req
-        .headers()
+/// The host a request names: its `Host` header, or the authority of an HTTP/2 request.
+pub(crate) fn request_host<B>(req: &Request<B>) -> &str {
+    req.headers()
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("")
-        .to_string();
-    let Some(pod) = parse_pod_host(&host, &ingress.domain) else {
-        return Err(RouteError::NotAPodHost {
-            host,
-            domain: ingress.domain.clone(),
-        });
+}
+
+/// A host header is a DNS name or an IP literal with an optional port, nothing else.
+fn well_formed(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 260
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
+/// `/pod/<stub-id>/<port>` and `/pod/<stub-id>/<port>/...`: the pod and the prefix.
+fn path_style(path: &str) -> Option<(PodHost, String)> {
+    let rest = path.strip_prefix("/pod/")?;
+    let mut parts = rest.splitn(3, '/');
+    let stub_id = parts.next()?.to_ascii_lowercase();
+    let port: u16 = parts.next()?.parse().ok().filter(|p| *p > 0)?;
+    if stub_id.is_empty()
+        || !stub_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return None;
+    }
+    let prefix = format!("/pod/{stub_id}/{port}");
+    Some((PodHost { stub_id, port }, prefix))
+}
+
+/// Takes the path-style prefix off the request's target: `/pod/s/80/a?b` → `/a?b`.
+pub(crate) fn strip_prefix<B>(req: &mut Request<B>, prefix: &str) {
+    let Some(target) = req.uri().path_and_query().map(|p| p.as_str().to_string()) else {
+        return;
+    };
+    // Matched case-insensitively on the stub id: cut by length, not by text.
+    let rest = target.get(prefix.len()..).unwrap_or("");
+    let rest = if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    };
+    if let Ok(uri) = rest.parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// Finds the route for a request's host (or, on the bare domain, its path-style prefix),
+/// asking the route-miss hook when no pod serves it right now.
+pub(crate) async fn route<B>(ingress: &Ingress, req: &Request<B>) -> Result<Target, RouteError> {
+    let host = request_host(req).to_string();
+    if !well_formed(&host) {
+        return Err(RouteError::BadHost { host });
+    }
+    let (pod, prefix) = match parse_pod_host(&host, &ingress.domain) {
+        Some(pod) => (pod, None),
+        None if crate::host::is_domain(&host, &ingress.domain) => {
+            match path_style(req.uri().path()) {
+                Some((pod, prefix)) => (pod, Some(prefix)),
+                None => {
+                    return Err(RouteError::NotAPodPath {
+                        path: req.uri().path().to_string(),
+                    })
+                }
+            }
+        }
+        None => {
+            return Err(RouteError::NotAPodHost {
+                host,
+                domain: ingress.domain.clone(),
+            })
+        }
     };
     let outcome = match ingress.routes.lookup(&pod.stub_id, pod.port) {
         Some(route) => MissOutcome::Route(route),
@@ -81,7 +144,12 @@ pub(crate) async fn route(
         },
     };
     match outcome {
-        MissOutcome::Route(route) => Ok(Target { host, pod, route }),
+        MissOutcome::Route(route) => Ok(Target {
+            host,
+            pod,
+            route,
+            prefix,
+        }),
         MissOutcome::NotFound => Err(RouteError::NoRoute {
             stub_id: pod.stub_id,
             port: pod.port,

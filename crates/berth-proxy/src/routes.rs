@@ -14,6 +14,8 @@ pub struct Route {
     pub addrs: Vec<std::net::IpAddr>,
     pub ports: Vec<u16>,
     pub activity: Arc<Activity>,
+    /// Requests need a token (see [`Authorizer`](crate::Authorizer)).
+    pub authorized: bool,
 }
 
 impl Route {
@@ -81,6 +83,7 @@ mod tests {
             addrs: vec!["10.213.0.2".parse().expect("ip")],
             ports: ports.to_vec(),
             activity: Arc::default(),
+            authorized: false,
         }
     }
 

@@ -1,22 +1,27 @@
 //! The accept loop, and one task per client connection: the listener's handshake, then
-//! HTTP/1.1 under the request-head limits, each request handed to the ingress phases.
+//! HTTP/1.1 or HTTP/2 (by ALPN over TLS, by the client's preface in the clear) under the
+//! request-head limits, each request handed to the ingress phases.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 
 use crate::ingress::{handle, ClientConn, Ingress};
 use crate::metrics::bump;
 use crate::Listener;
 
-/// Largest request head accepted; bigger gets the connection closed (431 from hyper).
+/// Largest request head accepted; bigger gets 431 (HTTP/1.1) or the stream refused (HTTP/2).
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// A client has this long to send a complete request head (slowloris guard), and as long
 /// again to finish the listener's handshake.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 connections are pinged this often when quiet, and dropped if a ping goes
+/// unanswered as long: a vanished client must not hold its streams (and its pod) open.
+const H2_PING: Duration = Duration::from_secs(20);
 
 /// Serves `ingress` on `listener` until the task is dropped.
 pub async fn serve<L: Listener>(mut listener: L, ingress: Arc<Ingress>) {
@@ -48,7 +53,8 @@ pub async fn serve<L: Listener>(mut listener: L, ingress: Arc<Ingress>) {
                     return;
                 }
             };
-            serve_connection(ingress, io, ClientConn::new(peer, scheme)).await;
+            let server_name = L::server_name(&io);
+            serve_connection(ingress, io, ClientConn::new(peer, scheme, server_name)).await;
         });
     }
 }
@@ -66,12 +72,20 @@ where
         let client = client.clone();
         async move { Ok::<_, Infallible>(handle(&ingress, &client, req).await) }
     });
-    let result = hyper::server::conn::http1::Builder::new()
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades()
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .keep_alive_interval(H2_PING)
+        .keep_alive_timeout(H2_PING);
+    let result = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await;
     if let Err(e) = result {
         tracing::debug!(%peer, "ingress connection ended: {e}");

@@ -99,6 +99,7 @@ pub(crate) fn route(id: &str, port: u16) -> (Route, Arc<Activity>) {
         addrs: vec!["127.0.0.1".parse().expect("ip")],
         ports: vec![port],
         activity: activity.clone(),
+        authorized: false,
     };
     (route, activity)
 }

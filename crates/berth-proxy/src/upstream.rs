@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::forward::ReqBody;
 use crate::Route;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +29,8 @@ pub(crate) enum UpstreamError {
         container_id: String,
         source: hyper::Error,
     },
+    #[error("the request body is larger than this ingress accepts")]
+    BodyTooLarge,
     #[error("pod {container_id} closed the connection on port {port}: {source}")]
     Closed {
         container_id: String,
@@ -42,7 +44,7 @@ pub(crate) enum UpstreamError {
 pub(crate) async fn connect(
     route: &Route,
     port: u16,
-) -> Result<SendRequest<Incoming>, UpstreamError> {
+) -> Result<SendRequest<ReqBody>, UpstreamError> {
     let mut reason = String::from("the pod has no address");
     for addr in route.socket_addrs(port) {
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -76,23 +78,29 @@ pub(crate) async fn connect(
     })
 }
 
-/// The upstream connection a client connection left idle after its last response.
+/// The upstream connections a client connection left idle after its responses.
 #[derive(Default)]
-pub(crate) struct Idle(Option<(String, u16, SendRequest<Incoming>)>);
+pub(crate) struct Idle(Vec<(String, u16, SendRequest<ReqBody>)>);
+
+/// Upstream connections one client connection keeps for reuse (HTTP/2 clients run several
+/// requests at once, each needing its own HTTP/1.1 connection to the pod).
+const IDLE_PER_CLIENT: usize = 8;
 
 impl Idle {
-    /// The idle connection if it goes to `route`'s container on `port` and can take a
-    /// request; any other is dropped, which closes it.
-    pub(crate) fn take_for(&mut self, route: &Route, port: u16) -> Option<SendRequest<Incoming>> {
-        match self.0.take() {
-            Some((id, p, sender)) if id == route.container_id && p == port && sender.is_ready() => {
-                Some(sender)
-            }
-            _ => None,
-        }
+    /// A kept connection to `port` of `route`'s container that can take a request now.
+    pub(crate) fn take_for(&mut self, route: &Route, port: u16) -> Option<SendRequest<ReqBody>> {
+        self.0.retain(|(_, _, s)| !s.is_closed());
+        let at = self
+            .0
+            .iter()
+            .position(|(id, p, s)| id == &route.container_id && *p == port && s.is_ready())?;
+        Some(self.0.swap_remove(at).2)
     }
 
-    pub(crate) fn put(&mut self, route: &Route, port: u16, sender: SendRequest<Incoming>) {
-        self.0 = Some((route.container_id.clone(), port, sender));
+    pub(crate) fn put(&mut self, route: &Route, port: u16, sender: SendRequest<ReqBody>) {
+        if self.0.len() >= IDLE_PER_CLIENT {
+            self.0.remove(0);
+        }
+        self.0.push((route.container_id.clone(), port, sender));
     }
 }
