@@ -2,6 +2,7 @@
 //!
 //! Nothing here depends on other berth crates: this is the contract of the HTTP API.
 
+mod access;
 mod deployment;
 mod error;
 mod image;
@@ -10,6 +11,7 @@ mod quantity;
 mod resources;
 mod types;
 
+pub use access::*;
 pub use deployment::*;
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
 pub use image::*;

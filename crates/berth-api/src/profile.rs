@@ -14,6 +14,9 @@ pub struct ClientProfile {
     /// The API's base URL, like `http://127.0.0.1:7070`.
     pub gateway: String,
     pub token: String,
+    /// berth's local CA certificate (PEM path) when the ingress uses it: clients trust it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
 }
 
 impl ClientProfile {

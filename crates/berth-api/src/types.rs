@@ -170,6 +170,9 @@ pub struct Container {
     pub scheduled_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Its URLs need a token.
+    #[serde(default)]
+    pub authorized: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

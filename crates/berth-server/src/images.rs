@@ -78,6 +78,7 @@ mod tests {
             secrets: vec![],
             code: None,
             workdir: None,
+            authorized: false,
         }
     }
 

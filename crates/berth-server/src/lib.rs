@@ -1,6 +1,7 @@
 //! The control plane: HTTP API, state store, lifecycle and the node agent, run together by
 //! `berth server`.
 
+mod access;
 mod api;
 mod deployments;
 mod images;
@@ -12,6 +13,9 @@ mod spec;
 mod state;
 mod storage;
 mod store;
+mod tls;
+
+pub use tls::{TlsConfig, TlsSource, LETS_ENCRYPT};
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -67,6 +71,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("HTTPS ingress: {0}")]
+    Tls(#[from] berth_proxy::tls::TlsError),
     #[error("the {0} stopped unexpectedly")]
     Crashed(&'static str),
 }
@@ -98,6 +104,12 @@ pub struct ServerConfig {
     pub max_code_bytes: u64,
     /// How long a request that wakes a deployment waits before a 503.
     pub wake_timeout: Duration,
+    /// HTTPS on the ingress; pod URLs are `https://` when set.
+    pub tls: Option<TlsConfig>,
+    /// Request bodies through the ingress past this many bytes get 413.
+    pub max_request_body_bytes: u64,
+    /// Open connections one pod may hold through the ingress before new ones get 503.
+    pub pod_connection_limit: usize,
 }
 
 /// Runs the server until `shutdown` resolves. Running pods are left running: their shims
@@ -155,6 +167,20 @@ pub async fn run(
         .local_addr()
         .unwrap_or(config.ingress_listen);
     let api_addr = api_listener.local_addr().unwrap_or(config.api_listen);
+    let (tls_listener, certificates) = match &config.tls {
+        Some(tls) => (
+            Some(bind_dual_stack("HTTPS ingress", tls.listen)?),
+            Some(tls::certificates(&tls.source, state_dir).await?),
+        ),
+        None => (None, None),
+    };
+    let tls_addr = tls_listener
+        .as_ref()
+        .map(|l| l.local_addr().unwrap_or_else(|_| config.tls.as_ref().map(|t| t.listen).unwrap_or(config.ingress_listen)));
+    let (url_scheme, url_port) = match tls_addr {
+        Some(addr) => ("https", addr.port()),
+        None => ("http", ingress_addr.port()),
+    };
 
     let routes = Arc::new(berth_proxy::RouteTable::new());
     let metrics = Arc::new(berth_proxy::ProxyMetrics::default());
@@ -164,7 +190,8 @@ pub async fn run(
         routes.clone(),
         lifecycle::LifecycleConfig {
             domain: config.domain.clone(),
-            url_port: ingress_addr.port(),
+            url_scheme,
+            url_port,
             stop_grace: config.stop_timeout,
         },
         Some(secrets.clone()),
@@ -188,9 +215,14 @@ pub async fn run(
         &ClientProfile {
             gateway: gateway.clone(),
             token,
+            ca_cert: certificates
+                .as_ref()
+                .and_then(|c| c.local_ca.as_ref())
+                .map(|p| p.display().to_string()),
         },
     )?;
 
+    let access = access::PodAccess::load(store.clone()).await?;
     let app = api::router(Arc::new(api::AppState {
         lifecycle: lifecycle.clone(),
         deployments: deployments.clone(),
@@ -198,16 +230,40 @@ pub async fn run(
         storage: storage::Storage::new(node.clone(), store.clone()),
         secrets,
         tokens: profile::Tokens::new(store.clone()),
+        access: access.clone(),
         metrics: metrics.clone(),
         max_code_bytes: config.max_code_bytes,
     }));
-    let ingress = berth_proxy::Ingress::new(config.domain.clone(), routes, metrics)
-        .with_route_miss(deployments);
-    let ingress = tokio::spawn(berth_proxy::serve(ingress_listener, Arc::new(ingress)));
+    let mut ingress = berth_proxy::Ingress::new(config.domain.clone(), routes, metrics)
+        .with_route_miss(deployments)
+        .with_authorizer(access)
+        .with_max_body_bytes(config.max_request_body_bytes)
+        .with_pod_connection_limit(config.pod_connection_limit);
+    if let Some(addr) = tls_addr {
+        ingress = ingress.with_https_redirect(addr.port());
+    }
+    if let Some(challenges) = certificates.as_ref().and_then(|c| c.acme_challenges.clone()) {
+        ingress = ingress.with_acme_challenges(challenges);
+    }
+    let ingress = Arc::new(ingress);
+    let mut ingress_tasks = vec![tokio::spawn(berth_proxy::serve(
+        ingress_listener,
+        ingress.clone(),
+    ))];
+    if let (Some(listener), Some(certificates)) = (tls_listener, certificates) {
+        let listener =
+            berth_proxy::tls::TlsListener::new(listener, &config.domain, certificates.source);
+        ingress_tasks.push(tokio::spawn(berth_proxy::serve(listener, ingress)));
+        if let Some(ca) = &certificates.local_ca {
+            tracing::info!(
+                "HTTPS with berth's local CA {}: `berth ca` tells how to trust it",
+                ca.display()
+            );
+        }
+    }
     tracing::info!(
-        "berth server ready: API {gateway}, ingress http://<stub-id>-<port>.{}:{} (client profile {})",
+        "berth server ready: API {gateway}, ingress {url_scheme}://<stub-id>-<port>.{}:{url_port} (client profile {})",
         config.domain,
-        ingress_addr.port(),
         config.profile_path.display()
     );
     // Shutdown lets open requests finish, but a followed log or a build stream could last
@@ -229,7 +285,9 @@ pub async fn run(
         }
     };
 
-    ingress.abort();
+    for task in ingress_tasks {
+        task.abort();
+    }
     monitor.abort();
     if let Err(e) = served {
         tracing::error!("API server: {e}");

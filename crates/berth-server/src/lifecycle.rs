@@ -49,7 +49,9 @@ pub enum LifecycleError {
 #[derive(Debug, Clone)]
 pub struct LifecycleConfig {
     pub domain: String,
-    /// The ingress port, shown in URLs unless it is 80.
+    /// `https` when the ingress serves TLS, else `http`.
+    pub url_scheme: &'static str,
+    /// The ingress port, shown in URLs unless it is the scheme's default.
     pub url_port: u16,
     pub stop_grace: Duration,
 }
@@ -164,6 +166,7 @@ impl<N: Node> Lifecycle<N> {
             scheduled_at: at,
             started_at: None,
             finished_at: None,
+            authorized: spec.authorized,
         };
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
@@ -465,6 +468,7 @@ impl<N: Node> Lifecycle<N> {
             addrs,
             ports: row.ports.clone(),
             activity,
+            authorized: row.authorized,
         }
     }
 
@@ -698,11 +702,12 @@ impl<N: Node> Lifecycle<N> {
     }
 
     pub fn url(&self, stub_id: &str, port: u16) -> String {
-        let suffix = match self.config.url_port {
-            80 => String::new(),
-            p => format!(":{p}"),
+        let scheme = self.config.url_scheme;
+        let suffix = match (scheme, self.config.url_port) {
+            ("http", 80) | ("https", 443) => String::new(),
+            (_, p) => format!(":{p}"),
         };
-        format!("http://{stub_id}-{port}.{}{suffix}", self.config.domain)
+        format!("{scheme}://{stub_id}-{port}.{}{suffix}", self.config.domain)
     }
 
     fn view(&self, row: ContainerRow) -> Container {
@@ -733,6 +738,7 @@ impl<N: Node> Lifecycle<N> {
             scheduled_at: row.scheduled_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            authorized: row.authorized,
         }
     }
 
@@ -985,6 +991,7 @@ mod tests {
             routes.clone(),
             LifecycleConfig {
                 domain: "example.test".into(),
+                url_scheme: "http",
                 url_port: 80,
                 stop_grace: Duration::from_secs(1),
             },
@@ -1011,6 +1018,7 @@ mod tests {
             secrets: vec![],
             code: None,
             workdir: None,
+            authorized: false,
         }
     }
 

@@ -43,6 +43,9 @@ pub struct PodSpec {
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// Its URLs need a token (the API token, or one scoped to a port).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authorized: bool,
 }
 
 impl PodSpec {
@@ -142,12 +145,6 @@ impl PodSpec {
                 format!("this server has no GPUs (asked for {gpu:?}); leave gpu unset"),
             ));
         }
-        if req.authorized {
-            return Err(ApiError::invalid(
-                "authorized",
-                "access tokens on pod URLs are not supported by this server yet; leave authorized unset",
-            ));
-        }
         let volumes = validate_volumes(req.volumes)?;
         let secrets = validate_secrets(req.secrets, &req.env)?;
         if let Some(code) = &req.code {
@@ -174,6 +171,7 @@ impl PodSpec {
             secrets,
             code: req.code,
             workdir: req.workdir,
+            authorized: req.authorized,
         })
     }
 
@@ -391,10 +389,6 @@ mod tests {
             "keep_warm_seconds"
         );
         assert_eq!(field_of(json!({"image": "a", "gpu": "A10G"})), "gpu");
-        assert_eq!(
-            field_of(json!({"image": "a", "authorized": true})),
-            "authorized"
-        );
         for volumes in [
             json!([{"name": "Data", "mount_path": "/data"}]),
             json!([{"name": "../x", "mount_path": "/data"}]),

@@ -39,6 +39,8 @@ pub enum Command {
     /// Build images from specs, list and prune the server's images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Print the path of berth's local CA certificate and how to trust it.
+    Ca(CaArgs),
     /// Per-container monitor process, started by the server (not for direct use).
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -55,9 +57,37 @@ pub struct ServerArgs {
     /// Address of the HTTP ingress that serves pod URLs; the default `[::]` takes IPv4 too.
     #[arg(long, default_value = "[::]:80")]
     pub ingress_listen: SocketAddr,
-    /// HTTPS ingress address (TLS arrives in a later release; accepted but unused).
+    /// Serve pod URLs over HTTPS with berth's own CA (made on first start; `berth ca` tells
+    /// clients how to trust it). Implied by --ingress-tls-listen, --tls-cert and --acme-email.
     #[arg(long)]
+    pub tls: bool,
+    /// Address of the HTTPS ingress [default with TLS on: [::]:443]. The plain ingress then
+    /// redirects to it (308), ACME challenges aside.
+    #[arg(long, value_name = "ADDR")]
     pub ingress_tls_listen: Option<SocketAddr>,
+    /// A certificate chain (PEM) to serve instead of the local CA's, e.g. a wildcard for
+    /// *.<domain>; reloaded when the file changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "acme_email")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert; reloaded when the file changes.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Get certificates from ACME (Let's Encrypt by default) for each pod host name, on its
+    /// first HTTPS request; the domain must resolve to this host and port 80 reach it.
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// ACME directory URL [default: Let's Encrypt's production directory].
+    #[arg(long, value_name = "URL", requires = "acme_email")]
+    pub acme_directory: Option<String>,
+    /// A CA (PEM) to trust for the ACME directory's own HTTPS, for private or test servers.
+    #[arg(long, value_name = "FILE", requires = "acme_email")]
+    pub acme_directory_ca: Option<PathBuf>,
+    /// The most MiB a request body may carry through the ingress; past it, 413.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub max_request_body_mib: u64,
+    /// Open connections one pod may hold through the ingress; past it, 503 with Retry-After.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_pod_connections: usize,
     /// Domain of pod URLs: <stub-id>-<port>.<domain>. `localhost` works without DNS.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
@@ -103,6 +133,13 @@ pub struct ServerArgs {
     /// with Retry-After.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub wake_timeout: u64,
+}
+
+#[derive(Args)]
+pub struct CaArgs {
+    /// The server's state directory, when the client profile does not name the CA.
+    #[arg(long, default_value = "/var/lib/berth")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,6 +247,9 @@ pub struct RunArgs {
     /// Seconds without connections before the pod stops; -1 keeps it up.
     #[arg(long, allow_negative_numbers = true)]
     pub keep_warm_seconds: Option<i64>,
+    /// Make the pod's URLs need a token: the API token, or one from `berth container token`.
+    #[arg(long)]
+    pub authorized: bool,
     /// Print the created container as JSON instead of progress lines.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -292,6 +332,31 @@ pub enum ContainerCommand {
     Stop(StopArgs),
     /// Print a container's output.
     Logs(LogsArgs),
+    /// Mint a token that opens one port of an authorized pod's URL until it expires; the
+    /// token alone is the last line printed.
+    Token(TokenArgs),
+    /// Revoke a token minted by `berth container token`.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// Container id.
+    pub id: String,
+    /// The port the token opens.
+    #[arg(long)]
+    pub port: u32,
+    /// How long the token works: seconds, or with a unit (90s, 10m, 2h, 7d).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+}
+
+#[derive(Args)]
+pub struct RevokeArgs {
+    /// Container id.
+    pub id: String,
+    /// The token's id (tok-...), as `berth container token` printed it.
+    pub token_id: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

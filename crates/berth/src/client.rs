@@ -29,13 +29,21 @@ impl Client {
                     profile_path.display()
                 )
             })?;
+        // berth's local CA, when the server uses one: the CLI trusts it with no setup.
+        let ca_cert = env("BERTH_CA_CERT").or_else(|| profile.as_ref().and_then(|p| p.ca_cert.clone()));
         let token = env("BERTH_TOKEN")
             .or_else(|| profile.map(|p| p.token))
             .ok_or_else(|| anyhow!("no API token: set BERTH_TOKEN"))?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            if let Ok(pem) = std::fs::read(&path) {
+                let cert = reqwest::Certificate::from_pem(&pem)
+                    .with_context(|| format!("reading berth's CA certificate {path}"))?;
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Client {
             http,
             gateway: gateway.trim_end_matches('/').to_string(),
@@ -70,6 +78,31 @@ impl Client {
             .await?
             .json()
             .await?)
+    }
+
+    pub async fn create_pod_token(
+        &self,
+        id: &str,
+        req: &berth_api::CreatePodTokenRequest,
+    ) -> Result<berth_api::PodToken> {
+        Ok(self
+            .send(
+                self.http
+                    .post(self.url(&format!("/v1/containers/{id}/tokens")))
+                    .json(req),
+            )
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn revoke_pod_token(&self, id: &str, token_id: &str) -> Result<()> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/containers/{id}/tokens/{token_id}"))),
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn get(&self, id: &str) -> Result<Container> {

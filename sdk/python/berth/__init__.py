@@ -7,6 +7,7 @@
     print(nb.url)
 """
 
+from .config import ssl_context
 from .errors import (
     AppLoadError,
     AuthError,
@@ -33,4 +34,5 @@ __all__ = [
     "AppLoadError", "AuthError", "BerthError", "BuildError", "ConfigError", "Conflict",
     "ContainerFailed", "DeployError", "DeploymentInstance", "Image", "InvalidArgument",
     "NotFound", "Pod", "PodInstance", "ServerError", "ServerUnreachable", "SyncError", "Volume",
+    "ssl_context",
 ]

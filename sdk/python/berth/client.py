@@ -62,6 +62,9 @@ class Client:
         if host in LOOPBACK:
             # A proxy from the environment must never see loopback traffic.
             handlers.append(urllib.request.ProxyHandler({}))
+        if self.config.ca_cert:
+            # berth's local CA, trusted with no setup, as the CLI does.
+            handlers.append(urllib.request.HTTPSHandler(context=_config.ssl_context(self.config)))
         self._opener = urllib.request.build_opener(*handlers)
 
     def _unreachable(self, e: BaseException) -> ServerUnreachable:

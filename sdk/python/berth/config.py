@@ -3,7 +3,8 @@ writes on start (the same file the berth CLI reads)."""
 
 import json
 import os
-from typing import Any, Dict, NamedTuple
+import ssl
+from typing import Any, Dict, NamedTuple, Optional
 
 from .errors import ConfigError
 
@@ -12,6 +13,8 @@ class Config(NamedTuple):
     gateway: str
     token: str
     profile_path: str
+    # berth's local CA certificate (PEM path) when the server's ingress uses it.
+    ca_cert: Optional[str] = None
 
 
 def profile_path() -> str:
@@ -42,13 +45,29 @@ def load() -> Config:
     path = profile_path()
     gateway = os.environ.get("BERTH_GATEWAY")
     token = os.environ.get("BERTH_TOKEN")
-    if not (gateway and token):
+    ca_cert = os.environ.get("BERTH_CA_CERT")
+    if not (gateway and token and ca_cert):
         profile = _read_profile(path)
         gateway = gateway or profile.get("gateway")
         token = token or profile.get("token")
+        ca_cert = ca_cert or profile.get("ca_cert")
     if not gateway or not token:
         raise ConfigError(
             "no berth server configured: start one with `berth server` (it writes %s), "
             "or set BERTH_GATEWAY and BERTH_TOKEN" % path
         )
-    return Config(str(gateway).rstrip("/"), str(token), path)
+    return Config(str(gateway).rstrip("/"), str(token), path, str(ca_cert) if ca_cert else None)
+
+
+def ssl_context(cfg: Optional[Config] = None) -> ssl.SSLContext:
+    """The system's trust store plus berth's local CA, for HTTPS to pod URLs and the API:
+    `urllib.request.urlopen(pod.url, context=berth.ssl_context())`."""
+    if cfg is None:
+        try:
+            cfg = load()
+        except Exception:  # no server configured: the system store alone
+            cfg = None
+    ctx = ssl.create_default_context()
+    if cfg is not None and cfg.ca_cert and os.path.isfile(cfg.ca_cert):
+        ctx.load_verify_locations(cafile=cfg.ca_cert)
+    return ctx

@@ -4,6 +4,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .client import Client
+from .errors import InvalidArgument
 
 TERMINAL = ("STOPPED", "EXITED", "OOM_KILLED", "FAILED")
 WAIT_POLL_SECONDS = 0.2
@@ -60,6 +61,20 @@ class PodInstance:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("%s is still %s after %s s" % (self.container_id, c["status"], timeout))
             time.sleep(WAIT_POLL_SECONDS)
+
+    def token(self, port: Optional[int] = None, ttl_seconds: int = 3600) -> str:
+        """A token that opens one port of this pod's URL (created with `authorized=True`) for
+        `ttl_seconds`, to share without the API token: send it as `Authorization: Bearer`, or
+        open the URL once with `?berth_token=<token>` in a browser."""
+        if port is None:
+            if not self.urls:
+                raise InvalidArgument("%s exposes no ports" % self.container_id)
+            port = next(iter(self.urls))
+        minted = self._client.call(
+            "POST", "/v1/containers/%s/tokens" % self.container_id,
+            {"port": port, "ttl_seconds": ttl_seconds},
+        )
+        return minted["token"]
 
     def terminate(self) -> bool:
         """Stops the container (stopping an ended one is a no-op); True once it has ended."""

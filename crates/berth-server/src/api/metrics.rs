@@ -69,5 +69,31 @@ pub async fn metrics<N: Node>(State(state): State<Arc<AppState<N>>>) -> Response
         "# HELP berth_ingress_open_connections Open client connections to pods.\n# TYPE berth_ingress_open_connections gauge\nberth_ingress_open_connections {}",
         state.lifecycle.open_connections()
     );
+    pod_series(&mut out, &state.metrics);
     body_response(StatusCode::OK, "text/plain; version=0.0.4", Body::from(out))
+}
+
+/// Per pod: requests, bytes sent back, and the time to the response head as a histogram.
+fn pod_series(out: &mut String, metrics: &berth_proxy::ProxyMetrics) {
+    let pods = metrics.pods();
+    if pods.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP berth_pod_requests_total Requests the ingress passed to each pod.\n# TYPE berth_pod_requests_total counter");
+    for (id, s) in &pods {
+        let _ = writeln!(out, "berth_pod_requests_total{{container=\"{id}\"}} {}", s.requests);
+    }
+    let _ = writeln!(out, "# HELP berth_pod_response_bytes_total Response body bytes each pod sent through the ingress.\n# TYPE berth_pod_response_bytes_total counter");
+    for (id, s) in &pods {
+        let _ = writeln!(out, "berth_pod_response_bytes_total{{container=\"{id}\"}} {}", s.bytes_out);
+    }
+    let _ = writeln!(out, "# HELP berth_pod_response_seconds Time from a request to the pod's response head.\n# TYPE berth_pod_response_seconds histogram");
+    for (id, s) in &pods {
+        for (bound, count) in berth_proxy::LATENCY_BUCKETS.iter().zip(s.latency_buckets) {
+            let _ = writeln!(out, "berth_pod_response_seconds_bucket{{container=\"{id}\",le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "berth_pod_response_seconds_bucket{{container=\"{id}\",le=\"+Inf\"}} {}", s.requests);
+        let _ = writeln!(out, "berth_pod_response_seconds_sum{{container=\"{id}\"}} {}", s.latency_sum_seconds);
+        let _ = writeln!(out, "berth_pod_response_seconds_count{{container=\"{id}\"}} {}", s.requests);
+    }
 }

@@ -11,6 +11,7 @@ mod metrics;
 mod response;
 mod secrets;
 mod state;
+mod tokens;
 mod volumes;
 
 pub use state::AppState;
@@ -43,6 +44,14 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
         .route("/v1/containers/{id}", get(containers::fetch::<N>))
         .route("/v1/containers/{id}/stop", post(containers::stop::<N>))
         .route("/v1/containers/{id}/logs", get(logs::logs::<N>))
+        .route(
+            "/v1/containers/{id}/tokens",
+            post(tokens::create::<N>).get(tokens::list::<N>),
+        )
+        .route(
+            "/v1/containers/{id}/tokens/{token_id}",
+            delete(tokens::revoke::<N>),
+        )
         .route("/v1/images", get(images::list::<N>))
         .route("/v1/images/build", post(images::build::<N>))
         .route("/v1/images/prune", post(images::prune::<N>))
@@ -125,14 +134,15 @@ async fn healthz() -> Json<Health> {
         images::build, images::list, images::prune, code::exists, code::upload, volumes::list,
         volumes::delete, secrets::put, secrets::list, secrets::delete, deployments::deploy,
         deployments::list, deployments::fetch, deployments::stop, deployments::delete,
-        deployments::logs),
+        deployments::logs, tokens::create, tokens::list, tokens::revoke),
     components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
         berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
         berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult,
         berth_api::VolumeMount, berth_api::CodeUploaded, berth_api::Volume, berth_api::VolumeList,
         berth_api::PutSecret, berth_api::Secret, berth_api::SecretList, berth_api::DeployRequest,
         berth_api::DeployResponse, berth_api::Deployment, berth_api::DeploymentList,
-        berth_api::DeploymentVersion, berth_api::DeploymentStatus, berth_api::VersionStatus)),
+        berth_api::DeploymentVersion, berth_api::DeploymentStatus, berth_api::VersionStatus,
+        berth_api::CreatePodTokenRequest, berth_api::PodToken, berth_api::PodTokenList)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

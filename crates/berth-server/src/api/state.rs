@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::access::PodAccess;
 use crate::deployments::Deployments;
 use crate::images::Images;
 use crate::lifecycle::Lifecycle;
@@ -17,6 +18,7 @@ pub struct AppState<N: Node> {
     pub storage: Storage<N>,
     pub secrets: Secrets,
     pub tokens: Tokens,
+    pub access: Arc<PodAccess>,
     pub metrics: Arc<berth_proxy::ProxyMetrics>,
     /// The largest code upload accepted, in bytes.
     pub max_code_bytes: u64,

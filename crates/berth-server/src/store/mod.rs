@@ -1,7 +1,10 @@
 //! The state store: SQLite through sqlx, with embedded migrations. Only this module runs SQL.
 
 mod deployments;
+mod pod_tokens;
 mod secrets;
+
+pub use pod_tokens::PodTokenRow;
 
 pub use deployments::{DeploymentRow, VersionRow};
 
@@ -44,6 +47,8 @@ pub struct ContainerRow {
     pub scheduled_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Its URLs need a token.
+    pub authorized: bool,
 }
 
 #[derive(Clone)]
@@ -139,7 +144,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO containers (id, stub_id, deployment_id, status, image, ports, cpu_millis,
              memory_mib, keep_warm_seconds, exit_code, reason, ipv4, ipv6, scheduled_at, started_at,
-             finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             finished_at, authorized) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.stub_id)
@@ -157,6 +162,7 @@ impl Store {
         .bind(c.scheduled_at)
         .bind(c.started_at)
         .bind(c.finished_at)
+        .bind(c.authorized)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -288,6 +294,7 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
         scheduled_at: r.try_get("scheduled_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
+        authorized: r.try_get("authorized")?,
     })
 }
 
@@ -313,6 +320,7 @@ mod tests {
             secrets: vec![],
             code: None,
             workdir: None,
+            authorized: false,
         };
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
         store
@@ -337,6 +345,7 @@ mod tests {
             scheduled_at: 10,
             started_at: None,
             finished_at: None,
+            authorized: false,
         };
         store.insert_container(&row).await.expect("insert");
         assert_eq!(

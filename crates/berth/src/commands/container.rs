@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use berth_api::Container;
 use futures_util::StreamExt;
 
-use crate::cli::{Format, ListArgs, LogsArgs, StopArgs};
+use crate::cli::{Format, ListArgs, LogsArgs, RevokeArgs, StopArgs, TokenArgs};
 use crate::client::Client;
 
 pub async fn list(args: ListArgs) -> Result<()> {
@@ -149,6 +149,65 @@ fn message(line: &str) -> String {
     }
 }
 
+pub async fn token(args: TokenArgs) -> Result<()> {
+    let ttl = parse_ttl(&args.ttl)?;
+    let token = Client::from_env()?
+        .create_pod_token(
+            &args.id,
+            &berth_api::CreatePodTokenRequest {
+                port: args.port,
+                ttl_seconds: ttl,
+            },
+        )
+        .await?;
+    let Some(secret) = token.token else {
+        anyhow::bail!("the server returned no token");
+    };
+    println!(
+        "Token {} opens {} for {} (revoke: berth container revoke {} {}).",
+        token.id,
+        token.url,
+        human(i64::try_from(ttl).unwrap_or(i64::MAX)),
+        token.container_id,
+        token.id
+    );
+    println!(
+        "Send it as Authorization: Bearer <token>, or open {}?{}=<token> once in a browser.",
+        token.url,
+        "berth_token"
+    );
+    println!("{secret}");
+    Ok(())
+}
+
+pub async fn revoke(args: RevokeArgs) -> Result<()> {
+    Client::from_env()?
+        .revoke_pod_token(&args.id, &args.token_id)
+        .await?;
+    println!("Revoked {}", args.token_id);
+    Ok(())
+}
+
+/// `600`, `90s`, `10m`, `2h`, `7d` → seconds.
+fn parse_ttl(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--ttl {text:?} is not a duration like 600, 90s, 10m, 2h or 7d"))?;
+    let unit = match unit.trim() {
+        "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => anyhow::bail!("--ttl {text:?}: unknown unit {other:?} (s, m, h or d)"),
+    };
+    Ok(n.saturating_mul(unit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +220,16 @@ mod tests {
         );
         assert_eq!(message("2026-11-28T13:01:33Z stderr\n"), "\n");
         assert_eq!(message("garbage\n"), "garbage\n");
+    }
+
+    #[test]
+    fn ttls_take_units() {
+        assert_eq!(parse_ttl("600").expect("ttl"), 600);
+        assert_eq!(parse_ttl("10m").expect("ttl"), 600);
+        assert_eq!(parse_ttl("2h").expect("ttl"), 7200);
+        assert_eq!(parse_ttl("1d").expect("ttl"), 86400);
+        assert!(parse_ttl("10 parsecs").is_err());
+        assert!(parse_ttl("m").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One module per verb; each is a short function over the libraries and the API client.
 
+pub mod ca;
 pub mod container;
 pub mod deploy;
 pub mod image;
@@ -34,6 +35,9 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Container(ContainerCommand::List(args)) => container::list(args).await,
         Command::Container(ContainerCommand::Stop(args)) => container::stop(args).await,
         Command::Container(ContainerCommand::Logs(args)) => container::logs(args).await,
+        Command::Container(ContainerCommand::Token(args)) => container::token(args).await,
+        Command::Container(ContainerCommand::Revoke(args)) => container::revoke(args).await,
+        Command::Ca(args) => ca::ca(args),
         Command::Image(ImageCommand::Build(args)) => image::build(args).await,
         Command::Image(ImageCommand::List(args)) => image::list(args).await,
         Command::Image(ImageCommand::Prune) => image::prune().await,

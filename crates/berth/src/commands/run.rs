@@ -129,6 +129,7 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
         keep_warm_seconds: args.keep_warm_seconds,
         volumes,
         secrets: args.secrets.clone(),
+        authorized: args.authorized,
         ..Default::default()
     })
 }

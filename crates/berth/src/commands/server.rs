@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use berth_runtime::RuntimeKind;
-use berth_server::ServerConfig;
+use std::net::SocketAddr;
+
+use berth_server::{ServerConfig, TlsConfig, TlsSource};
 
 use crate::cli::{RuntimeArg, ServerArgs};
 
@@ -16,9 +18,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 .with_context(|| format!("--pod-subnet-v6 {text:?} is not an IPv6 subnet"))?,
         ),
     };
-    if args.ingress_tls_listen.is_some() {
-        tracing::warn!("--ingress-tls-listen is not served yet; pod URLs use plain HTTP");
-    }
+    let tls = tls_config(&args);
     let config = ServerConfig {
         state_dir: args.state_dir,
         api_listen: args.api_listen,
@@ -54,9 +54,36 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         dns: args.dns,
         max_code_bytes: args.max_code_mib.saturating_mul(1024 * 1024),
         wake_timeout: Duration::from_secs(args.wake_timeout),
+        tls,
+        max_request_body_bytes: args.max_request_body_mib.saturating_mul(1024 * 1024),
+        pod_connection_limit: args.max_pod_connections,
     };
     berth_server::run(config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// TLS is on when any TLS flag is given; the certificate source follows from which.
+fn tls_config(args: &ServerArgs) -> Option<TlsConfig> {
+    let source = match (&args.tls_cert, &args.tls_key, &args.acme_email) {
+        (Some(cert), Some(key), _) => TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (_, _, Some(email)) => TlsSource::Acme {
+            directory_url: args
+                .acme_directory
+                .clone()
+                .unwrap_or_else(|| berth_server::LETS_ENCRYPT.to_string()),
+            email: Some(email.clone()),
+            directory_ca: args.acme_directory_ca.clone(),
+        },
+        _ if args.tls || args.ingress_tls_listen.is_some() => TlsSource::LocalCa,
+        _ => return None,
+    };
+    let listen = args
+        .ingress_tls_listen
+        .unwrap_or_else(|| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 443)));
+    Some(TlsConfig { listen, source })
 }
 
 async fn shutdown_signal() {
