@@ -46,11 +46,17 @@ def load() -> Config:
     gateway = os.environ.get("BERTH_GATEWAY")
     token = os.environ.get("BERTH_TOKEN")
     ca_cert = os.environ.get("BERTH_CA_CERT")
-    if not (gateway and token and ca_cert):
+    if not (gateway and token):
         profile = _read_profile(path)
         gateway = gateway or profile.get("gateway")
         token = token or profile.get("token")
         ca_cert = ca_cert or profile.get("ca_cert")
+    elif not ca_cert:
+        # Only the CA from the profile: a broken profile is no error when the env has the rest.
+        try:
+            ca_cert = _read_profile(path).get("ca_cert")
+        except ConfigError:
+            pass
     if not gateway or not token:
         raise ConfigError(
             "no berth server configured: start one with `berth server` (it writes %s), "
