@@ -6,8 +6,11 @@
 //!   `?env=NAME` query parameter (`NAME unset` when the variable is not set), then
 //!   `uid=<uid> gid=<gid> cwd=<dir>` for `?whoami`, then one `PATH=<content>` line per
 //!   `?read=PATH` under /sys/fs/cgroup or /proc (a file's lines joined by `; `, a directory's
-//!   sorted entries joined by spaces; `PATH unreadable: <error>` on failure). `/ws` upgrades to
-//!   a websocket that echoes every text and binary message.
+//!   sorted entries joined by spaces; `PATH unreadable: <error>` on failure), then
+//!   `body_bytes=N` when the request had a body, then for `?headers` one `name: value` line per
+//!   forwarding or credential header it got (`name absent` otherwise). `/ws` upgrades to
+//!   a websocket that echoes every text and binary message; `/sse` sends three server-sent
+//!   events half a second apart (`data: event N`), then closes.
 //! - `exit CODE [--after-ms N]`: waits N milliseconds, prints `exiting with CODE`, exits with it.
 //! - `hog`: allocates and touches memory 1 MiB at a time, forever.
 //! - `sleep`: sleeps forever.
@@ -430,14 +433,50 @@ fn handle_connection(stream: TcpStream, text: &str) -> Result<(), String> {
         if head.path() == "/ws" && head.header_has_token("upgrade", "websocket") {
             return websocket_echo(reader, writer, &head, &peer);
         }
+        if head.path() == "/sse" {
+            return server_sent_events(&mut writer);
+        }
 
-        let body = response_body(text, head.query());
+        let mut body = response_body(text, head.query());
+        if body_len > 0 {
+            body.push_str(&format!("body_bytes={body_len}\n"));
+        }
+        if head.query().split('&').any(|p| p == "headers") {
+            for name in [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "forwarded",
+                "authorization",
+                "cookie",
+            ] {
+                match head.header(name) {
+                    Some(value) => body.push_str(&format!("{name}: {value}\n")),
+                    None => body.push_str(&format!("{name} absent\n")),
+                }
+            }
+        }
         let keep_alive = head.keep_alive();
         respond(&mut writer, 200, &body, keep_alive, head.method != "HEAD")?;
         if !keep_alive {
             return Ok(());
         }
     }
+}
+
+/// Three events half a second apart, each flushed on its own, then the end of the stream.
+fn server_sent_events(out: &mut TcpStream) -> Result<(), String> {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+                Connection: close\r\n\r\n";
+    out.write_all(head.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    for n in 1..=3 {
+        out.write_all(format!("data: event {n}\n\n").as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| format!("write: {e}"))?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
 }
 
 fn response_body(text: &str, query: &str) -> String {

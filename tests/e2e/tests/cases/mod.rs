@@ -16,6 +16,7 @@ mod pod_data;
 mod process;
 mod restart;
 mod startup;
+mod tls;
 mod validation;
 
 use serde_json::{json, Value};
@@ -33,6 +34,14 @@ pub struct Case {
 /// sooner).
 pub fn all() -> Vec<Case> {
     vec![
+        Case {
+            name: "tls::https_pod_urls",
+            run: tls::https_pod_urls,
+        },
+        Case {
+            name: "tls::authorized_pods_need_a_token",
+            run: tls::authorized_pods_need_a_token,
+        },
         Case {
             name: "guide::notebook_pod",
             run: guide::notebook_pod,

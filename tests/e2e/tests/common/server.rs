@@ -86,6 +86,8 @@ pub struct Server {
     registry: String,
     /// The working directory the server runs in.
     dir: PathBuf,
+    /// Flags beyond the usual ones (TLS, for instance).
+    extra_args: Vec<String>,
     child: Mutex<Option<Child>>,
 }
 
@@ -128,6 +130,16 @@ impl Server {
     /// until `/healthz` answers and the client profile holds a token. `registry` (HOST:PORT) is
     /// spoken to over plain HTTP and mirrors Docker Hub.
     pub fn start_with(dir: &Path, registry: &str, network: PodNetwork) -> Res<Server> {
+        Server::start_with_args(dir, registry, network, &[])
+    }
+
+    /// Like `start_with`, with `extra_args` added to the server's command line.
+    pub fn start_with_args(
+        dir: &Path,
+        registry: &str,
+        network: PodNetwork,
+        extra_args: &[String],
+    ) -> Res<Server> {
         let mut server = Server {
             bin: berth_bin()?,
             api: loopback(free_port()?),
@@ -140,6 +152,7 @@ impl Server {
             network,
             registry: registry.to_string(),
             dir: dir.to_path_buf(),
+            extra_args: extra_args.to_vec(),
             child: Mutex::new(None),
         };
         let child = server.spawn(false)?;
@@ -174,6 +187,7 @@ impl Server {
             .args(["--pod-subnet-v4", self.network.subnet_v4])
             .args(["--pod-subnet-v6", self.network.subnet_v6.unwrap_or("none")])
             .args(["--bridge", self.network.bridge])
+            .args(&self.extra_args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(out)
@@ -231,6 +245,12 @@ impl Server {
             ));
         }
         Ok((token, gateway))
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        let guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(Child::id)
     }
 
     /// Whether the server process is still running.
