@@ -26,6 +26,8 @@ packages=(
     mmdebstrap                      # builds the default base image (Debian with python3)
     libnss-myhostname               # resolves *.localhost (pod URLs) for Python and every glibc program
     python3                         # the Python SDK (from berth import Pod) and berth deploy
+    libnss3-tools                   # certutil: trust berth's local CA in Chromium/Firefox
+    chromium chromium-driver        # the browser test of a notebook over HTTPS
     curl jq
 )
 missing=()

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, HOST};
+use hyper::header::{HeaderValue, COOKIE, HOST};
 use hyper::{Request, Response, Uri, Version};
 
 use crate::upstream::UpstreamError;
@@ -54,7 +54,26 @@ fn to_http11<B>(req: &mut Request<B>) {
             *req.uri_mut() = uri;
         }
     }
+    join_cookies(req.headers_mut());
     *req.version_mut() = Version::HTTP_11;
+}
+
+/// HTTP/2 clients may split `Cookie` into one field per cookie (RFC 9113 §8.2.3); HTTP/1.1
+/// servers expect one line, so they are joined with "; " before forwarding.
+fn join_cookies(headers: &mut hyper::HeaderMap) {
+    if headers.get_all(COOKIE).iter().count() < 2 {
+        return;
+    }
+    let joined = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    headers.remove(COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(COOKIE, v);
+    }
 }
 
 fn add_forwarded<B>(req: &mut Request<B>, origin: &Origin<'_>) {
@@ -139,6 +158,8 @@ mod tests {
         let mut req = Request::builder()
             .version(Version::HTTP_2)
             .uri("https://a-80.pods.test/x?y=1")
+            .header("cookie", "a=1")
+            .header("cookie", "_xsrf=2|x|y")
             .body(())
             .expect("request");
         let origin = Origin {
@@ -151,6 +172,11 @@ mod tests {
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(req.uri(), "/x?y=1");
         assert_eq!(req.headers()["host"], "a-80.pods.test");
+        assert_eq!(
+            req.headers()["cookie"],
+            "a=1; _xsrf=2|x|y",
+            "one cookie line for HTTP/1.1"
+        );
         assert_eq!(req.headers()["x-forwarded-for"], "10.0.0.9");
         assert_eq!(
             req.headers()["forwarded"],

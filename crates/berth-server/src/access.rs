@@ -131,8 +131,13 @@ mod tests {
     #[tokio::test]
     async fn scoped_tokens_open_one_port_of_one_pod_until_expiry_or_revocation() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("state.db")).await.expect("store");
-        store.insert_token("admin", &hash("api-token"), 1).await.expect("token");
+        let store = Store::open(&dir.path().join("state.db"))
+            .await
+            .expect("store");
+        store
+            .insert_token("admin", &hash("api-token"), 1)
+            .await
+            .expect("token");
         let access = PodAccess::load(store.clone()).await.expect("load");
         let minted = access
             .mint("pod-a", 8888, Duration::from_secs(600))
@@ -143,17 +148,29 @@ mod tests {
         assert!(!access.allows(&minted.token, "pod-a", 8080), "another port");
         assert!(!access.allows(&minted.token, "pod-b", 8888), "another pod");
         assert!(!access.allows("bpt_forged", "pod-a", 8888));
-        assert!(access.allows("api-token", "pod-b", 1), "the API token opens all");
+        assert!(
+            access.allows("api-token", "pod-b", 1),
+            "the API token opens all"
+        );
 
         // Tokens survive a restart, and revocation is immediate.
         let reloaded = PodAccess::load(store.clone()).await.expect("reload");
         assert!(reloaded.allows(&minted.token, "pod-a", 8888));
         assert_eq!(reloaded.list("pod-a").len(), 1);
-        assert!(reloaded.revoke("pod-a", &minted.row.id).await.expect("revoke"));
+        assert!(reloaded
+            .revoke("pod-a", &minted.row.id)
+            .await
+            .expect("revoke"));
         assert!(!reloaded.allows(&minted.token, "pod-a", 8888));
-        assert!(!reloaded.revoke("pod-a", &minted.row.id).await.expect("again"));
+        assert!(!reloaded
+            .revoke("pod-a", &minted.row.id)
+            .await
+            .expect("again"));
 
-        let expired = access.mint("pod-a", 8888, Duration::ZERO).await.expect("mint");
+        let expired = access
+            .mint("pod-a", 8888, Duration::ZERO)
+            .await
+            .expect("mint");
         assert!(!access.allows(&expired.token, "pod-a", 8888), "expired");
     }
 }

@@ -174,9 +174,15 @@ pub async fn run(
         ),
         None => (None, None),
     };
-    let tls_addr = tls_listener
-        .as_ref()
-        .map(|l| l.local_addr().unwrap_or_else(|_| config.tls.as_ref().map(|t| t.listen).unwrap_or(config.ingress_listen)));
+    let tls_addr = tls_listener.as_ref().map(|l| {
+        l.local_addr().unwrap_or_else(|_| {
+            config
+                .tls
+                .as_ref()
+                .map(|t| t.listen)
+                .unwrap_or(config.ingress_listen)
+        })
+    });
     let (url_scheme, url_port) = match tls_addr {
         Some(addr) => ("https", addr.port()),
         None => ("http", ingress_addr.port()),
@@ -242,7 +248,10 @@ pub async fn run(
     if let Some(addr) = tls_addr {
         ingress = ingress.with_https_redirect(addr.port());
     }
-    if let Some(challenges) = certificates.as_ref().and_then(|c| c.acme_challenges.clone()) {
+    if let Some(challenges) = certificates
+        .as_ref()
+        .and_then(|c| c.acme_challenges.clone())
+    {
         ingress = ingress.with_acme_challenges(challenges);
     }
     let ingress = Arc::new(ingress);

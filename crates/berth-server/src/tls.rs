@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth_proxy::tls::{Acme, AcmeChallenges, AcmeConfig, CertFiles, CertSource, LocalCa, TlsError};
+use berth_proxy::tls::{
+    Acme, AcmeChallenges, AcmeConfig, CertFiles, CertSource, LocalCa, TlsError,
+};
 
 /// Let's Encrypt's production directory: the default for `--acme-email`.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";

@@ -67,7 +67,12 @@ pub struct ServerArgs {
     pub ingress_tls_listen: Option<SocketAddr>,
     /// A certificate chain (PEM) to serve instead of the local CA's, e.g. a wildcard for
     /// *.<domain>; reloaded when the file changes.
-    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "acme_email")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "acme_email"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert; reloaded when the file changes.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]

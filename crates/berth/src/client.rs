@@ -30,12 +30,13 @@ impl Client {
                 )
             })?;
         // berth's local CA, when the server uses one: the CLI trusts it with no setup.
-        let ca_cert = env("BERTH_CA_CERT").or_else(|| profile.as_ref().and_then(|p| p.ca_cert.clone()));
+        let ca_cert =
+            env("BERTH_CA_CERT").or_else(|| profile.as_ref().and_then(|p| p.ca_cert.clone()));
         let token = env("BERTH_TOKEN")
             .or_else(|| profile.map(|p| p.token))
             .ok_or_else(|| anyhow!("no API token: set BERTH_TOKEN"))?;
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")));
+        let mut builder =
+            reqwest::Client::builder().user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_cert {
             if let Ok(pem) = std::fs::read(&path) {
                 let cert = reqwest::Certificate::from_pem(&pem)

@@ -81,19 +81,42 @@ fn pod_series(out: &mut String, metrics: &berth_proxy::ProxyMetrics) {
     }
     let _ = writeln!(out, "# HELP berth_pod_requests_total Requests the ingress passed to each pod.\n# TYPE berth_pod_requests_total counter");
     for (id, s) in &pods {
-        let _ = writeln!(out, "berth_pod_requests_total{{container=\"{id}\"}} {}", s.requests);
+        let _ = writeln!(
+            out,
+            "berth_pod_requests_total{{container=\"{id}\"}} {}",
+            s.requests
+        );
     }
     let _ = writeln!(out, "# HELP berth_pod_response_bytes_total Response body bytes each pod sent through the ingress.\n# TYPE berth_pod_response_bytes_total counter");
     for (id, s) in &pods {
-        let _ = writeln!(out, "berth_pod_response_bytes_total{{container=\"{id}\"}} {}", s.bytes_out);
+        let _ = writeln!(
+            out,
+            "berth_pod_response_bytes_total{{container=\"{id}\"}} {}",
+            s.bytes_out
+        );
     }
     let _ = writeln!(out, "# HELP berth_pod_response_seconds Time from a request to the pod's response head.\n# TYPE berth_pod_response_seconds histogram");
     for (id, s) in &pods {
         for (bound, count) in berth_proxy::LATENCY_BUCKETS.iter().zip(s.latency_buckets) {
-            let _ = writeln!(out, "berth_pod_response_seconds_bucket{{container=\"{id}\",le=\"{bound}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "berth_pod_response_seconds_bucket{{container=\"{id}\",le=\"{bound}\"}} {count}"
+            );
         }
-        let _ = writeln!(out, "berth_pod_response_seconds_bucket{{container=\"{id}\",le=\"+Inf\"}} {}", s.requests);
-        let _ = writeln!(out, "berth_pod_response_seconds_sum{{container=\"{id}\"}} {}", s.latency_sum_seconds);
-        let _ = writeln!(out, "berth_pod_response_seconds_count{{container=\"{id}\"}} {}", s.requests);
+        let _ = writeln!(
+            out,
+            "berth_pod_response_seconds_bucket{{container=\"{id}\",le=\"+Inf\"}} {}",
+            s.requests
+        );
+        let _ = writeln!(
+            out,
+            "berth_pod_response_seconds_sum{{container=\"{id}\"}} {}",
+            s.latency_sum_seconds
+        );
+        let _ = writeln!(
+            out,
+            "berth_pod_response_seconds_count{{container=\"{id}\"}} {}",
+            s.requests
+        );
     }
 }

@@ -172,9 +172,8 @@ pub async fn token(args: TokenArgs) -> Result<()> {
         token.id
     );
     println!(
-        "Send it as Authorization: Bearer <token>, or open {}?{}=<token> once in a browser.",
-        token.url,
-        "berth_token"
+        "Send it as Authorization: Bearer <token>, or open {}?berth_token=<token> once in a browser.",
+        token.url
     );
     println!("{secret}");
     Ok(())
@@ -195,9 +194,9 @@ fn parse_ttl(text: &str) -> Result<u64> {
         Some(at) => text.split_at(at),
         None => (text, "s"),
     };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--ttl {text:?} is not a duration like 600, 90s, 10m, 2h or 7d"))?;
+    let n: u64 = number.parse().map_err(|_| {
+        anyhow::anyhow!("--ttl {text:?} is not a duration like 600, 90s, 10m, 2h or 7d")
+    })?;
     let unit = match unit.trim() {
         "s" | "sec" | "secs" => 1,
         "m" | "min" | "mins" => 60,

@@ -1,6 +1,7 @@
 //! The end-to-end tests, grouped by topic. Each is a plain function over the shared `Env`.
 
 mod api;
+mod browser;
 mod builds;
 mod cli;
 mod deployments;
@@ -34,6 +35,10 @@ pub struct Case {
 /// sooner).
 pub fn all() -> Vec<Case> {
     vec![
+        Case {
+            name: "browser::notebook_in_chromium",
+            run: browser::notebook_in_chromium,
+        },
         Case {
             name: "tls::https_pod_urls",
             run: tls::https_pod_urls,

@@ -84,8 +84,14 @@ impl Curl {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--noproxy", "*", "--max-time", "60", "--cacert"])
             .arg(&self.ca)
-            .args(["--resolve", &format!("{host}:{}:127.0.0.1", self.tls.port())])
-            .args(["--resolve", &format!("{host}:{}:127.0.0.1", self.plain.port())])
+            .args([
+                "--resolve",
+                &format!("{host}:{}:127.0.0.1", self.tls.port()),
+            ])
+            .args([
+                "--resolve",
+                &format!("{host}:{}:127.0.0.1", self.plain.port()),
+            ])
             .args(args)
             .arg(url)
             .stdin(Stdio::null());
@@ -114,7 +120,10 @@ impl Curl {
         all.extend(args);
         let out = self.run(url, &all)?;
         let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
-        let code = code.trim().parse().map_err(|_| format!("curl status {code:?}"))?;
+        let code = code
+            .trim()
+            .parse()
+            .map_err(|_| format!("curl status {code:?}"))?;
         Ok((code, body.to_string()))
     }
 }
@@ -139,61 +148,79 @@ pub(crate) fn ca_from_cli(api: &Api) -> Res<PathBuf> {
 }
 
 pub fn https_pod_urls(env: &Env) -> Res<()> {
-    with_tls_server(env, NETWORK, &["--max-request-body-mib", "150"], |server, api, tls| {
-        let curl = Curl {
-            ca: ca_from_cli(api)?,
-            tls,
-            plain: server.ingress,
-        };
-        let pod = api.launch(testapp_spec(env, &["http", "8080"]))?;
-        let c = api.wait_running(&pod.id)?;
-        let url = c.urls.first().cloned().ok_or("the pod has no URL")?;
-        let expected = format!("https://{}-8080.{DOMAIN}:{}", c.stub_id, tls.port());
-        ensure!(url == expected, "the pod URL is {url}, expected {expected}");
+    with_tls_server(
+        env,
+        NETWORK,
+        &["--max-request-body-mib", "150"],
+        |server, api, tls| {
+            let curl = Curl {
+                ca: ca_from_cli(api)?,
+                tls,
+                plain: server.ingress,
+            };
+            let pod = api.launch(testapp_spec(env, &["http", "8080"]))?;
+            let c = api.wait_running(&pod.id)?;
+            let url = c.urls.first().cloned().ok_or("the pod has no URL")?;
+            let expected = format!("https://{}-8080.{DOMAIN}:{}", c.stub_id, tls.port());
+            ensure!(url == expected, "the pod URL is {url}, expected {expected}");
 
-        // HTTP/2, the chain verified against berth's CA.
-        let out = poll(Duration::from_secs(30), Duration::from_millis(200), || {
-            curl.run(&format!("{url}/h2"), &["--http2", "-w", "\nversion=%{http_version}"])
+            // HTTP/2, the chain verified against berth's CA.
+            let out = poll(Duration::from_secs(30), Duration::from_millis(200), || {
+                curl.run(
+                    &format!("{url}/h2"),
+                    &["--http2", "-w", "\nversion=%{http_version}"],
+                )
                 .ok()
                 .filter(|o| o.contains("hello from testapp"))
-        })
-        .ok_or_else(|| format!("{url} did not answer over HTTPS"))?;
-        ensure!(out.contains("version=2"), "not served over HTTP/2: {out}");
+            })
+            .ok_or_else(|| format!("{url} did not answer over HTTPS"))?;
+            ensure!(out.contains("version=2"), "not served over HTTP/2: {out}");
 
-        // The plain listener sends browsers to HTTPS, path and query kept.
-        let plain = format!("http://{}-8080.{DOMAIN}:{}/a?b=1", c.stub_id, server.ingress.port());
-        let redirect = curl.run(&plain, &["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])?;
-        ensure!(
-            redirect == format!("308 {url}/a?b=1"),
-            "plain HTTP answered {redirect:?}, expected a 308 to {url}/a?b=1"
-        );
+            // The plain listener sends browsers to HTTPS, path and query kept.
+            let plain = format!(
+                "http://{}-8080.{DOMAIN}:{}/a?b=1",
+                c.stub_id,
+                server.ingress.port()
+            );
+            let redirect = curl.run(
+                &plain,
+                &["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"],
+            )?;
+            ensure!(
+                redirect == format!("308 {url}/a?b=1"),
+                "plain HTTP answered {redirect:?}, expected a 308 to {url}/a?b=1"
+            );
 
-        // The pod learns how the client came.
-        let headers = curl.run(&format!("{url}/?headers"), &[])?;
-        ensure!(
-            headers.contains("x-forwarded-proto: https")
-                && headers.contains("x-forwarded-for: 127.0.0.1")
-                && headers.contains("forwarded: for=127.0.0.1;host="),
-            "forwarding headers missing: {headers}"
-        );
+            // The pod learns how the client came.
+            let headers = curl.run(&format!("{url}/?headers"), &[])?;
+            ensure!(
+                headers.contains("x-forwarded-proto: https")
+                    && headers.contains("x-forwarded-for: 127.0.0.1")
+                    && headers.contains("forwarded: for=127.0.0.1;host="),
+                "forwarding headers missing: {headers}"
+            );
 
-        // Path-style URL on the bare domain.
-        let path_style = format!("https://{DOMAIN}:{}/pod/{}/8080/x", tls.port(), c.stub_id);
-        let (status, body) = curl.status(&path_style, &[])?;
-        ensure!(
-            status == 200 && body.contains("hello from testapp"),
-            "path-style URL answered {status}: {body}"
-        );
+            // Path-style URL on the bare domain.
+            let path_style = format!("https://{DOMAIN}:{}/pod/{}/8080/x", tls.port(), c.stub_id);
+            let (status, body) = curl.status(&path_style, &[])?;
+            ensure!(
+                status == 200 && body.contains("hello from testapp"),
+                "path-style URL answered {status}: {body}"
+            );
 
-        server_sent_events_arrive_one_by_one(&curl, &url)?;
-        large_upload_streams(server, &curl, &url)?;
+            server_sent_events_arrive_one_by_one(&curl, &url)?;
+            large_upload_streams(server, &curl, &url)?;
 
-        // A head over the limit is refused with 431 over HTTP/1.1.
-        let big = format!("X-Big: {}", "x".repeat(100 * 1024));
-        let (status, _) = curl.status(&url, &["--http1.1", "-H", &big])?;
-        ensure!(status == 431, "an oversized header got {status}, expected 431");
-        Ok(())
-    })
+            // A head over the limit is refused with 431 over HTTP/1.1.
+            let big = format!("X-Big: {}", "x".repeat(100 * 1024));
+            let (status, _) = curl.status(&url, &["--http1.1", "-H", &big])?;
+            ensure!(
+                status == 431,
+                "an oversized header got {status}, expected 431"
+            );
+            Ok(())
+        },
+    )
 }
 
 fn server_sent_events_arrive_one_by_one(curl: &Curl, url: &str) -> Res<()> {
@@ -220,7 +247,10 @@ fn server_sent_events_arrive_one_by_one(curl: &Curl, url: &str) -> Res<()> {
         spread >= Duration::from_millis(700),
         "events arrived together ({arrivals:?}): the ingress buffers event streams"
     );
-    eprintln!("tls: SSE events arrived at {:?}", arrivals.iter().map(|a| a.1).collect::<Vec<_>>());
+    eprintln!(
+        "tls: SSE events arrived at {:?}",
+        arrivals.iter().map(|a| a.1).collect::<Vec<_>>()
+    );
     Ok(())
 }
 
@@ -249,7 +279,15 @@ fn large_upload_streams(server: &Server, curl: &Curl, url: &str) -> Res<()> {
     // Past the server's 150 MiB cap, refused before the pod sees it.
     let (status, _) = curl.status(
         url,
-        &["-X", "POST", "-H", "Content-Length: 209715200", "--data-binary", "x", "--http1.1"],
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Length: 209715200",
+            "--data-binary",
+            "x",
+            "--http1.1",
+        ],
     )?;
     ensure!(status == 413, "a 200 MiB body got {status}, expected 413");
     Ok(())
@@ -276,7 +314,11 @@ pub fn authorized_pods_need_a_token(env: &Env) -> Res<()> {
             tls,
             plain: server.ingress,
         };
-        let spec = with(testapp_spec(env, &["http", "8080"]), "ports", json!([8080, 8081]));
+        let spec = with(
+            testapp_spec(env, &["http", "8080"]),
+            "ports",
+            json!([8080, 8081]),
+        );
         let pod = api.launch(with(spec, "authorized", json!(true)))?;
         let c = api.wait_running(&pod.id)?;
         ensure!(c.authorized, "the container does not say it is authorized");
@@ -299,7 +341,11 @@ pub fn authorized_pods_need_a_token(env: &Env) -> Res<()> {
         // A scoped token from the CLI: its last line is the token alone.
         let mint = |port: &str, ttl: &str| -> Res<String> {
             let out = api.cli(&["container", "token", &pod.id, "--port", port, "--ttl", ttl])?;
-            ensure!(out.status.success(), "berth container token: {}", out.show());
+            ensure!(
+                out.status.success(),
+                "berth container token: {}",
+                out.show()
+            );
             Ok(out.stdout.lines().last().unwrap_or("").trim().to_string())
         };
         let token = mint("8080", "10m")?;
@@ -307,8 +353,14 @@ pub fn authorized_pods_need_a_token(env: &Env) -> Res<()> {
         let (status, _) = curl.status(&url, &["-H", &scoped])?;
         ensure!(status == 200, "a scoped token got {status}");
         let other_port = mint("8081", "10m")?;
-        let (status, _) = curl.status(&url, &["-H", &format!("Authorization: Bearer {other_port}")])?;
-        ensure!(status == 401, "a token for port 8081 opened port 8080 ({status})");
+        let (status, _) = curl.status(
+            &url,
+            &["-H", &format!("Authorization: Bearer {other_port}")],
+        )?;
+        ensure!(
+            status == 401,
+            "a token for port 8081 opened port 8080 ({status})"
+        );
         let (status, _) = curl.status(&url, &["-H", "Authorization: Bearer bpt_forged"])?;
         ensure!(status == 401, "a forged token got {status}");
 
@@ -317,7 +369,14 @@ pub fn authorized_pods_need_a_token(env: &Env) -> Res<()> {
         let jar_s = jar.display().to_string();
         let first = curl.run(
             &format!("{url}/tree?x=1&berth_token={token}"),
-            &["-c", &jar_s, "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"],
+            &[
+                "-c",
+                &jar_s,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+            ],
         );
         let with_cookie = curl.status(&format!("{url}/?headers"), &["-b", &jar_s]);
         let jar_text = std::fs::read_to_string(&jar).unwrap_or_default();
@@ -344,7 +403,10 @@ pub fn authorized_pods_need_a_token(env: &Env) -> Res<()> {
         ensure!(status == 401, "an expired token got {status}");
         let listed: serde_json::Value = {
             let (code, text) = api.send(
-                api.request(reqwest::Method::GET, &format!("/v1/containers/{}/tokens", pod.id)),
+                api.request(
+                    reqwest::Method::GET,
+                    &format!("/v1/containers/{}/tokens", pod.id),
+                ),
                 "list tokens",
             )?;
             ensure!(code == 200, "listing tokens: {code} {text}");
@@ -357,10 +419,13 @@ pub fn authorized_pods_need_a_token(env: &Env) -> Res<()> {
             .ok_or_else(|| format!("no live token for port 8080 in {listed}"))?
             .to_string();
         let out = api.cli(&["container", "revoke", &pod.id, &token_id])?;
-        ensure!(out.status.success(), "berth container revoke: {}", out.show());
+        ensure!(
+            out.status.success(),
+            "berth container revoke: {}",
+            out.show()
+        );
         let (status, _) = curl.status(&url, &["-H", &scoped])?;
         ensure!(status == 401, "a revoked token got {status}");
         Ok(())
     })
 }
-
