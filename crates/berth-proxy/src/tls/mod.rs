@@ -228,6 +228,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn over_http2_a_pod_is_held_while_a_response_streams_not_while_the_connection_idles() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A pod that sends its head and a first chunk, then holds the stream until told.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let pod = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = pod.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let (mut s, _) = pod.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                .await;
+            let _ = released.await;
+            let _ = s.write_all(b"0\r\n\r\n").await;
+            let _ = s.read(&mut buf).await;
+        });
+        let routes = Arc::new(RouteTable::new());
+        let (r, activity) = route("pod-stub-1", port);
+        routes.insert("stub", r);
+        let (addr, client, _dir) = tls_ingress(routes).await;
+        let host = format!("stub-{port}.pods.test");
+        let tls = connect(addr, &client, &host).await.expect("handshake");
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .expect("h2");
+        tokio::spawn(conn);
+        let resp = sender
+            .send_request(
+                hyper::Request::get(format!("https://{host}/stream"))
+                    .body(Empty::<Bytes>::new())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            activity.open_connections(),
+            1,
+            "the open stream holds the pod"
+        );
+        let _ = release.send(());
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body, "hello");
+        let mut idle = false;
+        for _ in 0..100 {
+            if activity.open_connections() == 0 {
+                idle = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            idle,
+            "the idle HTTP/2 connection (still open) does not hold the pod"
+        );
+        drop(sender);
+    }
+
+    #[tokio::test]
     async fn names_outside_the_domain_get_no_certificate() {
         let (addr, client, _dir) = tls_ingress(Arc::new(RouteTable::new())).await;
         assert!(connect(addr, &client, "example.com").await.is_err());

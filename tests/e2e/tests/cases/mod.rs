@@ -3,6 +3,7 @@
 mod api;
 mod browser;
 mod builds;
+mod certs;
 mod cli;
 mod deployments;
 mod docs;
@@ -38,6 +39,14 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "browser::notebook_in_chromium",
             run: browser::notebook_in_chromium,
+        },
+        Case {
+            name: "certs::operator_certificate_served_and_reloaded",
+            run: certs::operator_certificate_served_and_reloaded,
+        },
+        Case {
+            name: "certs::acme_certificate_from_pebble",
+            run: certs::acme_certificate_from_pebble,
         },
         Case {
             name: "tls::https_pod_urls",

@@ -140,10 +140,18 @@ impl Server {
         network: PodNetwork,
         extra_args: &[String],
     ) -> Res<Server> {
+        // An --ingress-listen among the extra flags replaces the usual free port.
+        let ingress = match extra_args.iter().position(|a| a == "--ingress-listen") {
+            Some(at) => extra_args
+                .get(at + 1)
+                .and_then(|a| a.parse().ok())
+                .ok_or("--ingress-listen needs an address")?,
+            None => loopback(free_port()?),
+        };
         let mut server = Server {
             bin: berth_bin()?,
             api: loopback(free_port()?),
-            ingress: loopback(free_port()?),
+            ingress,
             state_dir: state_dir_in(dir),
             profile: dir.join("profile.json"),
             log: dir.join("server.log"),
@@ -179,7 +187,6 @@ impl Server {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(["--api-listen", &self.api.to_string()])
-            .args(["--ingress-listen", &self.ingress.to_string()])
             .args(["--domain", DOMAIN])
             .args(["--insecure-registry", &self.registry])
             .args(["--registry-mirror", &format!("docker.io={}", self.registry)])
@@ -188,6 +195,12 @@ impl Server {
             .args(["--pod-subnet-v6", self.network.subnet_v6.unwrap_or("none")])
             .args(["--bridge", self.network.bridge])
             .args(&self.extra_args)
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--ingress-listen"))
+                    .then(|| ["--ingress-listen".to_string(), self.ingress.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(out)
