@@ -28,6 +28,7 @@ packages=(
     python3                         # the Python SDK (from berth import Pod) and berth deploy
     libnss3-tools                   # certutil: trust berth's local CA in Chromium/Firefox
     chromium chromium-driver        # the browser test of a notebook over HTTPS
+    pebble openssl                  # ACME test server, and test certificates
     curl jq
 )
 missing=()
