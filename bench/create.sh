@@ -31,6 +31,7 @@ image=$registry/bench/busybox-httpd:latest
 pods=()
 podman_cids=()
 podman_pulled=
+. bench/lib/image.sh
 
 api_call() { # api_call METHOD PATH [JSON-BODY] -> response body on stdout
     local args=(-sS -X "$1" -H "Authorization: Bearer $token" "http://$api$2")
@@ -78,23 +79,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "=> Registry and image"
-mkdir -p "$work/registry"
-cat >"$work/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry/storage
-http:
-  addr: $registry
-EOF
-docker-registry serve "$work/registry/config.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fsS "http://$registry/v2/" >/dev/null || { cat "$work/registry.log" >&2; exit 1; }
+start_registry "$registry"
 
 # A one-layer OCI image: busybox-static serving /www on port 80.
 root=$work/rootfs
@@ -104,40 +89,7 @@ for applet in sh httpd; do ln -s busybox "$root/bin/$applet"; done
 echo "hello from the create benchmark" >"$root/www/index.html"
 echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 chmod 1777 "$root/tmp"
-oci=$work/oci
-mkdir -p "$oci/blobs/sha256"
-tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
-diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-gzip -n -1 "$work/layer.tar"
-blob() { # blob FILE -> "digest size", and stores the file as a blob of the layout
-    local hex size
-    hex=$(sha256sum "$1" | cut -d' ' -f1)
-    size=$(stat -c %s "$1")
-    cp "$1" "$oci/blobs/sha256/$hex"
-    echo "sha256:$hex $size"
-}
-read -r layer_digest layer_size < <(blob "$work/layer.tar.gz")
-case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
-cat >"$work/config.json" <<EOF
-{"architecture": "$arch", "os": "linux",
- "config": {"Cmd": ["/bin/httpd", "-f", "-p", "80", "-h", "/www"], "Env": ["PATH=/bin"],
-            "ExposedPorts": {"80/tcp": {}}},
- "rootfs": {"type": "layers", "diff_ids": ["sha256:$diff_id"]}}
-EOF
-read -r config_digest config_size < <(blob "$work/config.json")
-cat >"$work/manifest.json" <<EOF
-{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
- "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "$config_digest", "size": $config_size},
- "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "$layer_digest", "size": $layer_size}]}
-EOF
-read -r manifest_digest manifest_size < <(blob "$work/manifest.json")
-echo '{"imageLayoutVersion": "1.0.0"}' >"$oci/oci-layout"
-cat >"$oci/index.json" <<EOF
-{"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
- "digest": "$manifest_digest", "size": $manifest_size,
- "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}
-EOF
-skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:latest" "docker://$image"
+push_rootfs "$root" "$image" '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]' 80
 
 echo "=> berth server ($bin)"
 BERTH_PROFILE=$work/profile.json "$bin" server --state-dir "$work/state" --api-listen "$api" \

@@ -131,9 +131,10 @@ cat >"$work/Caddyfile" <<CONF
 {
     admin off
     auto_https off
-    log { output discard }
 }
-http://$host:$caddy_port { reverse_proxy $pod_ip:80 }
+http://$host:$caddy_port {
+    reverse_proxy $pod_ip:80
+}
 https://$host:$caddy_tls_port {
     tls $work/leaf.pem $work/leaf.key
     reverse_proxy $pod_ip:80

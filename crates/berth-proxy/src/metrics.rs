@@ -50,7 +50,13 @@ impl ProxyMetrics {
 
     pub(crate) fn record_head(&self, container_id: &str, latency: Duration) {
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
-        let stats = pods.entry(container_id.to_string()).or_default();
+        // The id is copied only for a pod's first request, not on every one.
+        if !pods.contains_key(container_id) {
+            pods.insert(container_id.to_string(), PodStats::default());
+        }
+        let Some(stats) = pods.get_mut(container_id) else {
+            return;
+        };
         let seconds = latency.as_secs_f64();
         stats.requests += 1;
         stats.latency_sum_seconds += seconds;
