@@ -487,4 +487,50 @@ mod tests {
         // The first connection keeps working.
         assert_eq!(request(&mut first, &host, "/").await.0, 200);
     }
+
+    async fn until_zero(activity: &crate::Activity) -> usize {
+        for _ in 0..200 {
+            if activity.open_connections() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        activity.open_connections()
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_and_a_resetting_pod_leave_no_count_behind() {
+        // A pod that answers an ordinary 200 to a websocket upgrade.
+        let port = upstream().await;
+        let routes = Arc::new(RouteTable::new());
+        let (r, activity) = route("pod-stub-1", port);
+        routes.insert("stub", r);
+        // A pod that accepts and drops every connection at once.
+        let rude = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let rude_port = rude.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = rude.accept().await {
+                drop(s);
+            }
+        });
+        let (r2, rude_activity) = route("pod-rude-1", rude_port);
+        routes.insert("rude", r2);
+        let (addr, _) = ingress(routes).await;
+
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: stub-{port}.pods.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        );
+        conn.write_all(req.as_bytes()).await.expect("write");
+        let (status, _) = crate::testing::read_response(&mut conn).await;
+        assert_eq!(status, 200, "the pod's own answer to a refused upgrade");
+        drop(conn);
+        assert_eq!(until_zero(&activity).await, 0);
+
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let (status, body) = request(&mut conn, &format!("rude-{rude_port}.pods.test"), "/").await;
+        assert_eq!(status, 502, "{body}");
+        drop(conn);
+        assert_eq!(until_zero(&rude_activity).await, 0);
+    }
 }

@@ -40,12 +40,13 @@ impl ProxyMetrics {
         all
     }
 
-    /// Drops a pod's series once it is gone, so the export does not grow for ever.
-    pub fn forget_pod(&self, container_id: &str) {
+    /// Keeps the series of the pods `live` says are still there, so the export does not
+    /// grow with every pod that ever ran.
+    pub fn retain_pods(&self, live: impl Fn(&str) -> bool) {
         self.pods
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(container_id);
+            .retain(|id, _| live(id));
     }
 
     pub(crate) fn record_head(&self, container_id: &str, latency: Duration) {
@@ -96,7 +97,7 @@ mod tests {
         assert_eq!((a.requests, a.bytes_out), (2, 10));
         assert_eq!(a.latency_buckets[0], 1);
         assert_eq!(a.latency_buckets[6], 2, "0.5 s holds both");
-        m.forget_pod("pod-a");
+        m.retain_pods(|id| id != "pod-a");
         assert!(m.pods().is_empty());
     }
 }

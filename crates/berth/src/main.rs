@@ -19,7 +19,7 @@ fn main() {
     if let cli::Command::Shim(args) = &cli.command {
         std::process::exit(commands::shim::run(args));
     }
-    init_tracing(&cli.command);
+    let log_guard = init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,6 +31,8 @@ fn main() {
         }
     };
     let result = runtime.block_on(commands::dispatch(cli.command));
+    // Writes out what the server's log writer still holds before the process ends.
+    drop(log_guard);
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));
         std::process::exit(1);
@@ -53,17 +55,26 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-fn init_tracing(command: &cli::Command) {
-    let default = match command {
-        cli::Command::Server(_) => "info",
-        _ => "warn",
-    };
+/// Logs go to stderr. The server writes a line per ingress request, so its lines go through
+/// a writer thread that batches them (flushed whenever it has nothing queued, and blocking
+/// the logger rather than dropping lines when it falls behind); the guard flushes at exit.
+fn init_tracing(command: &cli::Command) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let server = matches!(command, cli::Command::Server(_));
+    let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    if server {
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(std::io::BufWriter::new(std::io::stderr()));
+        builder.with_writer(writer).init();
+        Some(guard)
+    } else {
+        builder.with_writer(std::io::stderr).init();
+        None
+    }
 }

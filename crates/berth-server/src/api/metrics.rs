@@ -69,6 +69,11 @@ pub async fn metrics<N: Node>(State(state): State<Arc<AppState<N>>>) -> Response
         "# HELP berth_ingress_open_connections Open client connections to pods.\n# TYPE berth_ingress_open_connections gauge\nberth_ingress_open_connections {}",
         state.lifecycle.open_connections()
     );
+    // Series of ended pods are dropped here, at the scrape, once they are no longer listed.
+    if let Ok(live) = state.lifecycle.list(false).await {
+        let live: std::collections::HashSet<String> = live.into_iter().map(|c| c.id).collect();
+        state.metrics.retain_pods(|id| live.contains(id));
+    }
     pod_series(&mut out, &state.metrics);
     body_response(StatusCode::OK, "text/plain; version=0.0.4", Body::from(out))
 }
