@@ -167,22 +167,15 @@ pub async fn run(
         .local_addr()
         .unwrap_or(config.ingress_listen);
     let api_addr = api_listener.local_addr().unwrap_or(config.api_listen);
-    let (tls_listener, certificates) = match &config.tls {
-        Some(tls) => (
-            Some(bind_dual_stack("HTTPS ingress", tls.listen)?),
-            Some(tls::certificates(&tls.source, state_dir).await?),
-        ),
-        None => (None, None),
+    let (tls_listener, tls_addr, certificates) = match &config.tls {
+        Some(tls) => {
+            let listener = bind_dual_stack("HTTPS ingress", tls.listen)?;
+            let addr = listener.local_addr().unwrap_or(tls.listen);
+            let certificates = tls::certificates(&tls.source, state_dir).await?;
+            (Some(listener), Some(addr), Some(certificates))
+        }
+        None => (None, None, None),
     };
-    let tls_addr = tls_listener.as_ref().map(|l| {
-        l.local_addr().unwrap_or_else(|_| {
-            config
-                .tls
-                .as_ref()
-                .map(|t| t.listen)
-                .unwrap_or(config.ingress_listen)
-        })
-    });
     let (url_scheme, url_port) = match tls_addr {
         Some(addr) => ("https", addr.port()),
         None => ("http", ingress_addr.port()),

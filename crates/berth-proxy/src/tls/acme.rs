@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use serde::{Deserialize, Serialize};
 
-use super::{server_config, CertSource, TlsError};
+use super::{server_config, write_atomically, CertSource, TlsError};
 
 /// ACME certificates last 90 days or less; renew once a third of that has passed.
 const RENEW_AFTER_SECS: i64 = 30 * 24 * 3600;
@@ -134,7 +134,8 @@ impl Acme {
                     .map_err(acme_error)?;
                 let json = serde_json::to_vec(&credentials)
                     .map_err(|e| TlsError::Acme(format!("saving the account: {e}")))?;
-                write_private(&account_path, &json).map_err(io("writing", &account_path))?;
+                write_atomically(&account_path, &json, 0o600)
+                    .map_err(io("writing", &account_path))?;
                 account
             }
         };
@@ -244,7 +245,7 @@ impl Acme {
         };
         let path = self.stored_path(name);
         let json = serde_json::to_vec(&stored).map_err(|e| TlsError::Acme(e.to_string()))?;
-        write_private(&path, &json).map_err(|source| TlsError::Io {
+        write_atomically(&path, &json, 0o600).map_err(|source| TlsError::Io {
             what: "writing",
             path,
             source,
@@ -284,8 +285,4 @@ fn acme_error(e: instant_acme::Error) -> TlsError {
 
 fn now() -> i64 {
     crate::activity::now_ms() / 1000
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    super::local_ca::write_atomically(path, data, 0o600)
 }

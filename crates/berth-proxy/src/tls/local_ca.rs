@@ -4,8 +4,7 @@
 //! (`berth ca` says how) and every pod URL after that.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 use time::{Duration, OffsetDateTime};
 
-use super::{server_config, CertSource, TlsError};
+use super::{server_config, write_atomically, CertSource, TlsError};
 
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
@@ -56,7 +55,7 @@ impl LocalCa {
         if !cert_path.exists() {
             let key = KeyPair::generate()?;
             let cert = ca_params().self_signed(&key)?;
-            write_private(&key_path, key.serialize_pem().as_bytes())
+            write_atomically(&key_path, key.serialize_pem().as_bytes(), 0o600)
                 .map_err(io("writing", &key_path))?;
             write_atomically(&cert_path, cert.pem().as_bytes(), 0o644)
                 .map_err(io("writing", &cert_path))?;
@@ -161,23 +160,6 @@ fn random_serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::random();
     bytes[0] &= 0x7f;
     SerialNumber::from_slice(&bytes)
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    write_atomically(path, data, 0o600)
-}
-
-pub(super) fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
