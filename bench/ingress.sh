@@ -12,12 +12,13 @@
 # Starts its own registry, berth server (release build), nginx and Caddy on loopback ports and
 # removes everything it made. Needs root and: docker-registry skopeo mmdebstrap wrk h2load
 # nginx caddy openssl (apt install wrk nghttp2-client nginx-light caddy).
-#   BERTH=path/to/berth BENCH_SECONDS=10 BENCH_CONNECTIONS=64 bench/ingress.sh
+#   BERTH=path/to/berth BENCH_SECONDS=10 BENCH_CONNECTIONS=64 BENCH_ROUNDS=3 bench/ingress.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BERTH:-target/release/berth}
 seconds=${BENCH_SECONDS:-10}
 conns=${BENCH_CONNECTIONS:-64}
+rounds=${BENCH_ROUNDS:-3}
 [ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth) or set BERTH" >&2; exit 1; }
 for tool in docker-registry skopeo mmdebstrap wrk h2load nginx caddy openssl curl python3; do
     command -v "$tool" >/dev/null || { echo "$tool is missing (apt install wrk nghttp2-client nginx-light caddy; scripts/install.sh --deps-only)" >&2; exit 1; }
@@ -154,17 +155,40 @@ h2_run() { # h2_run URL -> "req/s"
     h2load -t2 -c"$conns" -m10 -D"$seconds" "$1" 2>/dev/null | awk '/^finished in/ {gsub(",", ""); print int($4)}'
 }
 ratio() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print('%.2f' % (a / b) if b else 'n/a')" "$1" "$2"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
-declare -A rps p99
-measure() { # measure NAME URL: wrk over HTTP/1.1
-    read -r rps[$1] p99[$1] < <(wrk_run "$2")
-    printf '  %-18s %9s req/s   p99 %7s ms\n' "$1" "${rps[$1]}" "${p99[$1]}"
+# Each round measures berth, nginx and Caddy one after another, so a burst of load from
+# elsewhere on a shared machine hits one round of all three rather than one proxy's only
+# run; each figure is the median over the rounds, with its range.
+declare -A rps p99 runs_rps runs_p99
+rounds() { # rounds PROTO TOOL URL-berth URL-nginx URL-caddy
+    local proto=$1 tool=$2 name url r p
+    shift 2
+    for _ in $(seq "$rounds"); do
+        for name in berth nginx caddy; do
+            url=$1
+            case $name in nginx) url=$2 ;; caddy) url=$3 ;; esac
+            if [ "$tool" = wrk ]; then read -r r p < <(wrk_run "$url"); else r=$(h2_run "$url"); p=0; fi
+            runs_rps[$name-$proto]+="$r "
+            runs_p99[$name-$proto]+="$p "
+        done
+    done
+    for name in berth nginx caddy; do
+        # shellcheck disable=SC2086 # word splitting of the recorded runs is wanted
+        rps[$name-$proto]=$(median ${runs_rps[$name-$proto]})
+        # shellcheck disable=SC2086
+        p99[$name-$proto]=$(median ${runs_p99[$name-$proto]})
+        if [ "$tool" = wrk ]; then
+            printf '  %-12s %9s req/s   p99 %7s ms   (req/s per round: %s)\n' "$name-$proto" \
+                "${rps[$name-$proto]}" "${p99[$name-$proto]}" "${runs_rps[$name-$proto]% }"
+        else
+            printf '  %-12s %9s req/s   (per round: %s)\n' "$name-$proto" "${rps[$name-$proto]}" "${runs_rps[$name-$proto]% }"
+        fi
+    done
 }
 
-echo "=> HTTP/1.1 keep-alive, plain ($conns connections, ${seconds}s each)"
-measure berth-http "http://$host:$plain_port/"
-measure nginx-http "http://$host:$nginx_port/"
-measure caddy-http "http://$host:$caddy_port/"
+echo "=> HTTP/1.1 keep-alive, plain ($conns connections, ${seconds}s per run, $rounds rounds)"
+rounds http wrk "http://$host:$plain_port/" "http://$host:$nginx_port/" "http://$host:$caddy_port/"
 
 echo "=> berth server again, with --tls (the pod is adopted)"
 kill "$server" && wait "$server" 2>/dev/null || true
@@ -174,20 +198,13 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 echo "=> HTTP/1.1 keep-alive over TLS"
-measure berth-https "https://$host:$tls_port/"
-measure nginx-https "https://$host:$nginx_tls_port/"
-measure caddy-https "https://$host:$caddy_tls_port/"
+rounds https wrk "https://$host:$tls_port/" "https://$host:$nginx_tls_port/" "https://$host:$caddy_tls_port/"
 
 echo "=> HTTP/2 over TLS (h2load, 10 streams per connection)"
-declare -A h2
-for name in berth nginx caddy; do
-    case $name in berth) port=$tls_port ;; nginx) port=$nginx_tls_port ;; caddy) port=$caddy_tls_port ;; esac
-    h2[$name]=$(h2_run "https://$host:$port/")
-    printf '  %-18s %9s req/s\n' "$name-h2" "${h2[$name]}"
-done
+rounds h2 h2load "https://$host:$tls_port/" "https://$host:$nginx_tls_port/" "https://$host:$caddy_tls_port/"
 
 echo
-echo "Ratios (berth / peer): req/s higher is better, p99 lower is better"
+echo "Ratios of the medians (berth / peer): req/s higher is better, p99 lower is better"
 for proto in http https; do
     for peer in nginx caddy; do
         printf '  %-6s vs %-6s req/s %s   p99 %s\n' "$proto" "$peer" \
@@ -196,5 +213,5 @@ for proto in http https; do
     done
 done
 for peer in nginx caddy; do
-    printf '  %-6s vs %-6s req/s %s\n' "h2" "$peer" "$(ratio "${h2[berth]}" "${h2[$peer]}")"
+    printf '  %-6s vs %-6s req/s %s\n' "h2" "$peer" "$(ratio "${rps[berth-h2]}" "${rps[$peer-h2]}")"
 done

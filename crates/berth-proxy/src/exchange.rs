@@ -30,7 +30,7 @@ impl Exchange {
     pub(crate) fn new(host: &str, method: hyper::Method, metrics: Arc<ProxyMetrics>) -> Self {
         Self {
             started: Instant::now(),
-            host: host.chars().take(256).collect(),
+            host: host[..floor_char_boundary(host, 256)].to_string(),
             method,
             status: StatusCode::OK,
             container_id: None,
@@ -58,6 +58,15 @@ impl Exchange {
             .boxed()
         })
     }
+}
+
+/// The longest prefix of `s` at most `max` bytes long that ends on a character boundary.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 struct Tracked {

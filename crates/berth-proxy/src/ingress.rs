@@ -33,7 +33,7 @@ pub struct Ingress {
     pub(crate) domain: String,
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) metrics: Arc<ProxyMetrics>,
-    pub(crate) route_miss: Option<Arc<dyn RouteMiss>>,
+    pub(crate) route_miss: Option<route::RouteMissHook>,
     pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
     pub(crate) acme_challenges: Option<Arc<AcmeChallenges>>,
     /// When set, plain-HTTP requests are redirected to HTTPS on this port.
@@ -64,8 +64,12 @@ impl Ingress {
     }
 
     /// Asks `hook` for a route when a pod host has none, instead of answering 404 at once.
+    /// The hook runs on the Tokio runtime this is called from, if any.
     pub fn with_route_miss(mut self, hook: Arc<dyn RouteMiss>) -> Self {
-        self.route_miss = Some(hook);
+        self.route_miss = Some(route::RouteMissHook {
+            hook,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        });
         self
     }
 

@@ -22,7 +22,7 @@ pub trait RouteMiss: Send + Sync + 'static {
 pub enum MissOutcome {
     /// Used for this request as if the table had held it (the hook should also insert it in
     /// the table, so later requests skip the hook); it must serve `pod.port`.
-    Route(Route),
+    Route(std::sync::Arc<Route>),
     /// Nothing serves this host: the usual 404.
     NotFound,
     /// Something will serve it, but not within the hook's limit: 503 with `Retry-After`.
@@ -36,7 +36,7 @@ pub enum MissOutcome {
 pub(crate) struct Target {
     pub host: String,
     pub pod: PodHost,
-    pub route: Route,
+    pub route: std::sync::Arc<Route>,
     /// For a path-style URL, the `/pod/<stub-id>/<port>` the pod does not see.
     pub prefix: Option<String>,
 }
@@ -139,7 +139,7 @@ pub(crate) async fn route<B>(ingress: &Ingress, req: &Request<B>) -> Result<Targ
     let outcome = match ingress.routes.lookup(&pod.stub_id, pod.port) {
         Some(route) => MissOutcome::Route(route),
         None => match &ingress.route_miss {
-            Some(hook) => hook.route_miss(&pod).await,
+            Some(hook) => ask(hook, &pod).await,
             None => MissOutcome::NotFound,
         },
     };
@@ -162,6 +162,28 @@ pub(crate) async fn route<B>(ingress: &Ingress, req: &Request<B>) -> Result<Targ
             retry_after_seconds,
         }),
     }
+}
+
+/// Runs the hook on the runtime that installed it (the server's), not on an ingress thread:
+/// starting a pod is the server's work, and must not end with an ingress thread.
+async fn ask(hook: &RouteMissHook, pod: &PodHost) -> MissOutcome {
+    let Some(runtime) = &hook.runtime else {
+        return hook.hook.route_miss(pod).await;
+    };
+    let (hook, pod) = (hook.hook.clone(), pod.clone());
+    runtime
+        .spawn(async move { hook.route_miss(&pod).await })
+        .await
+        .unwrap_or_else(|e| MissOutcome::Unavailable {
+            message: format!("starting the pod failed: {e}"),
+            retry_after_seconds: 5,
+        })
+}
+
+/// The hook, and the runtime it was installed from.
+pub(crate) struct RouteMissHook {
+    pub hook: std::sync::Arc<dyn RouteMiss>,
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 #[cfg(test)]
@@ -206,7 +228,7 @@ mod tests {
         let port = upstream().await;
         let (woken, activity) = route("pod-stub-1", port);
         let hook = Arc::new(Hook {
-            outcome: MissOutcome::Route(woken),
+            outcome: MissOutcome::Route(Arc::new(woken)),
             asked: Mutex::default(),
         });
         let (addr, metrics) = start_with(hook.clone()).await;

@@ -30,7 +30,7 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// stub id → routes, newest last.
-    by_stub: RwLock<HashMap<String, Vec<Route>>>,
+    by_stub: RwLock<HashMap<String, Vec<Arc<Route>>>>,
 }
 
 impl RouteTable {
@@ -42,7 +42,7 @@ impl RouteTable {
         let mut map = self.by_stub.write().unwrap_or_else(|p| p.into_inner());
         let routes = map.entry(stub_id.to_string()).or_default();
         routes.retain(|r| r.container_id != route.container_id);
-        routes.push(route);
+        routes.push(Arc::new(route));
     }
 
     pub fn remove(&self, container_id: &str) {
@@ -53,8 +53,9 @@ impl RouteTable {
         });
     }
 
-    /// The newest container of the stub that exposes `port`.
-    pub fn lookup(&self, stub_id: &str, port: u16) -> Option<Route> {
+    /// The newest container of the stub that exposes `port` (shared: requests look it up
+    /// on every request, and a copy would allocate).
+    pub fn lookup(&self, stub_id: &str, port: u16) -> Option<Arc<Route>> {
         let map = self.by_stub.read().unwrap_or_else(|p| p.into_inner());
         map.get(stub_id)?
             .iter()
@@ -92,10 +93,11 @@ mod tests {
         let t = RouteTable::new();
         t.insert("s", route("a", &[80]));
         t.insert("s", route("b", &[80, 81]));
-        assert_eq!(t.lookup("s", 80).map(|r| r.container_id), Some("b".into()));
-        assert_eq!(t.lookup("s", 82).map(|r| r.container_id), None);
+        let id = |r: Option<Arc<Route>>| r.map(|r| r.container_id.clone());
+        assert_eq!(id(t.lookup("s", 80)), Some("b".into()));
+        assert_eq!(id(t.lookup("s", 82)), None);
         t.remove("b");
-        assert_eq!(t.lookup("s", 80).map(|r| r.container_id), Some("a".into()));
+        assert_eq!(id(t.lookup("s", 80)), Some("a".into()));
         t.remove("a");
         assert!(t.is_empty());
     }

@@ -56,6 +56,9 @@ pub async fn serve<L: Listener>(mut listener: L, ingress: Arc<Ingress>) {
             let server_name = L::server_name(&io);
             serve_connection(ingress, io, ClientConn::new(peer, scheme, server_name)).await;
         });
+        // One connection per turn, as nginx's workers take them: when several ingress
+        // threads share the socket, a burst of connections is spread over all of them.
+        tokio::task::yield_now().await;
     }
 }
 

@@ -318,7 +318,7 @@ impl<N: Node> Deployments<N> {
         {
             Ok(route) if route.ports.contains(&pod.port) => {
                 self.routes.insert(name, route.clone());
-                MissOutcome::Route(route)
+                MissOutcome::Route(Arc::new(route))
             }
             Ok(_) | Err(NotReady::NoSuchPort) => MissOutcome::NotFound,
             Err(NotReady::TimedOut) => unavailable(format!(

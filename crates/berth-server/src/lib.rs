@@ -110,6 +110,8 @@ pub struct ServerConfig {
     pub max_request_body_bytes: u64,
     /// Open connections one pod may hold through the ingress before new ones get 503.
     pub pod_connection_limit: usize,
+    /// Threads serving the ingress (each HTTP and HTTPS listener gets this many).
+    pub ingress_threads: usize,
 }
 
 /// Runs the server until `shutdown` resolves. Running pods are left running: their shims
@@ -248,14 +250,30 @@ pub async fn run(
         ingress = ingress.with_acme_challenges(challenges);
     }
     let ingress = Arc::new(ingress);
-    let mut ingress_tasks = vec![tokio::spawn(berth_proxy::serve(
+    let threads = config.ingress_threads.max(1);
+    let ingress_err = |what, addr, source| ServerError::Listen { what, addr, source };
+    let mut ingress_threads = vec![berth_proxy::serve_on_threads(
+        "berth-ingress",
         ingress_listener,
+        threads,
+        |tcp| tcp,
         ingress.clone(),
-    ))];
-    if let (Some(listener), Some(certificates)) = (tls_listener, certificates) {
-        let listener =
-            berth_proxy::tls::TlsListener::new(listener, &config.domain, certificates.source);
-        ingress_tasks.push(tokio::spawn(berth_proxy::serve(listener, ingress)));
+    )
+    .map_err(|e| ingress_err("ingress", ingress_addr, e))?];
+    if let (Some(listener), Some(certificates), Some(addr)) = (tls_listener, certificates, tls_addr)
+    {
+        let domain = config.domain.clone();
+        let source = certificates.source.clone();
+        ingress_threads.push(
+            berth_proxy::serve_on_threads(
+                "berth-https",
+                listener,
+                threads,
+                move |tcp| berth_proxy::tls::TlsListener::new(tcp, &domain, source.clone()),
+                ingress,
+            )
+            .map_err(|e| ingress_err("HTTPS ingress", addr, e))?,
+        );
         if let Some(ca) = &certificates.local_ca {
             tracing::info!(
                 "HTTPS with berth's local CA {}: `berth ca` tells how to trust it",
@@ -287,8 +305,8 @@ pub async fn run(
         }
     };
 
-    for task in ingress_tasks {
-        task.abort();
+    for threads in ingress_threads {
+        let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
     }
     monitor.abort();
     if let Err(e) = served {
@@ -316,7 +334,7 @@ async fn bind(
 fn bind_dual_stack(
     what: &'static str,
     addr: SocketAddr,
-) -> Result<tokio::net::TcpListener, ServerError> {
+) -> Result<std::net::TcpListener, ServerError> {
     use socket2::{Domain, Socket, Type};
     let err = |source| ServerError::Listen { what, addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
@@ -327,7 +345,7 @@ fn bind_dual_stack(
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(1024).map_err(err)?;
-    tokio::net::TcpListener::from_std(socket.into()).map_err(err)
+    Ok(socket.into())
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
@@ -348,6 +366,7 @@ mod tests {
     async fn an_ipv6_wildcard_ingress_takes_ipv4_too() {
         let any: SocketAddr = "[::]:0".parse().expect("addr");
         let listener = super::bind_dual_stack("ingress", any).expect("bind");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("register");
         let port = listener.local_addr().expect("addr").port();
         // `*.localhost` resolves to ::1 on some systems and 127.0.0.1 on others.
         for host in ["127.0.0.1", "[::1]"] {

@@ -798,7 +798,7 @@ async fn next_event(
 impl<N: Node> Lifecycle<N> {
     /// For a pod host with no route: a request that arrives while its pod is still starting
     /// waits for it (bounded) instead of getting a 404.
-    pub async fn route_when_started(&self, pod: &PodHost) -> Option<Route> {
+    pub async fn route_when_started(&self, pod: &PodHost) -> Option<Arc<Route>> {
         let deadline = tokio::time::Instant::now() + START_WAIT_LIMIT;
         while tokio::time::Instant::now() < deadline {
             if let Some(route) = self.routes.lookup(&pod.stub_id, pod.port) {

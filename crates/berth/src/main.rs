@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod commands;
+mod log_sink;
 
 use clap::Parser;
 
@@ -55,10 +56,9 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-/// Logs go to stderr. The server writes a line per ingress request, so its lines go through
-/// a writer thread that batches them (flushed whenever it has nothing queued, and blocking
-/// the logger rather than dropping lines when it falls behind); the guard flushes at exit.
-fn init_tracing(command: &cli::Command) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// Logs go to stderr. The server writes a line per ingress request, so its lines are batched
+/// in memory and written by a thread (see `log_sink`); the guard flushes them at exit.
+fn init_tracing(command: &cli::Command) -> Option<log_sink::LogGuard> {
     let server = matches!(command, cli::Command::Server(_));
     let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -68,9 +68,7 @@ fn init_tracing(command: &cli::Command) -> Option<tracing_appender::non_blocking
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal());
     if server {
-        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .finish(std::io::BufWriter::new(std::io::stderr()));
+        let (writer, guard) = log_sink::stderr();
         builder.with_writer(writer).init();
         Some(guard)
     } else {
