@@ -54,6 +54,16 @@ pub struct CreateContainerRequest {
     /// Require an access token on the pod's URL (not supported yet: refused, never ignored).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub authorized: bool,
+    /// `runc` (native namespaces, fastest) or `gvisor` (a user-space kernel between the code
+    /// and the host, for untrusted code); the server's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Cut all egress, DNS included: the pod only answers through its URL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub block_network: bool,
+    /// Allow egress only to these CIDRs (exclusive with `block_network`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_list: Vec<String>,
 }
 
 /// Where the synced working directory appears in a pod.
@@ -173,6 +183,15 @@ pub struct Container {
     /// Its URLs need a token.
     #[serde(default)]
     pub authorized: bool,
+    /// The OCI runtime it runs under: `runc` or `gvisor`.
+    #[serde(default)]
+    pub runtime: String,
+    /// All egress is cut.
+    #[serde(default)]
+    pub block_network: bool,
+    /// Egress is allowed only to these CIDRs (empty: no allow list).
+    #[serde(default)]
+    pub allow_list: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -15,6 +15,8 @@ pub enum NetError {
     },
     #[error("network namespace {name}: {message}")]
     Netns { name: String, message: String },
+    #[error("egress rules in {netns}: {message}")]
+    Egress { netns: String, message: String },
     #[error("CNI plugin {plugin}: {message}")]
     Plugin { plugin: String, message: String },
     #[error(transparent)]

@@ -1,10 +1,12 @@
 //! Pod networking: one network namespace per pod, wired by the standard CNI plugins
 //! (`loopback`, then `bridge` with `host-local` addresses, dual-stack, egress NAT).
 //!
-//! Only this crate calls CNI plugins or touches iptables (through them, and the host guard).
+//! Only this crate calls CNI plugins or touches iptables (through them, the host guard and
+//! each pod's egress rules).
 
 mod cni;
 mod command;
+mod egress;
 mod error;
 mod guard;
 mod netns;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub use egress::Egress;
 pub use error::NetError;
 
 /// Defaults chosen clear of podman's 10.88.0.0/16 and Docker's 172.17.0.0/16.
@@ -82,11 +85,16 @@ impl Network {
         &self.config
     }
 
-    /// Creates the pod's namespace and wires it. On failure nothing is left behind.
-    pub fn setup(&self, id: &str) -> Result<PodNetwork, NetError> {
+    /// Creates the pod's namespace, wires it and installs its egress rules. On failure
+    /// nothing is left behind.
+    pub fn setup(&self, id: &str, egress: &Egress) -> Result<PodNetwork, NetError> {
         self.ensure_state_dir()?;
         let netns = netns::create(&netns::name(id))?;
-        match self.wire(id, &netns) {
+        let wired = self.wire(id, &netns).and_then(|pod| {
+            egress::apply(&netns, egress, pod.ipv6.is_some())?;
+            Ok(pod)
+        });
+        match wired {
             Ok(pod) => Ok(pod),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(id) {

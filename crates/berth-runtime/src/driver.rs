@@ -18,7 +18,8 @@ use crate::RuntimeError;
 const CAPTURE_POLL: Duration = Duration::from_millis(50);
 
 /// Which OCI runtime runs the containers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     /// runc: native namespaces and cgroups, fastest start.
     Runc,

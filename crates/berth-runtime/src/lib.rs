@@ -7,6 +7,7 @@ mod error;
 mod files;
 mod rootfs;
 pub mod sandbox;
+mod seccomp;
 pub mod shim;
 mod spec;
 mod user;

@@ -82,6 +82,8 @@ pub struct SandboxPlan {
     pub binds: Vec<BindMount>,
     /// Relative to the cgroup roots, like `/berth/<id>`.
     pub cgroups_path: String,
+    /// Filter syscalls with the default seccomp profile (runc; gVisor filters on its own).
+    pub seccomp: bool,
 }
 
 /// Mounts the root filesystem, writes the `/etc` files and the OCI bundle. On error the
@@ -110,6 +112,7 @@ pub fn prepare(plan: &SandboxPlan) -> Result<(), RuntimeError> {
         cgroups_path: plan.cgroups_path.clone(),
         etc_files,
         binds: plan.binds.clone(),
+        seccomp: plan.seccomp,
     };
     write_bundle(&dir.bundle(), &build_spec(&run)?)
 }
@@ -215,6 +218,7 @@ mod tests {
             },
             binds: Vec::new(),
             cgroups_path: "/berth/pod-x".into(),
+            seccomp: true,
         };
         let mounts = write_etc_files(dir.path(), &plan).expect("writes");
         assert_eq!(mounts.len(), 3);

@@ -42,6 +42,8 @@ pub struct RunSpec {
     pub etc_files: Vec<(PathBuf, &'static str)>,
     /// Host directories mounted into the container: uploaded code, volumes.
     pub binds: Vec<BindMount>,
+    /// Apply the default seccomp profile (see `seccomp`).
+    pub seccomp: bool,
 }
 
 /// A host directory bind-mounted into the container.
@@ -161,7 +163,7 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
 
     let defaults = Spec::default();
     let linux_defaults = defaults.linux().clone().unwrap_or_default();
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources)
         .cgroups_path(PathBuf::from(&run.cgroups_path))
@@ -169,6 +171,9 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
         .readonly_paths(linux_defaults.readonly_paths().clone().unwrap_or_default())
         .build()
         .map_err(err)?;
+    if run.seccomp {
+        linux.set_seccomp(Some(crate::seccomp::default_profile().map_err(err)?));
+    }
 
     let mut mounts: Vec<Mount> = defaults.mounts().clone().unwrap_or_default();
     for (source, destination) in &run.etc_files {
@@ -250,6 +255,7 @@ mod tests {
                 destination: "/mnt/code".into(),
                 read_only: true,
             }],
+            seccomp: true,
         }
     }
 
@@ -287,6 +293,7 @@ mod tests {
         assert_eq!(json["process"]["user"]["uid"], 1000);
         assert_eq!(json["process"]["cwd"], "/work");
         assert_eq!(json["process"]["noNewPrivileges"], true);
+        assert_eq!(json["linux"]["seccomp"]["defaultErrnoRet"], 1);
         let caps = json["process"]["capabilities"]["bounding"]
             .as_array()
             .expect("caps");

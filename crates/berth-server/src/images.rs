@@ -79,6 +79,9 @@ mod tests {
             code: None,
             workdir: None,
             authorized: false,
+            runtime: None,
+            block_network: false,
+            allow_list: vec![],
         }
     }
 

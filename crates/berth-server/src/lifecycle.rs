@@ -113,8 +113,21 @@ impl<N: Node> Lifecycle<N> {
         self.create_owned(spec, None).await
     }
 
-    /// Checks that what the spec names exists: its secrets and its uploaded code.
+    /// Checks that what the spec names exists: its runtime, its secrets and its uploaded code.
     pub async fn check_references(&self, spec: &PodSpec) -> Result<(), LifecycleError> {
+        if let Some(runtime) = &spec.runtime {
+            let offered = self.node.runtimes();
+            if !offered.iter().any(|k| k.as_str() == runtime) {
+                let names: Vec<&str> = offered.iter().map(|k| k.as_str()).collect();
+                return Err(LifecycleError::Invalid(ApiError::invalid(
+                    "runtime",
+                    format!(
+                        "{runtime} is not installed on this server; it offers {}",
+                        names.join(", ")
+                    ),
+                )));
+            }
+        }
         if let Some(code) = &spec.code {
             if !self.node.has_code(code) {
                 return Err(LifecycleError::Invalid(ApiError::invalid(
@@ -167,6 +180,13 @@ impl<N: Node> Lifecycle<N> {
             started_at: None,
             finished_at: None,
             authorized: spec.authorized,
+            runtime: spec
+                .runtime
+                .clone()
+                .or_else(|| self.node.runtimes().first().map(|k| k.as_str().to_string()))
+                .unwrap_or_default(),
+            block_network: spec.block_network,
+            allow_list: spec.allow_list.clone(),
         };
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
@@ -202,6 +222,7 @@ impl<N: Node> Lifecycle<N> {
         }
         self.set_progress(&id, "Creating container".into());
         let image_name = image.reference.clone();
+        let egress = spec.egress();
         let mut env = spec.env;
         if let Err(e) = self.reveal_secrets(&spec.secrets, &mut env).await {
             return self.fail_start(&id, e).await;
@@ -229,6 +250,8 @@ impl<N: Node> Lifecycle<N> {
             memory_mib: spec.memory_mib,
             keep_warm_seconds: spec.keep_warm_seconds,
             mounts,
+            runtime: spec.runtime.as_deref().and_then(|r| r.parse().ok()),
+            egress,
             workdir: spec.workdir,
         };
         let Started { ports, ipv4, ipv6 } = match self.node.start(req).await {
@@ -739,6 +762,9 @@ impl<N: Node> Lifecycle<N> {
             started_at: row.started_at,
             finished_at: row.finished_at,
             authorized: row.authorized,
+            runtime: row.runtime,
+            block_network: row.block_network,
+            allow_list: row.allow_list,
         }
     }
 
@@ -964,6 +990,10 @@ mod tests {
             false
         }
 
+        fn runtimes(&self) -> Vec<berth_runtime::RuntimeKind> {
+            vec![berth_runtime::RuntimeKind::Runc]
+        }
+
         async fn volumes(&self) -> Result<Vec<berth_api::Volume>, NodeError> {
             Ok(Vec::new())
         }
@@ -1019,6 +1049,9 @@ mod tests {
             code: None,
             workdir: None,
             authorized: false,
+            runtime: None,
+            block_network: false,
+            allow_list: vec![],
         }
     }
 
@@ -1040,6 +1073,13 @@ mod tests {
         assert_eq!(c.status, ContainerStatus::Pending);
         assert_eq!(c.urls, [format!("http://{}-8080.example.test", c.stub_id)]);
         wait_for(&h, &c.id, ContainerStatus::Running).await;
+        // The route is added just after the row says RUNNING.
+        for _ in 0..100 {
+            if h.routes.lookup(&c.stub_id, 8080).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(h.routes.lookup(&c.stub_id, 8080).is_some());
 
         h.lifecycle.stop(&c.id, None).await.expect("stop");

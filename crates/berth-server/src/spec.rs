@@ -46,7 +46,18 @@ pub struct PodSpec {
     /// Its URLs need a token (the API token, or one scoped to a port).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub authorized: bool,
+    /// `runc` or `gvisor`; the server's default when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub block_network: bool,
+    /// CIDRs in canonical form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_list: Vec<String>,
 }
+
+/// More CIDRs than this in an allow list is refused (each becomes a firewall rule).
+const MAX_ALLOW_LIST: usize = 64;
 
 impl PodSpec {
     /// Checks every field, naming the field and the problem on the first bad one.
@@ -159,6 +170,23 @@ impl PodSpec {
             check_absolute_path(dir).map_err(|p| ApiError::invalid("workdir", p))?;
         }
 
+        let runtime = match req.runtime.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(name) => Some(
+                name.parse::<berth_runtime::RuntimeKind>()
+                    .map_err(|e| ApiError::invalid("runtime", e))?
+                    .as_str()
+                    .to_string(),
+            ),
+        };
+        let allow_list = validate_allow_list(&req.allow_list)?;
+        if req.block_network && !allow_list.is_empty() {
+            return Err(ApiError::invalid(
+                "allow_list",
+                "block_network cuts all egress; give one or the other",
+            ));
+        }
+
         Ok(PodSpec {
             image,
             ports,
@@ -172,7 +200,27 @@ impl PodSpec {
             code: req.code,
             workdir: req.workdir,
             authorized: req.authorized,
+            runtime,
+            block_network: req.block_network,
+            allow_list,
         })
+    }
+
+    /// What the pod may reach, for the node.
+    pub fn egress(&self) -> berth_net::Egress {
+        if self.block_network {
+            return berth_net::Egress::Blocked;
+        }
+        let nets: Vec<ipnet::IpNet> = self
+            .allow_list
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        if nets.is_empty() {
+            berth_net::Egress::Open
+        } else {
+            berth_net::Egress::AllowList(nets)
+        }
     }
 
     /// How the image reads in listings: the reference, or what a build starts from.
@@ -233,6 +281,36 @@ pub fn valid_digest(digest: &str) -> bool {
 }
 
 /// An absolute, normalised path inside a container.
+/// Each entry a CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a bare address (one host), in
+/// canonical form, without duplicates.
+fn validate_allow_list(list: &[String]) -> Result<Vec<String>, ApiError> {
+    if list.len() > MAX_ALLOW_LIST {
+        return Err(ApiError::invalid(
+            "allow_list",
+            format!("at most {MAX_ALLOW_LIST} entries, got {}", list.len()),
+        ));
+    }
+    let mut nets = Vec::with_capacity(list.len());
+    for entry in list {
+        let entry = entry.trim();
+        let net = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                ApiError::invalid(
+                    "allow_list",
+                    format!("{entry:?} is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32"),
+                )
+            })?
+            .trunc();
+        let text = net.to_string();
+        if !nets.contains(&text) {
+            nets.push(text);
+        }
+    }
+    Ok(nets)
+}
+
 fn check_absolute_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} is not an absolute path"));

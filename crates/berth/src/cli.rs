@@ -156,6 +156,15 @@ pub enum RuntimeArg {
     Gvisor,
 }
 
+impl RuntimeArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeArg::Runc => "runc",
+            RuntimeArg::Gvisor => "gvisor",
+        }
+    }
+}
+
 /// An image described by flags, built on the server; every step is cached.
 #[derive(Args, Default)]
 pub struct BuildArgs {
@@ -258,6 +267,16 @@ pub struct RunArgs {
     /// Make the pod's URLs need a token: the API token, or one from `berth container token`.
     #[arg(long)]
     pub authorized: bool,
+    /// The OCI runtime: gvisor puts a user-space kernel between the code and the host (for
+    /// untrusted code); the server's default when not given.
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeArg>,
+    /// Cut all egress, DNS included: the pod only answers through its URL.
+    #[arg(long, conflicts_with = "allow_list")]
+    pub block_network: bool,
+    /// Allow egress only to these CIDRs (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+    pub allow_list: Vec<String>,
     /// Print the created container as JSON instead of progress lines.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

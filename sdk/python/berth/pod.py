@@ -22,8 +22,10 @@ IDLE_ENTRYPOINT = ["sleep", "infinity"]
 
 _PARAMS = (
     "app", "entrypoint", "ports", "name", "cpu", "memory", "gpu", "image", "env",
-    "keep_warm_seconds", "authorized", "volumes", "secrets",
+    "keep_warm_seconds", "authorized", "volumes", "secrets", "runtime", "block_network",
+    "allow_list",
 )
+RUNTIMES = ("runc", "gvisor")
 
 
 def _quantity(value: Any, what: str) -> Union[int, float, str]:
@@ -72,6 +74,9 @@ class Pod:
         authorized: bool = False,
         volumes: Optional[Sequence[Volume]] = None,
         secrets: Optional[Sequence[str]] = None,
+        runtime: Optional[str] = None,
+        block_network: bool = False,
+        allow_list: Optional[Sequence[str]] = None,
         **unknown: Any,
     ):
         refuse_unknown("Pod", unknown, _PARAMS)
@@ -87,6 +92,13 @@ class Pod:
             raise InvalidArgument("keep_warm_seconds must be a whole number of seconds (-1 for never)")
         if not isinstance(authorized, bool):
             raise InvalidArgument("authorized must be True or False, not %r" % (authorized,))
+        if runtime is not None and runtime not in RUNTIMES:
+            raise InvalidArgument("runtime must be one of %s, not %r" % (", ".join(RUNTIMES), runtime))
+        if not isinstance(block_network, bool):
+            raise InvalidArgument("block_network must be True or False, not %r" % (block_network,))
+        allow_list = str_list(allow_list, "allow_list")
+        if block_network and allow_list:
+            raise InvalidArgument("block_network cuts all egress; give it or allow_list, not both")
         if isinstance(volumes, Volume):
             volumes = [volumes]
         for v in volumes or []:
@@ -105,6 +117,9 @@ class Pod:
         self.authorized = authorized
         self.volumes = list(volumes or [])
         self.secrets = str_list(secrets, "secrets")
+        self.runtime = runtime
+        self.block_network = block_network
+        self.allow_list = allow_list
         self._client: Optional[Client] = None
         self._created: List[PodInstance] = []
 
@@ -145,6 +160,12 @@ class Pod:
             req["gpu"] = self.gpu
         if self.authorized:
             req["authorized"] = True
+        if self.runtime:
+            req["runtime"] = self.runtime
+        if self.block_network:
+            req["block_network"] = True
+        if self.allow_list:
+            req["allow_list"] = self.allow_list
         return req
 
     def _build(self, out: Output) -> None:

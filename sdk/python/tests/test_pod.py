@@ -110,6 +110,22 @@ class CreateTests(ServerCase):
         self.assertEqual(self.server.bodies("POST", "/v1/containers"), [])
 
 
+class IsolationTests(ServerCase):
+    def test_runtime_and_egress_policy_are_sent_and_checked_first(self):
+        self.server.on("POST", "/v1/containers", 202, container())
+        self.server.on("GET", "/v1/containers/pod-s-1", 200, container(status="RUNNING", started_at=2))
+        pod = Pod(image=Image(base_image="busybox"), runtime="gvisor", allow_list=["10.1.0.0/16"])
+        self.run_quietly(pod.create)
+        sent = self.server.bodies("POST", "/v1/containers")[0]
+        self.assertEqual((sent["runtime"], sent["allow_list"]), ("gvisor", ["10.1.0.0/16"]))
+        self.assertNotIn("block_network", sent)
+        from berth import InvalidArgument
+        with self.assertRaisesRegex(InvalidArgument, "runtime must be one of runc, gvisor"):
+            Pod(runtime="kata")
+        with self.assertRaisesRegex(InvalidArgument, "not both"):
+            Pod(block_network=True, allow_list=["10.0.0.0/8"])
+
+
 class InstanceTests(ServerCase):
     def create(self, pod=None):
         self.server.on("POST", "/v1/containers", 202, container(status="RUNNING", started_at=2))

@@ -18,9 +18,13 @@
 //!   turn, for 3 s each, prints one line `ADDR connected`, `ADDR refused` or
 //!   `ADDR unreachable: <error>` per address, and exits with the worst outcome: 0 (all
 //!   connected), 3 (one refused, none unreachable) or 4 (one unreachable).
+//! - `attack`: tries what hostile code would try first to reach the host (see `attacks.rs`),
+//!   prints one line per attempt, and exits 0 if every one was blocked, 5 otherwise.
 //!
 //! Every mode exits 0 promptly on SIGTERM or SIGINT: as PID 1 of a pid namespace the kernel
 //! would otherwise ignore those signals.
+
+mod attacks;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -37,7 +41,8 @@ const USAGE: &str = "usage: testapp http PORT [--v6only | --v4only] [--text TEXT
        testapp exit CODE [--after-ms N]
        testapp hog
        testapp sleep
-       testapp connect ADDR...";
+       testapp connect ADDR...
+       testapp attack";
 
 const DEFAULT_TEXT: &str = "hello from testapp";
 const MIB: usize = 1024 * 1024;
@@ -55,6 +60,13 @@ fn main() -> ExitCode {
         Some("hog") => hog(),
         Some("sleep") => sleep_forever(),
         Some("connect") => return connect_mode(&args[1..]),
+        Some("attack") => {
+            return if attacks::run() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(5)
+            }
+        }
         _ => Err(format!("unknown mode\n{USAGE}")),
     };
     match result {

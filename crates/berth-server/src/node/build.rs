@@ -173,6 +173,9 @@ impl Builder {
                 },
                 limits: BUILD_LIMITS,
                 binds: Vec::new(),
+                runtime: None,
+                // Build steps install packages: they need the internet.
+                egress: berth_net::Egress::Open,
             },
         )?;
         let on_line = |line: String| log(format!("   {line}"));

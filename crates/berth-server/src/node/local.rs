@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +13,15 @@ use berth_image::{parse_reference, ImageConfig, PullProgress, Puller};
 use berth_net::Network;
 use berth_runtime::shim::{self, ShimConfig};
 use berth_runtime::{
-    hostname_for, BindMount, OciRuntime, ProcessPlan, ResourceLimits, ShimFiles, Signal,
+    hostname_for, BindMount, OciRuntime, ProcessPlan, ResourceLimits, RuntimeKind, ShimFiles,
+    Signal,
 };
 use bytes::Bytes;
 
 use super::build::Builder;
 use super::code::CodeStore;
 use super::dns::Resolvers;
+use super::runtimes::Runtimes;
 use super::sandboxes::{SandboxRequest, Sandboxes};
 use super::volumes::Volumes;
 use super::watch::{current_state, ExitWatcher};
@@ -70,7 +72,10 @@ impl LocalNode {
         let sandboxes = Arc::new(Sandboxes::new(
             config.containers_dir,
             config.network,
-            config.runtime,
+            Runtimes::new(
+                config.runtime.clone(),
+                config.runtime.root().parent().unwrap_or(Path::new("/")),
+            ),
             Resolvers::new(config.dns),
         )?);
         let builder = Arc::new(Builder::new(
@@ -145,9 +150,11 @@ impl LocalNode {
                     pids: DEFAULT_PIDS_LIMIT,
                 },
                 binds: self.binds(req)?,
+                runtime: req.runtime,
+                egress: req.egress.clone(),
             },
         )?;
-        let runtime = self.sandboxes.runtime();
+        let runtime = &prepared.runtime;
         let shim_config = ShimConfig {
             id: id.clone(),
             bundle: prepared.dir.bundle(),
@@ -213,9 +220,10 @@ impl LocalNode {
     async fn signal(self: &Arc<Self>, id: &str, signal: Signal, all: bool) {
         let node = self.clone();
         let id = id.to_string();
-        let _ =
-            tokio::task::spawn_blocking(move || node.sandboxes.runtime().kill(&id, signal, all))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            node.sandboxes.runtime_of(&id).kill(&id, signal, all)
+        })
+        .await;
     }
 
     /// Waits up to `limit` for the container to end; `None` if it still runs.
@@ -380,6 +388,10 @@ impl Node for Arc<LocalNode> {
         self.code.path(digest).is_some()
     }
 
+    fn runtimes(&self) -> Vec<RuntimeKind> {
+        self.sandboxes.runtimes().kinds()
+    }
+
     async fn volumes(&self) -> Result<Vec<Volume>, NodeError> {
         let volumes = self.volumes.clone();
         tokio::task::spawn_blocking(move || volumes.list())
@@ -466,6 +478,8 @@ mod tests {
             memory_mib: 128,
             keep_warm_seconds: 30,
             mounts: vec![],
+            runtime: None,
+            egress: berth_net::Egress::Open,
             workdir: None,
         }
     }

@@ -9,6 +9,7 @@ mod code;
 mod dns;
 mod local;
 mod logs;
+mod runtimes;
 mod sandboxes;
 mod volumes;
 mod watch;
@@ -47,6 +48,8 @@ pub enum NodeError {
     Plan(berth_api::ApiError),
     #[error("the image {image} has no command (no ENTRYPOINT or CMD); pass an entrypoint")]
     NoCommand { image: String },
+    #[error("the {0} runtime is not installed on this node")]
+    RuntimeMissing(&'static str),
     #[error("the image {0} is not on this node; prepare it first")]
     ImageNotPrepared(String),
     #[error("{action} failed: {error}; cleaning up also failed: {cleanup}")]
@@ -116,6 +119,9 @@ pub struct StartContainer {
     pub mounts: Vec<PodMount>,
     /// The entrypoint's working directory; the image's when `None`.
     pub workdir: Option<String>,
+    /// `runc` or `gvisor`; the node's default when `None`.
+    pub runtime: Option<berth_runtime::RuntimeKind>,
+    pub egress: berth_net::Egress,
 }
 
 /// A directory the node mounts into a pod, named by what it is rather than where it lives.
@@ -228,6 +234,9 @@ pub trait Node: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<CodeUploaded, NodeError>> + Send;
 
     fn has_code(&self, digest: &str) -> bool;
+
+    /// The runtimes this node runs pods with, its default first.
+    fn runtimes(&self) -> Vec<berth_runtime::RuntimeKind>;
 
     fn volumes(&self) -> impl Future<Output = Result<Vec<Volume>, NodeError>> + Send;
 

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use berth_net::Network;
 use berth_runtime::sandbox::{self, SandboxDir, SandboxPlan};
-use berth_runtime::{BindMount, OciRuntime, ProcessPlan, ResourceLimits};
+use berth_runtime::{BindMount, OciRuntime, ProcessPlan, ResourceLimits, RuntimeKind};
 
 use super::dns::Resolvers;
+use super::runtimes::Runtimes;
 use super::NodeError;
 
 /// All containers' cgroups live under this one.
@@ -25,18 +26,22 @@ pub struct SandboxRequest {
     pub limits: ResourceLimits,
     /// Host directories mounted in: a pod's code and volumes; none for build steps.
     pub binds: Vec<BindMount>,
+    /// The node's default when `None`.
+    pub runtime: Option<RuntimeKind>,
+    pub egress: berth_net::Egress,
 }
 
 /// A sandbox ready to start.
 pub struct Prepared {
     pub dir: SandboxDir,
     pub addrs: Vec<IpAddr>,
+    pub runtime: OciRuntime,
 }
 
 pub struct Sandboxes {
     containers_dir: PathBuf,
     network: Network,
-    runtime: OciRuntime,
+    runtimes: Runtimes,
     resolvers: Resolvers,
 }
 
@@ -44,20 +49,30 @@ impl Sandboxes {
     pub fn new(
         containers_dir: PathBuf,
         network: Network,
-        runtime: OciRuntime,
+        runtimes: Runtimes,
         resolvers: Resolvers,
     ) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&containers_dir).map_err(NodeError::io(&containers_dir))?;
         Ok(Sandboxes {
             containers_dir,
             network,
-            runtime,
+            runtimes,
             resolvers,
         })
     }
 
+    /// The default runtime (build steps always use it).
     pub fn runtime(&self) -> &OciRuntime {
-        &self.runtime
+        self.runtimes.default_runtime()
+    }
+
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.runtimes
+    }
+
+    /// The runtime that runs (or ran) container `id`.
+    pub fn runtime_of(&self, id: &str) -> &OciRuntime {
+        self.runtimes.of(self.dir(id).path())
     }
 
     pub fn containers_dir(&self) -> &std::path::Path {
@@ -89,7 +104,13 @@ impl Sandboxes {
 
     fn prepare_inner(&self, id: &str, req: SandboxRequest) -> Result<Prepared, NodeError> {
         let dir = self.dir(id);
-        let pod_net = self.network.setup(id)?;
+        let kind = req.runtime.unwrap_or(self.runtimes.default_kind());
+        let runtime = self
+            .runtimes
+            .get(kind)
+            .ok_or(NodeError::RuntimeMissing(kind.as_str()))?
+            .clone();
+        let pod_net = self.network.setup(id, &req.egress)?;
         let addrs: Vec<IpAddr> = pod_net
             .ipv4
             .map(IpAddr::V4)
@@ -109,13 +130,24 @@ impl Sandboxes {
             limits: req.limits,
             binds: req.binds,
             cgroups_path: Self::cgroups_path(id),
+            seccomp: kind == RuntimeKind::Runc,
         })?;
-        Ok(Prepared { dir, addrs })
+        Runtimes::record(dir.path(), kind).map_err(NodeError::io(dir.path()))?;
+        Ok(Prepared {
+            dir,
+            addrs,
+            runtime,
+        })
     }
 
     /// Removes the runtime state, mounts and network of `id`. Idempotent.
     pub fn remove(&self, id: &str) -> Result<(), NodeError> {
-        let fs = sandbox::remove(&self.runtime, id, &self.dir(id), &Self::cgroups_path(id));
+        let fs = sandbox::remove(
+            self.runtime_of(id),
+            id,
+            &self.dir(id),
+            &Self::cgroups_path(id),
+        );
         let net = self.network.teardown(id);
         fs?;
         net?;

@@ -49,6 +49,11 @@ pub struct ContainerRow {
     pub finished_at: Option<i64>,
     /// Its URLs need a token.
     pub authorized: bool,
+    /// `runc` or `gvisor`.
+    pub runtime: String,
+    pub block_network: bool,
+    /// CIDRs, in canonical form.
+    pub allow_list: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -144,7 +149,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO containers (id, stub_id, deployment_id, status, image, ports, cpu_millis,
              memory_mib, keep_warm_seconds, exit_code, reason, ipv4, ipv6, scheduled_at, started_at,
-             finished_at, authorized) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             finished_at, authorized, runtime, block_network, allow_list)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.stub_id)
@@ -163,6 +169,9 @@ impl Store {
         .bind(c.started_at)
         .bind(c.finished_at)
         .bind(c.authorized)
+        .bind(&c.runtime)
+        .bind(c.block_network)
+        .bind(c.allow_list.join(","))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -295,6 +304,14 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         authorized: r.try_get("authorized")?,
+        runtime: r.try_get("runtime")?,
+        block_network: r.try_get("block_network")?,
+        allow_list: r
+            .try_get::<String, _>("allow_list")?
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect(),
     })
 }
 
@@ -321,6 +338,9 @@ mod tests {
             code: None,
             workdir: None,
             authorized: false,
+            runtime: None,
+            block_network: false,
+            allow_list: vec![],
         };
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
         store
@@ -346,6 +366,9 @@ mod tests {
             started_at: None,
             finished_at: None,
             authorized: false,
+            runtime: "gvisor".into(),
+            block_network: false,
+            allow_list: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
         };
         store.insert_container(&row).await.expect("insert");
         assert_eq!(

@@ -130,6 +130,9 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
         volumes,
         secrets: args.secrets.clone(),
         authorized: args.authorized,
+        runtime: args.runtime.map(|r| r.name().to_string()),
+        block_network: args.block_network,
+        allow_list: args.allow_list.clone(),
         ..Default::default()
     })
 }

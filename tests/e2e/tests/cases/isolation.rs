@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use berth_api::ContainerStatus;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::testapp_spec;
+use super::{testapp_spec, with};
 use crate::common::harness::{link_exists, testapp_binary, Env};
 use crate::common::{command_output, indent, poll, random_hex, timeouts, Res};
 use crate::ensure;
@@ -59,28 +59,55 @@ struct Upstream {
     v6: SocketAddr,
 }
 
+/// The addresses of an upstream's link (a /30 and a /64): the host's end and the upstream's.
+struct Link {
+    host_v4: String,
+    v4: String,
+    host_v6: String,
+    v6: String,
+}
+
 impl Upstream {
     /// `slot` keeps the addresses of upstreams that run at the same time apart: the host
     /// side is 198.51.100.(4*slot+1)/30 and fd65:32e0:75:(slot)::1/64, the upstream the next one.
     fn start(slot: u8) -> Res<Upstream> {
+        Self::start_at(&Link {
+            host_v4: format!("198.51.100.{}", 4 * slot + 1),
+            v4: format!("198.51.100.{}", 4 * slot + 2),
+            host_v6: format!("fd65:32e0:75:{slot}::1"),
+            v6: format!("fd65:32e0:75:{slot}::2"),
+        })
+    }
+
+    /// A stand-in for a cloud metadata service: 169.254.169.254 and fd00:ec2::254, reached
+    /// through the host as a metadata address is on a cloud machine.
+    fn metadata() -> Res<Upstream> {
+        Self::start_at(&Link {
+            host_v4: "169.254.169.253".into(),
+            v4: "169.254.169.254".into(),
+            host_v6: "fd00:ec2::1".into(),
+            v6: "fd00:ec2::254".into(),
+        })
+    }
+
+    fn start_at(link: &Link) -> Res<Upstream> {
         let hex = random_hex(3);
         let mut upstream = Upstream {
             netns: format!("berthe2e-up-{hex}"),
             host_link: format!("e2eup{hex}"),
             app: None,
-            v4: socket(&format!("198.51.100.{}", 4 * slot + 2), PORT)?,
-            v6: socket(&format!("fd65:32e0:75:{slot}::2"), PORT)?,
+            v4: socket(&link.v4, PORT)?,
+            v6: socket(&link.v6, PORT)?,
         };
-        upstream.set_up(slot)?;
+        upstream.set_up(link)?;
         Ok(upstream)
     }
 
-    fn set_up(&mut self, slot: u8) -> Res<()> {
+    fn set_up(&mut self, link: &Link) -> Res<()> {
         let (ns, host) = (self.netns.as_str(), self.host_link.as_str());
         let peer = format!("{host}p");
-        let host_v4 = format!("198.51.100.{}", 4 * slot + 1);
-        let host_v6 = format!("fd65:32e0:75:{slot}::1");
-        let (v4, v6) = (self.v4.ip().to_string(), self.v6.ip().to_string());
+        let (host_v4, host_v6) = (&link.host_v4, &link.host_v6);
+        let (v4, v6) = (&link.v4, &link.v6);
         let in_ns = |args: &[&str]| -> Res<String> {
             let mut all = vec!["netns", "exec", ns, "ip"];
             all.extend_from_slice(args);
@@ -123,8 +150,8 @@ impl Upstream {
         ])?;
         in_ns(&["link", "set", &peer, "up"])?;
         // Replies go back through the host whether or not it masquerades pod traffic.
-        in_ns(&["route", "add", "default", "via", &host_v4])?;
-        in_ns(&["-6", "route", "add", "default", "via", &host_v6])?;
+        in_ns(&["route", "add", "default", "via", host_v4])?;
+        in_ns(&["-6", "route", "add", "default", "via", host_v6])?;
 
         let app = Command::new("ip")
             .args(["netns", "exec", ns])
@@ -181,26 +208,22 @@ enum Outcome {
     Unreachable,
 }
 
-/// Runs `testapp connect` in one pod: the upstream first, then `blocked`, then the upstream
-/// again. Fails unless the pod reached the upstream both times; returns the outcome for each of
-/// `blocked`, with the pod's output for messages.
-fn connect_from_pod(
+/// Runs `testapp connect` in one pod (`spec` fields added to the testapp spec) against
+/// `targets` in order; returns each outcome with its line, and the pod's output.
+fn connect_outcomes(
     env: &Env,
-    upstream: &Upstream,
-    blocked: &[SocketAddr],
-) -> Res<(Vec<Outcome>, String)> {
+    spec: &[(&str, Value)],
+    targets: &[SocketAddr],
+) -> Res<(Vec<(Outcome, String)>, String)> {
     let api = &env.api;
-    let controls = [upstream.v4, upstream.v6];
-    let targets: Vec<SocketAddr> = controls
-        .iter()
-        .chain(blocked)
-        .chain(&controls)
-        .copied()
-        .collect();
     let mut args = vec!["connect".to_string()];
     args.extend(targets.iter().map(SocketAddr::to_string));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let pod = api.launch(testapp_spec(env, &args))?;
+    let mut pod_spec = testapp_spec(env, &args);
+    for (key, value) in spec {
+        pod_spec = with(pod_spec, key, value.clone());
+    }
+    let pod = api.launch(pod_spec)?;
     let done = api.wait_terminal(&pod.id, timeouts::STOP)?;
     ensure!(
         done.status == ContainerStatus::Exited,
@@ -223,12 +246,43 @@ fn connect_from_pod(
             indent(&log)
         )
     })?;
-    for (i, (target, (outcome, line))) in targets.iter().zip(&outcomes).enumerate() {
+    for (i, (target, (_, line))) in targets.iter().zip(&outcomes).enumerate() {
         ensure!(
             line.starts_with(&format!("{target} ")),
             "line {} of the connecting pod's output is about another target than {target}: {line:?}",
             i + 1
         );
+    }
+    Ok((outcomes, log))
+}
+
+/// Runs `testapp connect` in one pod: the upstream first, then `blocked`, then the upstream
+/// again. Fails unless the pod reached the upstream both times; returns the outcome for each of
+/// `blocked`, with the pod's output for messages.
+fn connect_from_pod(
+    env: &Env,
+    upstream: &Upstream,
+    blocked: &[SocketAddr],
+) -> Res<(Vec<Outcome>, String)> {
+    connect_from_pod_with(env, &[], upstream, blocked)
+}
+
+/// [`connect_from_pod`] for a pod with `spec` fields added.
+fn connect_from_pod_with(
+    env: &Env,
+    spec: &[(&str, Value)],
+    upstream: &Upstream,
+    blocked: &[SocketAddr],
+) -> Res<(Vec<Outcome>, String)> {
+    let controls = [upstream.v4, upstream.v6];
+    let targets: Vec<SocketAddr> = controls
+        .iter()
+        .chain(blocked)
+        .chain(&controls)
+        .copied()
+        .collect();
+    let (outcomes, log) = connect_outcomes(env, spec, &targets)?;
+    for (i, (target, (outcome, line))) in targets.iter().zip(&outcomes).enumerate() {
         let is_control = i < controls.len() || i >= controls.len() + blocked.len();
         ensure!(
             !is_control || *outcome == Outcome::Connected,
@@ -322,4 +376,91 @@ pub fn pods_cannot_reach_host_services(env: &Env) -> Res<()> {
         );
     }
     Ok(())
+}
+
+/// The host reaches `target`: it is up, so a pod failing to reach it means something.
+fn host_reaches(target: SocketAddr) -> Res<()> {
+    ensure!(
+        TcpStream::connect_timeout(&target, Duration::from_secs(3)).is_ok(),
+        "the host itself cannot reach {target}, so the check proves nothing"
+    );
+    Ok(())
+}
+
+fn metadata_unreachable(env: &Env, runtime: &str, slot: u8) -> Res<()> {
+    let upstream = Upstream::start(slot)?;
+    let metadata = Upstream::metadata()?;
+    let targets = [metadata.v4, metadata.v6];
+    for target in targets {
+        host_reaches(target)?;
+    }
+    let spec = [("runtime", json!(runtime))];
+    let (outcomes, out) = connect_from_pod_with(env, &spec, &upstream, &targets)?;
+    for (target, outcome) in targets.iter().zip(outcomes) {
+        ensure!(
+            outcome == Outcome::Unreachable,
+            "a {runtime} pod reached the metadata address {target} ({outcome:?}); its output:\n{}",
+            indent(&out)
+        );
+    }
+    Ok(())
+}
+
+pub fn metadata_addresses_are_unreachable_under_runc(env: &Env) -> Res<()> {
+    metadata_unreachable(env, "runc", 2)
+}
+
+pub fn metadata_addresses_are_unreachable_under_gvisor(env: &Env) -> Res<()> {
+    metadata_unreachable(env, "gvisor", 3)
+}
+
+/// `block_network` cuts everything a default pod reaches; `allow_list` lets exactly its
+/// networks through.
+fn egress_policies(env: &Env, runtime: &str, slots: (u8, u8)) -> Res<()> {
+    let allowed = Upstream::start(slots.0)?;
+    let other = Upstream::start(slots.1)?;
+    let targets = [allowed.v4, allowed.v6, other.v4, other.v6];
+    let runtime = ("runtime", json!(runtime));
+
+    let (outcomes, out) = connect_outcomes(env, std::slice::from_ref(&runtime), &targets)?;
+    ensure!(
+        outcomes.iter().all(|(o, _)| *o == Outcome::Connected),
+        "a default pod must reach both test hosts; its output:\n{}",
+        indent(&out)
+    );
+    let (outcomes, out) = connect_outcomes(
+        env,
+        &[runtime.clone(), ("block_network", json!(true))],
+        &targets,
+    )?;
+    ensure!(
+        outcomes.iter().all(|(o, _)| *o == Outcome::Unreachable),
+        "a block_network pod reached a host; its output:\n{}",
+        indent(&out)
+    );
+    let list = json!([
+        format!("{}/32", allowed.v4.ip()),
+        allowed.v6.ip().to_string()
+    ]);
+    let (outcomes, out) = connect_outcomes(env, &[runtime, ("allow_list", list)], &targets)?;
+    let got: Vec<&Outcome> = outcomes.iter().map(|(o, _)| o).collect();
+    ensure!(
+        got == [
+            &Outcome::Connected,
+            &Outcome::Connected,
+            &Outcome::Unreachable,
+            &Outcome::Unreachable
+        ],
+        "an allow_list pod must reach exactly the listed host; its output:\n{}",
+        indent(&out)
+    );
+    Ok(())
+}
+
+pub fn egress_policies_under_runc(env: &Env) -> Res<()> {
+    egress_policies(env, "runc", (4, 5))
+}
+
+pub fn egress_policies_under_gvisor(env: &Env) -> Res<()> {
+    egress_policies(env, "gvisor", (6, 7))
 }

@@ -19,6 +19,7 @@ mod process;
 mod restart;
 mod startup;
 mod tls;
+mod untrusted;
 mod validation;
 
 use serde_json::{json, Value};
@@ -171,6 +172,34 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "isolation::pods_cannot_reach_host_services",
             run: isolation::pods_cannot_reach_host_services,
+        },
+        Case {
+            name: "isolation::metadata_addresses_are_unreachable_under_runc",
+            run: isolation::metadata_addresses_are_unreachable_under_runc,
+        },
+        Case {
+            name: "isolation::metadata_addresses_are_unreachable_under_gvisor",
+            run: isolation::metadata_addresses_are_unreachable_under_gvisor,
+        },
+        Case {
+            name: "isolation::egress_policies_under_runc",
+            run: isolation::egress_policies_under_runc,
+        },
+        Case {
+            name: "isolation::egress_policies_under_gvisor",
+            run: isolation::egress_policies_under_gvisor,
+        },
+        Case {
+            name: "untrusted::attacks_fail_under_runc",
+            run: untrusted::attacks_fail_under_runc,
+        },
+        Case {
+            name: "untrusted::attacks_fail_under_gvisor",
+            run: untrusted::attacks_fail_under_gvisor,
+        },
+        Case {
+            name: "untrusted::bad_isolation_requests_are_refused",
+            run: untrusted::bad_isolation_requests_are_refused,
         },
         Case {
             name: "builds::bad_image_specs_are_refused",
