@@ -2,7 +2,8 @@
 # Pod start benchmark: from the create request to the first HTTP 200 through the pod URL, for a
 # busybox httpd image already in the server's store (one untimed warm-up run pulls it first).
 # BENCH_RUNS runs (default 10), each a pod of its own, stopped before the next; prints
-# min / median / max in ms. If podman is installed, the same for
+# min / median / max in ms; then the same under gVisor (`"runtime": "gvisor"`) if runsc is
+# installed, with the ratio gVisor / runc. If podman is installed, the same for
 #   podman run -d --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 -p PORT:80
 # with the same image, and the ratio berth / podman of the medians. Then a deployment of the
 # same image: its cold start, from a request after scale-to-zero (its container stopped) to the
@@ -111,11 +112,11 @@ first_200() { # first_200 URL [CURL-ARGS...]: polls until URL answers 200 (60 s 
     done
 }
 
-berth_run() { # berth_run TAG: sets run_ms, the ms from the create request to the first 200
-    local start created id url
+berth_run() { # berth_run TAG [RUNTIME]: sets run_ms, the ms from the create request to the first 200
+    local start created id url runtime=${2:-runc}
     start=$(now_us)
     created=$(api_call POST /v1/containers \
-        "{\"image\": \"$image\", \"ports\": [80], \"keep_warm_seconds\": -1, \"env\": {\"BENCH_RUN\": \"$1-$$\"}}")
+        "{\"image\": \"$image\", \"ports\": [80], \"keep_warm_seconds\": -1, \"runtime\": \"$runtime\", \"env\": {\"BENCH_RUN\": \"$1-$$\"}}")
     id=$(json_field 'd["id"]' <<<"$created") || { echo "create failed: $created" >&2; return 1; }
     pods+=("$id")
     url=$(json_field 'd["urls"][0]' <<<"$created")
@@ -149,6 +150,21 @@ for i in $(seq "$runs"); do
     berth_times+=("$run_ms")
 done
 read -r b_min b_med b_max < <(printf '%s\n' "${berth_times[@]}" | stats)
+
+gvisor_line="runsc not installed: no gVisor figures"
+if command -v runsc >/dev/null; then
+    echo "=> berth under gVisor: a warm-up run, then $runs runs"
+    berth_run gvisor-warmup gvisor
+    gvisor_times=()
+    for i in $(seq "$runs"); do
+        berth_run "gvisor-$i" gvisor
+        gvisor_times+=("$run_ms")
+    done
+    read -r g_min g_med g_max < <(printf '%s\n' "${gvisor_times[@]}" | stats)
+    gvisor_line=$(awk -v b="$b_med" -v g="$g_med" -v min="$g_min" -v max="$g_max" 'BEGIN {
+        printf "berth gVisor -> first 200:  min %6d  median %8.1f  max %6d ms\n", min, g, max
+        printf "ratio gVisor / runc (medians): %.2fx (what the user-space kernel costs at start)", g / b}')
+fi
 
 echo "=> berth: a deployment of the image, then $runs cold starts after scale-to-zero"
 deployed=1
@@ -185,7 +201,8 @@ fi
 
 echo
 echo "create -> first HTTP 200, cached busybox httpd image, $runs runs ($bin)"
-printf 'berth create -> first 200:  min %6d  median %8.1f  max %6d ms\n' "$b_min" "$b_med" "$b_max"
+printf 'berth create -> first 200:  min %6d  median %8.1f  max %6d ms  (runc, seccomp, egress rules)\n' "$b_min" "$b_med" "$b_max"
+echo "$gvisor_line"
 printf 'deployment cold start:      min %6d  median %8.1f  max %6d ms  (request -> first byte after scale-to-zero)\n' \
     "$c_min" "$c_med" "$c_max"
 echo "$podman_line"

@@ -5,6 +5,7 @@
 mod access;
 mod deployment;
 mod error;
+mod exec;
 mod image;
 mod profile;
 mod quantity;
@@ -14,6 +15,7 @@ mod types;
 pub use access::*;
 pub use deployment::*;
 pub use error::{ApiError, ApiErrorBody, ErrorCode};
+pub use exec::*;
 pub use image::*;
 pub use profile::{default_profile_path, ClientProfile, PROFILE_ENV};
 pub use quantity::{parse_cpu_millis, parse_memory_mib, QuantityError};

@@ -192,8 +192,15 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path)
             append_tree(builder, root, &name)?;
         } else if ft.is_file() || ft.is_symlink() {
             builder.append_path_with_name(&path, &name)?;
+        } else if ft.is_fifo() {
+            // A named pipe a step made stays one in the layer, as in Docker's.
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata(&meta);
+            header.set_entry_type(tar::EntryType::Fifo);
+            header.set_size(0);
+            builder.append_data(&mut header, &name, io::empty())?;
         }
-        // Sockets, fifos and real devices do not belong in an image layer.
+        // Sockets and real devices do not belong in an image layer.
     }
     Ok(())
 }
@@ -265,6 +272,11 @@ mod tests {
         )
         .expect("whiteout");
         xattr::set(src.join("etc/opaque"), "trusted.overlay.opaque", b"y").expect("xattr");
+        nix::unistd::mkfifo(
+            &src.join("etc/pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("fifo");
 
         let blob = store.layer_blob(&layer).expect("tars");
         assert_eq!(blob.media_type, LAYER_TAR_MEDIA_TYPE);
@@ -279,6 +291,10 @@ mod tests {
             .expect("link")
             .file_type()
             .is_symlink());
+        assert!(fs::symlink_metadata(copy.join("etc/pipe"))
+            .expect("pipe")
+            .file_type()
+            .is_fifo());
         assert!(fs::symlink_metadata(copy.join("etc/gone"))
             .expect("wh")
             .file_type()

@@ -125,7 +125,14 @@ fn unpack_tar(stream: impl Read, root: &Path) -> Result<(), UnpackError> {
         let kind = entry.header().entry_type();
         match kind {
             EntryType::Char | EntryType::Block => {
-                tracing::debug!(entry = %raw, "skipping device node in layer");
+                // A pod gets no host devices, and a layer cannot add one.
+                tracing::info!(entry = %raw, "skipping a device node in an image layer");
+                continue;
+            }
+            EntryType::Fifo => {
+                // The tar crate would write a regular file: a named pipe must stay one.
+                remove_existing(&target, false).map_err(entry_err)?;
+                make_fifo(&target, entry.header()).map_err(entry_err)?;
                 continue;
             }
             EntryType::Link => {
@@ -153,6 +160,18 @@ fn unpack_tar(stream: impl Read, root: &Path) -> Result<(), UnpackError> {
         entry.unpack(&target).map_err(entry_err)?;
     }
     Ok(())
+}
+
+/// A named pipe at `path` with the entry's permission bits and owner (no setuid/setgid).
+fn make_fifo(path: &Path, header: &tar::Header) -> std::io::Result<()> {
+    let mode = header.mode().unwrap_or(0o644) & 0o777;
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(mode))
+        .map_err(std::io::Error::from)?;
+    // mkfifo applies the umask; the layer's bits are what the image asked for.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
+    let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
+    std::os::unix::fs::lchown(path, uid, gid)
 }
 
 /// The entry path relative to the layer root; `None` for the root itself.
@@ -373,6 +392,26 @@ mod tests {
             fs::read_to_string(dest.join("abs-file")).expect("read"),
             "ok"
         );
+    }
+
+    #[test]
+    fn a_fifo_stays_a_fifo_with_its_mode_and_owner() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = layer(|b| {
+            let mut h = raw_header(b"run/pipe", EntryType::Fifo, 0);
+            h.set_mode(0o4620);
+            h.set_uid(1000);
+            h.set_gid(1001);
+            h.set_cksum();
+            b.append(&h, &b""[..]).expect("append");
+        });
+        let dest = dir.path().join("layer");
+        unpack_layer(blob.path(), &dest).expect("unpacks");
+        let meta = fs::symlink_metadata(dest.join("run/pipe")).expect("exists");
+        assert!(meta.file_type().is_fifo(), "{:?}", meta.file_type());
+        assert_eq!(meta.mode() & 0o7777, 0o620, "no setuid, the layer's bits");
+        assert_eq!((meta.uid(), meta.gid()), (1000, 1001));
     }
 
     #[test]

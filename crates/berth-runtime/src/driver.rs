@@ -222,6 +222,31 @@ impl OciRuntime {
         self.run(cmd.arg(id).arg((signal as i32).to_string()), "kill", id)
     }
 
+    /// The command that runs `args` in the running container `id` beside its entrypoint, as
+    /// its user and under its limits and filters, with `env` added and in `cwd` if given.
+    /// Its stdout and stderr are the caller's to set; the runtime stays its parent and
+    /// forwards signals to it.
+    pub fn exec_command(
+        &self,
+        id: &str,
+        args: &[String],
+        env: &[(String, String)],
+        cwd: Option<&str>,
+    ) -> Command {
+        let mut cmd = self.command(None);
+        cmd.arg("exec");
+        for (key, value) in env {
+            cmd.arg("--env").arg(format!("{key}={value}"));
+        }
+        if let Some(cwd) = cwd {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        // Both runtimes stop reading their own flags at the container id, so the command
+        // follows it as it is (a `--` would be taken for the program).
+        cmd.arg(id).args(args);
+        cmd
+    }
+
     /// Removes the runtime's record of the container (and its cgroup). Missing is fine.
     pub fn delete(&self, id: &str) -> Result<(), RuntimeError> {
         match self.run(
@@ -282,6 +307,37 @@ impl OciRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_puts_the_command_after_the_container_id() {
+        let rt = OciRuntime::new(RuntimeKind::Gvisor, "runsc", "/state/gvisor");
+        let cmd = rt.exec_command(
+            "pod-1",
+            &["ls".into(), "-l".into()],
+            &[("A".into(), "b".into())],
+            Some("/work"),
+        );
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--root",
+                "/state/gvisor",
+                "--network=host",
+                "exec",
+                "--env",
+                "A=b",
+                "--cwd",
+                "/work",
+                "pod-1",
+                "ls",
+                "-l"
+            ]
+        );
+    }
 
     #[test]
     fn runtime_names() {

@@ -38,6 +38,12 @@ pub enum LifecycleError {
     /// The request names something that does not exist (a secret, an upload).
     #[error("{0}")]
     Invalid(ApiError),
+    #[error("container {id} is {status}, not RUNNING: {what} needs a running pod")]
+    NotRunning {
+        id: String,
+        status: ContainerStatus,
+        what: &'static str,
+    },
     #[error("container {id} is {from}; it cannot become {to}")]
     Illegal {
         id: String,
@@ -672,6 +678,27 @@ impl<N: Node> Lifecycle<N> {
         Ok(self.store.container(id).await?.map(|row| self.view(row)))
     }
 
+    /// Runs a command in a running pod, its output streamed.
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec: crate::node::ExecCommand,
+    ) -> Result<crate::node::ExecStream, LifecycleError> {
+        let row = self
+            .store
+            .container(id)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+        if row.status != ContainerStatus::Running {
+            return Err(LifecycleError::NotRunning {
+                id: id.to_string(),
+                status: row.status,
+                what: "exec",
+            });
+        }
+        Ok(self.node.exec(id, exec).await?)
+    }
+
     pub async fn list(&self, all: bool) -> Result<Vec<Container>, LifecycleError> {
         Ok(self
             .store
@@ -992,6 +1019,16 @@ mod tests {
 
         fn runtimes(&self) -> Vec<berth_runtime::RuntimeKind> {
             vec![berth_runtime::RuntimeKind::Runc]
+        }
+
+        async fn exec(
+            &self,
+            _id: &str,
+            _exec: crate::node::ExecCommand,
+        ) -> Result<crate::node::ExecStream, NodeError> {
+            Ok(Box::pin(futures_util::stream::iter([
+                berth_api::ExecEvent::Exit(0),
+            ])))
         }
 
         async fn volumes(&self) -> Result<Vec<berth_api::Volume>, NodeError> {

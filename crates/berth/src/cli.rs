@@ -364,6 +364,27 @@ pub enum ContainerCommand {
     Token(TokenArgs),
     /// Revoke a token minted by `berth container token`.
     Revoke(RevokeArgs),
+    /// Run a command in a running container; its output streams back and its exit code
+    /// becomes berth's own.
+    Exec(ExecArgs),
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Container id.
+    pub id: String,
+    /// An environment variable K=V for the command; repeatable.
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory of the command (default: the container's).
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Stop the command after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args)]

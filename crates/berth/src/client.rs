@@ -5,8 +5,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use berth_api::{default_profile_path, ClientProfile};
 use berth_api::{
     ApiError, BuildEvent, Container, ContainerList, CreateContainerRequest, Deployment,
-    DeploymentList, ImageList, ImageSpec, PruneResult, PutSecret, Secret, SecretList, StopRequest,
-    Volume, VolumeList,
+    DeploymentList, ExecEvent, ExecRequest, ImageList, ImageSpec, PruneResult, PutSecret, Secret,
+    SecretList, StopRequest, Volume, VolumeList,
 };
 use futures_util::StreamExt;
 
@@ -167,6 +167,39 @@ impl Client {
             }
         }
         bail!("the build log ended without a result")
+    }
+
+    /// Runs `req` in container `id`, handing each output event to `on_event`; returns the
+    /// command's exit code.
+    pub async fn exec(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        on_event: &mut dyn FnMut(&ExecEvent),
+    ) -> Result<i32> {
+        let resp = self
+            .send(
+                self.http
+                    .post(self.url(&format!("/v1/containers/{id}/exec")))
+                    .json(req),
+            )
+            .await?;
+        let mut stream = resp.bytes_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            pending.extend_from_slice(&chunk.context("reading the command's output")?);
+            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                let event: ExecEvent = serde_json::from_slice(&line)
+                    .context("the server sent an unreadable exec event")?;
+                match &event {
+                    ExecEvent::Exit(code) => return Ok(*code),
+                    ExecEvent::Error(message) => bail!("{message}"),
+                    _ => on_event(&event),
+                }
+            }
+        }
+        bail!("the command's output ended without its exit code")
     }
 
     pub async fn images(&self) -> Result<ImageList> {

@@ -17,6 +17,7 @@ from .errors import (
     Conflict,
     ContainerFailed,
     DeployError,
+    ExecError,
     InvalidArgument,
     NotFound,
     ServerError,
@@ -24,7 +25,7 @@ from .errors import (
     SyncError,
 )
 from .image import Image
-from .instance import DeploymentInstance, PodInstance
+from .instance import DeploymentInstance, ExecResult, PodInstance
 from .pod import Pod
 from .volume import Volume
 
@@ -32,7 +33,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AppLoadError", "AuthError", "BerthError", "BuildError", "ConfigError", "Conflict",
-    "ContainerFailed", "DeployError", "DeploymentInstance", "Image", "InvalidArgument",
+    "ContainerFailed", "DeployError", "DeploymentInstance", "ExecError", "ExecResult", "Image",
+    "InvalidArgument",
     "NotFound", "Pod", "PodInstance", "ServerError", "ServerUnreachable", "SyncError", "Volume",
     "ssl_context",
 ]

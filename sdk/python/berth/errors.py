@@ -56,6 +56,11 @@ class DeployError(BerthError):
     """A deployment's new version did not start serving."""
 
 
+class ExecError(BerthError):
+    """A command run in a pod could not run to its end (not its non-zero exit: that is in
+    the result)."""
+
+
 class SyncError(BerthError):
     """The working directory could not be packed for upload."""
 

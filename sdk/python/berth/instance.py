@@ -4,7 +4,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .client import Client
-from .errors import InvalidArgument
+from .errors import ExecError, InvalidArgument
 
 TERMINAL = ("STOPPED", "EXITED", "OOM_KILLED", "FAILED")
 WAIT_POLL_SECONDS = 0.2
@@ -22,6 +22,22 @@ def _strip_log_prefix(text: str) -> str:
         else:
             lines.append(line)
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+class ExecResult:
+    """What `PodInstance.exec` returns: the command's exit code and its output."""
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str):
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def __repr__(self) -> str:
+        return "ExecResult(exit_code=%r, stdout=%r, stderr=%r)" % (self.exit_code, self.stdout, self.stderr)
 
 
 class PodInstance:
@@ -75,6 +91,36 @@ class PodInstance:
             {"port": port, "ttl_seconds": ttl_seconds},
         )
         return minted["token"]
+
+    def exec(self, *command: str, env: Optional[Dict[str, str]] = None,
+             workdir: Optional[str] = None, timeout: Optional[int] = None) -> ExecResult:
+        """Runs a command in the running pod (as its user, under its limits) and returns its
+        exit code and output: `pod.exec("python3", "-c", "print(1)").stdout == "1\\n"`. Raises
+        `ExecError` if it cannot run or outlives `timeout` seconds."""
+        if len(command) == 1 and not isinstance(command[0], str):
+            command = tuple(command[0])
+        if not command or not all(isinstance(c, str) for c in command):
+            raise InvalidArgument("exec needs the command as strings, like exec(\"ls\", \"-l\")")
+        req: Dict[str, Any] = {"command": list(command)}
+        if env:
+            req["env"] = env
+        if workdir:
+            req["workdir"] = workdir
+        if timeout is not None:
+            req["timeout_seconds"] = timeout
+        out: List[str] = []
+        err: List[str] = []
+        path = "/v1/containers/%s/exec" % self.container_id
+        for event in self._client.stream_lines("POST", path, req):
+            if "stdout" in event:
+                out.append(event["stdout"])
+            elif "stderr" in event:
+                err.append(event["stderr"])
+            elif "exit" in event:
+                return ExecResult(event["exit"], "".join(out), "".join(err))
+            elif "error" in event:
+                raise ExecError(event["error"])
+        raise ExecError("the output of %s ended without its exit code" % (list(command),))
 
     def terminate(self) -> bool:
         """Stops the container (stopping an ended one is a no-op); True once it has ended."""

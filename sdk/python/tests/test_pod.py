@@ -144,6 +144,21 @@ class InstanceTests(ServerCase):
         with self.assertRaises(TimeoutError):
             nb.wait(timeout=0.1)
 
+    def test_exec_collects_output_and_the_exit_code(self):
+        _, nb = self.create()
+        self.server.on("POST", "/v1/containers/pod-s-1/exec", 200,
+                       b'{"stdout":"hel"}\n{"stderr":"warn\\n"}\n{"stdout":"lo\\n"}\n{"exit":3}\n')
+        result = nb.exec("sh", "-c", "echo hello", env={"A": "b"}, timeout=5)
+        self.assertEqual((result.exit_code, result.stdout, result.stderr, result.ok),
+                         (3, "hello\n", "warn\n", False))
+        sent = self.server.bodies("POST", "/v1/containers/pod-s-1/exec")[0]
+        self.assertEqual(sent, {"command": ["sh", "-c", "echo hello"], "env": {"A": "b"},
+                                "timeout_seconds": 5})
+        self.server.on("POST", "/v1/containers/pod-s-1/exec", 200, b'{"error":"timed out"}\n')
+        from berth import ExecError
+        with self.assertRaisesRegex(ExecError, "timed out"):
+            nb.exec(["sleep", "9"])
+
     def test_terminate_stops_what_the_pod_created(self):
         pod, nb = self.create()
         self.server.on("POST", "/v1/containers/pod-s-1/stop", 200, container(status="STOPPING"))

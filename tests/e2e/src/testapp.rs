@@ -14,6 +14,8 @@
 //! - `exit CODE [--after-ms N]`: waits N milliseconds, prints `exiting with CODE`, exits with it.
 //! - `hog`: allocates and touches memory 1 MiB at a time, forever.
 //! - `sleep`: sleeps forever.
+//! - `forkbomb`: forks waiting children until fork fails, prints
+//!   `forkbomb: fork stopped after N children: <error>`, then holds them.
 //! - `connect ADDR...`: tries a TCP connection to each ADDR (`ip:port` or `[ip6]:port`) in
 //!   turn, for 3 s each, prints one line `ADDR connected`, `ADDR refused` or
 //!   `ADDR unreachable: <error>` per address, and exits with the worst outcome: 0 (all
@@ -42,7 +44,8 @@ const USAGE: &str = "usage: testapp http PORT [--v6only | --v4only] [--text TEXT
        testapp hog
        testapp sleep
        testapp connect ADDR...
-       testapp attack";
+       testapp attack
+       testapp forkbomb";
 
 const DEFAULT_TEXT: &str = "hello from testapp";
 const MIB: usize = 1024 * 1024;
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Some("exit") => return exit_mode(&args[1..]),
         Some("hog") => hog(),
         Some("sleep") => sleep_forever(),
+        Some("forkbomb") => forkbomb(),
         Some("connect") => return connect_mode(&args[1..]),
         Some("attack") => {
             return if attacks::run() {
@@ -206,6 +210,30 @@ fn hog() -> Result<(), String> {
         }
         std::hint::black_box(&chunks);
     }
+}
+
+/// Forks children that wait forever until fork fails (or 100 000 of them), says how many,
+/// then holds them.
+fn forkbomb() -> Result<(), String> {
+    let mut children = 0u32;
+    let stopped = loop {
+        // SAFETY: this mode is single-threaded; a child only waits for signals.
+        match unsafe { libc::fork() } {
+            -1 => break io::Error::last_os_error().to_string(),
+            0 => loop {
+                // SAFETY: no memory is touched; the handlers end the process on SIGTERM.
+                unsafe { libc::pause() };
+            },
+            _ => children += 1,
+        }
+        if children >= 100_000 {
+            break "reached 100000".to_string();
+        }
+    };
+    say(&format!(
+        "forkbomb: fork stopped after {children} children: {stopped}"
+    ));
+    sleep_forever()
 }
 
 fn sleep_forever() -> Result<(), String> {

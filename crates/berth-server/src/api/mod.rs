@@ -5,6 +5,7 @@
 mod code;
 mod containers;
 mod deployments;
+mod exec;
 mod images;
 mod logs;
 mod metrics;
@@ -44,6 +45,7 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
         .route("/v1/containers/{id}", get(containers::fetch::<N>))
         .route("/v1/containers/{id}/stop", post(containers::stop::<N>))
         .route("/v1/containers/{id}/logs", get(logs::logs::<N>))
+        .route("/v1/containers/{id}/exec", post(exec::exec::<N>))
         .route(
             "/v1/containers/{id}/tokens",
             post(tokens::create::<N>).get(tokens::list::<N>),
@@ -134,7 +136,7 @@ async fn healthz() -> Json<Health> {
         images::build, images::list, images::prune, code::exists, code::upload, volumes::list,
         volumes::delete, secrets::put, secrets::list, secrets::delete, deployments::deploy,
         deployments::list, deployments::fetch, deployments::stop, deployments::delete,
-        deployments::logs, tokens::create, tokens::list, tokens::revoke),
+        deployments::logs, tokens::create, tokens::list, tokens::revoke, exec::exec),
     components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
         berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
         berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult,
@@ -142,7 +144,8 @@ async fn healthz() -> Json<Health> {
         berth_api::PutSecret, berth_api::Secret, berth_api::SecretList, berth_api::DeployRequest,
         berth_api::DeployResponse, berth_api::Deployment, berth_api::DeploymentList,
         berth_api::DeploymentVersion, berth_api::DeploymentStatus, berth_api::VersionStatus,
-        berth_api::CreatePodTokenRequest, berth_api::PodToken, berth_api::PodTokenList)),
+        berth_api::CreatePodTokenRequest, berth_api::PodToken, berth_api::PodTokenList,
+        berth_api::ExecRequest, berth_api::ExecEvent)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

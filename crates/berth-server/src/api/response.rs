@@ -31,7 +31,9 @@ impl From<LifecycleError> for Failure {
         let code = match &e {
             LifecycleError::NotFound(_) => ErrorCode::NotFound,
             LifecycleError::Invalid(api) => return Failure(api.clone()),
-            LifecycleError::Illegal { .. } => ErrorCode::Conflict,
+            LifecycleError::Illegal { .. } | LifecycleError::NotRunning { .. } => {
+                ErrorCode::Conflict
+            }
             LifecycleError::Store(_) | LifecycleError::Node(_) => ErrorCode::Internal,
         };
         Failure(ApiError::new(code, e.to_string()))

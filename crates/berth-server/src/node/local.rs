@@ -392,6 +392,14 @@ impl Node for Arc<LocalNode> {
         self.sandboxes.runtimes().kinds()
     }
 
+    async fn exec(
+        &self,
+        id: &str,
+        exec: super::ExecCommand,
+    ) -> Result<super::ExecStream, NodeError> {
+        super::exec::spawn(self.sandboxes.runtime_of(id), id, exec)
+    }
+
     async fn volumes(&self) -> Result<Vec<Volume>, NodeError> {
         let volumes = self.volumes.clone();
         tokio::task::spawn_blocking(move || volumes.list())

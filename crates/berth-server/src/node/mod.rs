@@ -7,6 +7,7 @@
 mod build;
 mod code;
 mod dns;
+mod exec;
 mod local;
 mod logs;
 mod runtimes;
@@ -28,6 +29,7 @@ use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 pub use code::CodeError;
+pub use exec::{ExecCommand, ExecStream};
 pub use local::{LocalNode, LocalNodeConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +239,13 @@ pub trait Node: Clone + Send + Sync + 'static {
 
     /// The runtimes this node runs pods with, its default first.
     fn runtimes(&self) -> Vec<berth_runtime::RuntimeKind>;
+
+    /// Runs a command in the running container `id`; its output and end come as events.
+    fn exec(
+        &self,
+        id: &str,
+        exec: ExecCommand,
+    ) -> impl Future<Output = Result<ExecStream, NodeError>> + Send;
 
     fn volumes(&self) -> impl Future<Output = Result<Vec<Volume>, NodeError>> + Send;
 

@@ -1,4 +1,4 @@
-//! `berth container list | stop | logs`.
+//! `berth container list | stop | logs | token | revoke | exec`.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use berth_api::Container;
 use futures_util::StreamExt;
 
-use crate::cli::{Format, ListArgs, LogsArgs, RevokeArgs, StopArgs, TokenArgs};
+use crate::cli::{ExecArgs, Format, ListArgs, LogsArgs, RevokeArgs, StopArgs, TokenArgs};
 use crate::client::Client;
 
 pub async fn list(args: ListArgs) -> Result<()> {
@@ -185,6 +185,41 @@ pub async fn revoke(args: RevokeArgs) -> Result<()> {
         .await?;
     println!("Revoked {}", args.token_id);
     Ok(())
+}
+
+/// Runs the command, copies its output to ours as it comes, and exits with its code.
+pub async fn exec(args: ExecArgs) -> Result<()> {
+    use std::io::Write;
+    let env = args
+        .env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--env {kv:?} is not K=V"))
+        })
+        .collect::<Result<_>>()?;
+    let req = berth_api::ExecRequest {
+        command: args.command,
+        env,
+        workdir: args.workdir,
+        timeout_seconds: args.timeout,
+    };
+    let code = Client::from_env()?
+        .exec(&args.id, &req, &mut |event| match event {
+            berth_api::ExecEvent::Stdout(text) => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            }
+            berth_api::ExecEvent::Stderr(text) => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+            }
+            _ => {}
+        })
+        .await?;
+    // The command's own code, as docker exec does (255 stands for codes out of range).
+    std::process::exit(u8::try_from(code).map_or(255, i32::from));
 }
 
 /// `600`, `90s`, `10m`, `2h`, `7d` → seconds.

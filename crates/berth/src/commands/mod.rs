@@ -37,6 +37,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Container(ContainerCommand::Logs(args)) => container::logs(args).await,
         Command::Container(ContainerCommand::Token(args)) => container::token(args).await,
         Command::Container(ContainerCommand::Revoke(args)) => container::revoke(args).await,
+        Command::Container(ContainerCommand::Exec(args)) => container::exec(args).await,
         Command::Ca(args) => ca::ca(args),
         Command::Image(ImageCommand::Build(args)) => image::build(args).await,
         Command::Image(ImageCommand::List(args)) => image::list(args).await,

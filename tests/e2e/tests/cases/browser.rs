@@ -14,7 +14,7 @@ use super::guide::notebook_image;
 use super::tls::{ca_from_cli, with_tls_server, Curl};
 use crate::common::harness::Env;
 use crate::common::server::{PodNetwork, DOMAIN};
-use crate::common::{command_output, free_port, poll, Context, Res};
+use crate::common::{command_output, free_port, poll, timeouts, Context, Res};
 use crate::ensure;
 
 const NETWORK: PodNetwork = PodNetwork {
@@ -40,7 +40,8 @@ pub fn notebook_in_chromium(env: &Env) -> Res<()> {
             // This pod network is IPv4 only, and Jupyter binds :: as IPv6-only.
             "env": {"NOTEBOOK_ARGS": "--ip=0.0.0.0 --NotebookApp.token='' --NotebookApp.notebook_dir=/tmp"},
         }))?;
-        let c = api.wait_running(&pod.id)?;
+        // A 470 MB image, pulled while the rest of the suite runs beside it.
+        let c = api.wait_running_within(&pod.id, 3 * timeouts::START)?;
         let url = c.urls.first().cloned().ok_or("no URL")?;
         // The same page with curl: the chain verified against berth's CA, over HTTP/2.
         let curl = Curl {

@@ -202,6 +202,26 @@ pub fn all() -> Vec<Case> {
             run: untrusted::bad_isolation_requests_are_refused,
         },
         Case {
+            name: "untrusted::exec_under_runc",
+            run: untrusted::exec_under_runc,
+        },
+        Case {
+            name: "untrusted::exec_under_gvisor",
+            run: untrusted::exec_under_gvisor,
+        },
+        Case {
+            name: "untrusted::fork_bomb_under_runc",
+            run: untrusted::fork_bomb_under_runc,
+        },
+        Case {
+            name: "untrusted::fork_bomb_under_gvisor",
+            run: untrusted::fork_bomb_under_gvisor,
+        },
+        Case {
+            name: "untrusted::oom_killed_under_gvisor",
+            run: untrusted::oom_killed_under_gvisor,
+        },
+        Case {
             name: "builds::bad_image_specs_are_refused",
             run: builds::bad_image_specs_are_refused,
         },

@@ -120,3 +120,165 @@ pub fn bad_isolation_requests_are_refused(env: &Env) -> Res<()> {
     );
     Ok(())
 }
+
+/// `berth container exec` runs a command in a running pod under `runtime`: stdout and stderr
+/// come back apart, the command's exit code becomes the CLI's, and the command sees the pod's
+/// files and the env it was given; the SDK's `exec` returns the same.
+fn exec_runs_in_the_pod(env: &Env, runtime: &str) -> Res<()> {
+    let api = &env.api;
+    let pod = api.launch(json!({
+        "image": env.images.busybox,
+        "entrypoint": ["/bin/sleep", "3600"],
+        "runtime": runtime,
+    }))?;
+    api.wait_running(&pod.id)?;
+    let script = "echo out $GREETING; ls /www; echo err >&2; exit 7";
+    let out = api.cli(&[
+        "container",
+        "exec",
+        &pod.id,
+        "--env",
+        "GREETING=hi",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])?;
+    ensure!(
+        out.status.code() == Some(7),
+        "exec should exit with the command's 7 under {runtime}: {:?}\n{}",
+        out.status,
+        out.combined()
+    );
+    ensure!(
+        out.stdout == "out hi\nindex.html\n" && out.stderr == "err\n",
+        "exec output under {runtime}: stdout {:?}, stderr {:?}",
+        out.stdout,
+        out.stderr
+    );
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let code = format!(
+        "import berth, json\n\
+         c = berth.client.Client()\n\
+         p = berth.PodInstance(c, c.call('GET', '/v1/containers/{id}'), True)\n\
+         r = p.exec('sh', '-c', 'cat /www/index.html; exit 3')\n\
+         print(json.dumps([r.exit_code, r.stdout]))\n",
+        id = pod.id
+    );
+    let sdk = api.python(dir.path(), &["-c", &code])?;
+    let want = format!(
+        "[3, \"{}\\n\"]",
+        crate::common::images::busybox_index_text()
+    );
+    ensure!(
+        sdk.status.success() && sdk.stdout.trim() == want,
+        "the SDK's exec under {runtime} should give {want}: {}",
+        sdk.combined()
+    );
+    // Not running any more: a clear 409.
+    api.stop(&pod.id)?;
+    api.wait_terminal(&pod.id, timeouts::STOP)?;
+    let out = api.cli(&["container", "exec", &pod.id, "--", "true"])?;
+    ensure!(
+        !out.status.success() && out.stderr.contains("not RUNNING"),
+        "exec in a stopped pod should fail saying so: {}",
+        out.combined()
+    );
+    Ok(())
+}
+
+pub fn exec_under_runc(env: &Env) -> Res<()> {
+    exec_runs_in_the_pod(env, "runc")
+}
+
+pub fn exec_under_gvisor(env: &Env) -> Res<()> {
+    exec_runs_in_the_pod(env, "gvisor")
+}
+
+/// A fork bomb stops at the pod's pids limit (runc), or takes down only its own sandbox
+/// (gVisor, whose Sentry ends the pod when it runs out of room for tasks); either way the
+/// server keeps answering and stopping or ending the pod leaves nothing behind (the suite's
+/// leak check).
+fn fork_bomb_is_held(env: &Env, runtime: &str) -> Res<()> {
+    let api = &env.api;
+    let spec = with(testapp_spec(env, &["forkbomb"]), "runtime", json!(runtime));
+    let pod = api.launch(with(spec, "keep_warm_seconds", json!(-1)))?;
+    let mut line = None;
+    poll(timeouts::START, Duration::from_millis(500), || {
+        let log = api.logs(&pod.id).ok()?;
+        line = log
+            .lines()
+            .find(|l| l.contains("forkbomb: fork stopped"))
+            .map(str::to_string);
+        (line.is_some() || api.get(&pod.id).ok()?.status.is_terminal()).then_some(())
+    })
+    .ok_or_else(|| {
+        format!(
+            "the fork bomb neither stopped nor ended: {}",
+            pod.describe()
+        )
+    })?;
+    // The server answers while (or after) the pod holds its processes.
+    let now = api.get(&pod.id)?;
+    match line {
+        Some(line) => {
+            let children: u32 = line
+                .split("after ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("unreadable fork bomb line: {line}"))?;
+            println!("{runtime}: {line}");
+            ensure!(
+                children < 4096,
+                "under {runtime} the fork bomb made {children} processes, past the pids limit of 4096"
+            );
+            api.stop(&pod.id)?;
+            let done = api.wait_terminal(&pod.id, timeouts::STOP)?;
+            ensure!(
+                done.status == ContainerStatus::Stopped,
+                "stopping the fork-bombing pod ended it as {}: {}",
+                done.status,
+                pod.describe()
+            );
+        }
+        None => {
+            println!(
+                "{runtime}: the fork bomb ended its own pod: {} ({:?})",
+                now.status, now.reason
+            );
+            ensure!(
+                runtime == "gvisor",
+                "under {runtime} the fork bomb should stop at the pids limit, not end the pod: {}",
+                pod.describe()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn fork_bomb_under_runc(env: &Env) -> Res<()> {
+    fork_bomb_is_held(env, "runc")
+}
+
+pub fn fork_bomb_under_gvisor(env: &Env) -> Res<()> {
+    fork_bomb_is_held(env, "gvisor")
+}
+
+/// A pod allocating past its memory limit under gVisor ends OOM_KILLED, as under runc
+/// (`lifecycle::oom_killed`). The limit covers the whole sandbox, the Sentry included.
+pub fn oom_killed_under_gvisor(env: &Env) -> Res<()> {
+    let api = &env.api;
+    let spec = with(testapp_spec(env, &["hog"]), "memory", json!(128));
+    let spec = with(spec, "runtime", json!("gvisor"));
+    let pod = api.launch(with(spec, "keep_warm_seconds", json!(-1)))?;
+    let c = api.wait_terminal(&pod.id, timeouts::START)?;
+    ensure!(
+        c.status == ContainerStatus::OomKilled,
+        "a gVisor pod allocating past its 128 MiB limit ended as {} ({:?}), expected OOM_KILLED\n{}",
+        c.status,
+        c.reason,
+        pod.describe()
+    );
+    Ok(())
+}

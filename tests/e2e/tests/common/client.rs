@@ -280,7 +280,12 @@ impl Api {
     }
 
     pub fn wait_running(&self, id: &str) -> Res<Container> {
-        self.wait_for(id, "RUNNING", timeouts::START, |c| {
+        self.wait_running_within(id, timeouts::START)
+    }
+
+    /// [`wait_running`](Self::wait_running) for a pod whose image is large to pull.
+    pub fn wait_running_within(&self, id: &str, timeout: Duration) -> Res<Container> {
+        self.wait_for(id, "RUNNING", timeout, |c| {
             c.status == ContainerStatus::Running
         })
     }
