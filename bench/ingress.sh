@@ -12,13 +12,16 @@
 # Starts its own registry, berth server (release build), nginx and Caddy on loopback ports and
 # removes everything it made. Needs root and: docker-registry skopeo mmdebstrap wrk h2load
 # nginx caddy openssl (apt install wrk nghttp2-client nginx-light caddy).
-#   BERTH=path/to/berth BENCH_SECONDS=10 BENCH_CONNECTIONS=64 BENCH_ROUNDS=3 bench/ingress.sh
+#   BERTH=path/to/berth BENCH_SECONDS=10 BENCH_CONNECTIONS=64 BENCH_ROUNDS=3 BENCH_INGRESS_THREADS=2 bench/ingress.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BERTH:-target/release/berth}
 seconds=${BENCH_SECONDS:-10}
 conns=${BENCH_CONNECTIONS:-64}
 rounds=${BENCH_ROUNDS:-3}
+# Two event-loop threads, as nginx runs two workers here; 0 measures the default (the
+# server's shared runtime).
+ingress_threads=${BENCH_INGRESS_THREADS:-2}
 [ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth) or set BERTH" >&2; exit 1; }
 for tool in docker-registry skopeo mmdebstrap wrk h2load nginx caddy openssl curl python3; do
     command -v "$tool" >/dev/null || { echo "$tool is missing (apt install wrk nghttp2-client nginx-light caddy; scripts/install.sh --deps-only)" >&2; exit 1; }
@@ -48,7 +51,7 @@ start_server() { # start_server [FLAGS...]: berth server on the bench's ports an
     BERTH_PROFILE=$work/profile.json "$bin" server --state-dir "$work/state" --api-listen "$api" \
         --ingress-listen "[::]:$plain_port" --domain localhost --insecure-registry "$registry" \
         --stop-timeout 1 --pod-subnet-v4 10.221.0.0/16 --pod-subnet-v6 none --bridge "$bridge" \
-        "$@" >>"$work/server.log" 2>&1 &
+        --ingress-threads "$ingress_threads" "$@" >>"$work/server.log" 2>&1 &
     server=$!
     for _ in $(seq 100); do curl -fsS "http://$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
     curl -fsS "http://$api/healthz" >/dev/null || { tail -20 "$work/server.log" >&2; exit 1; }

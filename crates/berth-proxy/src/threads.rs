@@ -17,10 +17,13 @@ use crate::Listener;
 pub struct IngressThreads {
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    /// With no threads of its own: the accept loop's task on the caller's runtime.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Serves `ingress` on `listener` from `threads` threads. `make` turns each thread's
-/// registration of the socket into the [`Listener`] it serves (plain TCP, or TLS over it).
+/// Serves `ingress` on `listener` from `threads` threads, or with `0` from a task on the
+/// calling Tokio runtime (which must exist). `make` turns each registration of the socket
+/// into the [`Listener`] it serves (plain TCP, or TLS over it).
 pub fn serve_on_threads<L, F>(
     name: &str,
     listener: std::net::TcpListener,
@@ -38,8 +41,14 @@ where
     let mut running = IngressThreads {
         stop,
         threads: Vec::new(),
+        task: None,
     };
-    for n in 0..threads.max(1) {
+    if threads == 0 {
+        let tcp = tokio::net::TcpListener::from_std(listener)?;
+        running.task = Some(tokio::spawn(crate::serve(make(tcp), ingress)));
+        return Ok(running);
+    }
+    for n in 0..threads {
         let socket = listener.try_clone()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -72,6 +81,9 @@ impl IngressThreads {
     /// Stops accepting, closes the threads' connections and waits for the threads to end.
     pub fn stop(mut self) {
         let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -81,6 +93,9 @@ impl IngressThreads {
 impl Drop for IngressThreads {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -93,6 +108,22 @@ mod tests {
     use super::*;
     use crate::testing::{request, route, upstream};
     use crate::RouteTable;
+
+    #[tokio::test]
+    async fn with_no_threads_the_callers_runtime_serves() {
+        let port = upstream().await;
+        let routes = Arc::new(RouteTable::new());
+        routes.insert("stub", route("pod-stub-1", port).0);
+        let ingress = Arc::new(Ingress::new("pods.test", routes, Arc::default()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let running =
+            serve_on_threads("test-ingress", listener, 0, |tcp| tcp, ingress).expect("task");
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let (status, _) = request(&mut conn, &format!("stub-{port}.pods.test"), "/").await;
+        assert_eq!(status, 200);
+        running.stop();
+    }
 
     #[tokio::test]
     async fn every_thread_serves_and_stopping_closes_the_socket() {

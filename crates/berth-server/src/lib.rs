@@ -110,7 +110,8 @@ pub struct ServerConfig {
     pub max_request_body_bytes: u64,
     /// Open connections one pod may hold through the ingress before new ones get 503.
     pub pod_connection_limit: usize,
-    /// Threads serving the ingress (each HTTP and HTTPS listener gets this many).
+    /// Event-loop threads of its own for each ingress listener; 0 serves pod traffic on the
+    /// server's shared runtime.
     pub ingress_threads: usize,
 }
 
@@ -250,7 +251,7 @@ pub async fn run(
         ingress = ingress.with_acme_challenges(challenges);
     }
     let ingress = Arc::new(ingress);
-    let threads = config.ingress_threads.max(1);
+    let threads = config.ingress_threads;
     let ingress_err = |what, addr, source| ServerError::Listen { what, addr, source };
     let mut ingress_threads = vec![berth_proxy::serve_on_threads(
         "berth-ingress",

@@ -57,10 +57,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         tls,
         max_request_body_bytes: args.max_request_body_mib.saturating_mul(1024 * 1024),
         pod_connection_limit: args.max_pod_connections,
-        ingress_threads: args.ingress_threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            usize::from,
-        ),
+        ingress_threads: usize::from(args.ingress_threads),
     };
     berth_server::run(config, shutdown_signal()).await?;
     Ok(())
