@@ -109,8 +109,8 @@ mod tests {
     use crate::testing::{request, route, upstream};
     use crate::RouteTable;
 
-    #[tokio::test]
-    async fn with_no_threads_the_callers_runtime_serves() {
+    /// An ingress for one upstream pod served on `threads`: its address, the pod's port.
+    async fn serving(threads: usize) -> (IngressThreads, std::net::SocketAddr, u16) {
         let port = upstream().await;
         let routes = Arc::new(RouteTable::new());
         routes.insert("stub", route("pod-stub-1", port).0);
@@ -118,7 +118,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let running =
-            serve_on_threads("test-ingress", listener, 0, |tcp| tcp, ingress).expect("task");
+            serve_on_threads("test-ingress", listener, threads, |tcp| tcp, ingress).expect("serve");
+        (running, addr, port)
+    }
+
+    #[tokio::test]
+    async fn with_no_threads_the_callers_runtime_serves() {
+        let (running, addr, port) = serving(0).await;
         let mut conn = TcpStream::connect(addr).await.expect("connect");
         let (status, _) = request(&mut conn, &format!("stub-{port}.pods.test"), "/").await;
         assert_eq!(status, 200);
@@ -127,14 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_thread_serves_and_stopping_closes_the_socket() {
-        let port = upstream().await;
-        let routes = Arc::new(RouteTable::new());
-        routes.insert("stub", route("pod-stub-1", port).0);
-        let ingress = Arc::new(Ingress::new("pods.test", routes, Arc::default()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let threads =
-            serve_on_threads("test-ingress", listener, 3, |tcp| tcp, ingress).expect("threads");
+        let (threads, addr, port) = serving(3).await;
         // Connections land on whichever thread accepts first; all of them must answer.
         let mut conns = Vec::new();
         for _ in 0..12 {
