@@ -192,7 +192,7 @@ impl<N: Node> Lifecycle<N> {
                 .or_else(|| self.node.runtimes().first().map(|k| k.as_str().to_string()))
                 .unwrap_or_default(),
             block_network: spec.block_network,
-            allow_list: spec.allow_list.clone(),
+            allow_list: spec.allow_list.iter().map(ToString::to_string).collect(),
         };
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");

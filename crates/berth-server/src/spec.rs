@@ -51,9 +51,9 @@ pub struct PodSpec {
     pub runtime: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub block_network: bool,
-    /// CIDRs in canonical form.
+    /// In canonical form (serialized as `10.0.0.0/8`, so stub ids read as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allow_list: Vec<String>,
+    pub allow_list: Vec<ipnet::IpNet>,
 }
 
 /// More CIDRs than this in an allow list is refused (each becomes a firewall rule).
@@ -211,15 +211,10 @@ impl PodSpec {
         if self.block_network {
             return berth_net::Egress::Blocked;
         }
-        let nets: Vec<ipnet::IpNet> = self
-            .allow_list
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        if nets.is_empty() {
+        if self.allow_list.is_empty() {
             berth_net::Egress::Open
         } else {
-            berth_net::Egress::AllowList(nets)
+            berth_net::Egress::AllowList(self.allow_list.clone())
         }
     }
 
@@ -283,7 +278,7 @@ pub fn valid_digest(digest: &str) -> bool {
 /// An absolute, normalised path inside a container.
 /// Each entry a CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a bare address (one host), in
 /// canonical form, without duplicates.
-fn validate_allow_list(list: &[String]) -> Result<Vec<String>, ApiError> {
+fn validate_allow_list(list: &[String]) -> Result<Vec<ipnet::IpNet>, ApiError> {
     if list.len() > MAX_ALLOW_LIST {
         return Err(ApiError::invalid(
             "allow_list",
@@ -303,9 +298,8 @@ fn validate_allow_list(list: &[String]) -> Result<Vec<String>, ApiError> {
                 )
             })?
             .trunc();
-        let text = net.to_string();
-        if !nets.contains(&text) {
-            nets.push(text);
+        if !nets.contains(&net) {
+            nets.push(net);
         }
     }
     Ok(nets)

@@ -42,7 +42,8 @@ impl Runtimes {
     }
 
     pub fn default_runtime(&self) -> &OciRuntime {
-        self.get(self.default).unwrap_or(&self.available[0])
+        // `new` puts the default first.
+        &self.available[0]
     }
 
     pub fn get(&self, kind: RuntimeKind) -> Option<&OciRuntime> {
