@@ -65,12 +65,7 @@ fn validate(req: ExecRequest) -> Result<ExecCommand, Failure> {
         return Err(invalid("command", "arguments may not contain NUL".into()));
     }
     for (key, value) in &req.env {
-        let valid_key = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_key || value.contains('\0') {
+        if !crate::spec::valid_env_name(key) || value.contains('\0') {
             return Err(invalid(
                 "env",
                 format!("{key:?} is not a variable name like MY_VAR, or its value has NUL"),
