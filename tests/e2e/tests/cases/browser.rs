@@ -4,8 +4,9 @@
 //! and a screenshot is kept as a test artifact. Chromium is driven over WebDriver
 //! (chromedriver) with plain HTTP calls.
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 use super::guide::notebook_image;
 use super::tls::{ca_from_cli, with_tls_server, Curl};
 use crate::common::harness::Env;
+use crate::common::netns::{Forward, Netns};
 use crate::common::server::{PodNetwork, DOMAIN};
 use crate::common::{command_output, free_port, poll, timeouts, Context, Res};
 use crate::ensure;
@@ -67,22 +69,89 @@ pub fn notebook_in_chromium(env: &Env) -> Res<()> {
 
         let home = tempfile::tempdir().ctx("chromium home")?;
         trust_in_nss(home.path(), &ca)?;
-        let driver = ChromeDriver::start(home.path())?;
+        let dir = artifacts_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        // Chromium writes no net log to a path with `..` in it.
+        let dir = dir.canonicalize().unwrap_or(dir);
+        let netlog = dir.join("notebook-in-chromium.netlog.json");
+        // Chromium aborts requests in flight whenever a network link comes or goes, and the
+        // tests beside this one make and delete links all the time: it runs in a namespace
+        // of its own, reaching the ingress through a forward at the same address.
+        let netns = Netns::create("chromium")?;
+        let _to_ingress = netns.forward_out(tls)?;
+        let driver = ChromeDriver::start(&netns, home.path(), &netlog)?;
         let result = run_a_cell(&driver, &url);
         let shot = driver.screenshot();
+        // Quitting the browser completes its network log.
         drop(driver);
         if let Ok(png) = shot {
-            let dir = artifacts_dir();
-            let _ = std::fs::create_dir_all(&dir);
             let path = dir.join("notebook-in-chromium.png");
             if std::fs::write(&path, png).is_ok() {
                 eprintln!("browser: screenshot at {}", path.display());
             }
         }
-        let output = result?;
+        let output = result.map_err(|e| {
+            format!(
+                "{e}\nChromium's network errors (its log is at {}): {}",
+                netlog.display(),
+                net_errors(&netlog, DOMAIN)
+            )
+        })?;
         eprintln!("browser: the cell printed {output:?} in {DOMAIN} over {url}");
         Ok(())
     })
+}
+
+/// The network errors in Chromium's net log: each distinct error, with the event it ended
+/// and the URL (or HTTP/2 session host) under `domain` it belonged to: what a "Failed to
+/// fetch" in the page was underneath.
+fn net_errors(netlog: &Path, domain: &str) -> String {
+    let Ok(text) = std::fs::read_to_string(netlog) else {
+        return "no net log".into();
+    };
+    // One JSON object a line: the constants first (naming event types and error codes),
+    // then the events.
+    let mut lines = text.lines();
+    let constants: Value = lines
+        .next()
+        .and_then(|l| serde_json::from_str(&format!("{}}}", l.trim_end_matches(','))).ok())
+        .unwrap_or_default();
+    let name_of = |table: &str, code: &Value| -> String {
+        constants["constants"][table]
+            .as_object()
+            .and_then(|t| t.iter().find(|(_, v)| *v == code))
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| code.to_string())
+    };
+    let mut urls = std::collections::HashMap::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for event in lines.filter_map(|l| serde_json::from_str::<Value>(l.trim_end_matches(',')).ok()) {
+        let source = event["source"]["id"].clone().to_string();
+        let params = &event["params"];
+        if let Some(url) = params["url"].as_str().or(params["host"].as_str()) {
+            urls.insert(source.clone(), url.to_string());
+        }
+        let code = &event["params"]["net_error"];
+        if code.is_null() {
+            continue;
+        }
+        let what = format!(
+            "{} in {} of {}",
+            name_of("netError", code),
+            name_of("logEventTypes", &event["type"]),
+            name_of("logSourceType", &event["source"]["type"]),
+        );
+        let Some(url) = urls.get(&source).filter(|u| u.contains(domain)).cloned() else {
+            continue;
+        };
+        *seen.entry((what, url)).or_insert(0) += 1;
+    }
+    if seen.is_empty() {
+        return "none".into();
+    }
+    seen.into_iter()
+        .map(|((what, url), n)| format!("\n  {what} ×{n} {url}"))
+        .collect()
 }
 
 /// The NSS database Chromium reads under `$HOME`, holding berth's CA as a trusted root.
@@ -163,15 +232,19 @@ fn run_a_cell(driver: &ChromeDriver, url: &str) -> Res<String> {
 
 struct ChromeDriver {
     process: Child,
+    _forward: Forward,
     base: String,
     session: String,
     http: reqwest::blocking::Client,
 }
 
 impl ChromeDriver {
-    fn start(home: &Path) -> Res<ChromeDriver> {
+    /// Starts chromedriver and a headless Chromium in `netns`, Chromium's network log going
+    /// to `netlog`; WebDriver is reached through a forward from the host.
+    fn start(netns: &Netns, home: &Path, netlog: &Path) -> Res<ChromeDriver> {
         let port = free_port()?;
-        let process = Command::new("chromedriver")
+        let process = netns
+            .command("chromedriver")
             .arg(format!("--port={port}"))
             .env("HOME", home)
             .env_remove("http_proxy")
@@ -187,9 +260,15 @@ impl ChromeDriver {
             .timeout(Duration::from_secs(120))
             .build()
             .ctx("http client")?;
-        let base = format!("http://127.0.0.1:{port}");
+        let host_side = free_port()?;
+        let forward = netns.forward_in(
+            SocketAddr::from(([127, 0, 0, 1], host_side)),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )?;
+        let base = format!("http://127.0.0.1:{host_side}");
         let mut driver = ChromeDriver {
             process,
+            _forward: forward,
             base,
             session: String::new(),
             http,
@@ -213,6 +292,7 @@ impl ChromeDriver {
                     "--no-proxy-server", "--window-size=1280,900",
                     format!("--host-resolver-rules=MAP *.{DOMAIN} 127.0.0.1, MAP {DOMAIN} 127.0.0.1"),
                     format!("--user-data-dir={}", profile.display()),
+                    format!("--log-net-log={}", netlog.display()),
                 ],
             },
         }}});

@@ -5,6 +5,7 @@ pub mod client;
 pub mod harness;
 pub mod images;
 pub mod leaks;
+pub mod netns;
 pub mod registry;
 pub mod server;
 

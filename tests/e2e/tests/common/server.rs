@@ -95,7 +95,10 @@ pub struct Server {
 /// machine, and no proxy for loopback.
 pub fn server_env<'a>(cmd: &'a mut Command, profile: &Path) -> &'a mut Command {
     cmd.env("BERTH_PROFILE", profile)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            "info,berth_proxy::serve=debug,berth_proxy::upgrade=debug",
+        )
         .env("NO_PROXY", NO_PROXY)
         .env("no_proxy", NO_PROXY)
         .env_remove("BERTH_GATEWAY")
