@@ -44,11 +44,14 @@ impl RuntimeKind {
 
     /// Flags every invocation needs. runsc's own network stack fails its root-namespace check
     /// on these kernels; `--network=host` inside the pod's own network namespace keeps the pod
-    /// isolated while using the namespace berth set up.
+    /// isolated while using the namespace berth set up. The root filesystem is the host's
+    /// overlay, shared with the host (`--overlay2=none`, `--file-access=shared`): files
+    /// copied in from outside are seen at once, and what the pod writes lands on the host's
+    /// disk, not in the sandbox's memory.
     fn global_args(self) -> &'static [&'static str] {
         match self {
             RuntimeKind::Runc => &[],
-            RuntimeKind::Gvisor => &["--network=host"],
+            RuntimeKind::Gvisor => &["--network=host", "--overlay2=none", "--file-access=shared"],
         }
     }
 }
@@ -327,6 +330,8 @@ mod tests {
                 "--root",
                 "/state/gvisor",
                 "--network=host",
+                "--overlay2=none",
+                "--file-access=shared",
                 "exec",
                 "--env",
                 "A=b",

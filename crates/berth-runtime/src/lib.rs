@@ -5,6 +5,7 @@ mod cgroup;
 mod driver;
 mod error;
 mod files;
+mod pod_files;
 mod rootfs;
 pub mod sandbox;
 mod seccomp;
@@ -17,6 +18,9 @@ pub use driver::{OciRuntime, RuntimeKind};
 pub use error::RuntimeError;
 pub use files::{ExitRecord, ShimFiles};
 pub use nix::sys::signal::Signal;
+pub use pod_files::{
+    FileEntry, FileKind, Listing, NewFile, OpenedFile, PodFiles, PodFilesError, MAX_LIST_ENTRIES,
+};
 pub use rootfs::{mount_overlay, unmount};
 pub use sandbox::{hostname_for, ProcessPlan, SandboxDir, SandboxPlan};
 pub use spec::{build_spec, write_bundle, BindMount, ResourceLimits, RunSpec};

@@ -84,6 +84,10 @@ pub struct SandboxPlan {
     pub cgroups_path: String,
     /// Filter syscalls with the default seccomp profile (runc; gVisor filters on its own).
     pub seccomp: bool,
+    /// Bind the root filesystem's own `/tmp` over itself. gVisor mounts a tmpfs in the
+    /// sandbox's memory over an empty `/tmp` unless the spec mounts something there; the
+    /// bind keeps `/tmp` on disk, as under runc, where files copied in from outside are seen.
+    pub tmp_on_disk: bool,
 }
 
 /// Mounts the root filesystem, writes the `/etc` files and the OCI bundle. On error the
@@ -98,6 +102,10 @@ pub fn prepare(plan: &SandboxPlan) -> Result<(), RuntimeError> {
     mount_overlay(&plan.layers, &upper, &dir.work(), &rootfs)?;
     let (uid, gid, additional_gids) = resolve_user(&rootfs, plan.process.user.as_deref())?;
     let etc_files = write_etc_files(&dir.etc(), plan)?;
+    let mut binds = plan.binds.clone();
+    if plan.tmp_on_disk {
+        binds.extend(tmp_bind(&rootfs)?);
+    }
     let run = RunSpec {
         id: plan.id.clone(),
         args: plan.process.args.clone(),
@@ -111,10 +119,31 @@ pub fn prepare(plan: &SandboxPlan) -> Result<(), RuntimeError> {
         limits: plan.limits,
         cgroups_path: plan.cgroups_path.clone(),
         etc_files,
-        binds: plan.binds.clone(),
+        binds,
         seccomp: plan.seccomp,
     };
     write_bundle(&dir.bundle(), &build_spec(&run)?)
+}
+
+/// `/tmp` of the root filesystem bound over itself; none when the image's `/tmp` is not a
+/// plain directory (a symlink there would point the bind's host-side source elsewhere).
+fn tmp_bind(rootfs: &Path) -> Result<Option<BindMount>, RuntimeError> {
+    let tmp = rootfs.join("tmp");
+    match std::fs::symlink_metadata(&tmp) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+                .map_err(io_err(&tmp))?;
+        }
+        Err(e) => return Err(io_err(&tmp)(e)),
+    }
+    Ok(Some(BindMount {
+        source: tmp,
+        destination: "/tmp".into(),
+        read_only: false,
+    }))
 }
 
 /// /etc/hosts, /etc/hostname and /etc/resolv.conf, bind-mounted read-only over the image's.
@@ -219,6 +248,7 @@ mod tests {
             binds: Vec::new(),
             cgroups_path: "/berth/pod-x".into(),
             seccomp: true,
+            tmp_on_disk: false,
         };
         let mounts = write_etc_files(dir.path(), &plan).expect("writes");
         assert_eq!(mounts.len(), 3);

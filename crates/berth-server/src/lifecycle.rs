@@ -684,6 +684,45 @@ impl<N: Node> Lifecycle<N> {
         id: &str,
         exec: crate::node::ExecCommand,
     ) -> Result<crate::node::ExecStream, LifecycleError> {
+        self.running(id, "exec").await?;
+        Ok(self.node.exec(id, exec).await?)
+    }
+
+    /// Streams a file out of a running pod.
+    pub async fn read_file(
+        &self,
+        id: &str,
+        path: String,
+        max: u64,
+    ) -> Result<crate::node::FileDownload, LifecycleError> {
+        self.running(id, "reading files").await?;
+        Ok(self.node.read_file(id, path, max).await?)
+    }
+
+    /// Writes a file into a running pod, whole or not at all.
+    pub async fn write_file(
+        &self,
+        id: &str,
+        path: String,
+        mode: u32,
+        body: crate::node::UploadBody,
+        max: u64,
+    ) -> Result<u64, LifecycleError> {
+        self.running(id, "writing files").await?;
+        Ok(self.node.write_file(id, path, mode, body, max).await?)
+    }
+
+    pub async fn list_files(
+        &self,
+        id: &str,
+        path: String,
+    ) -> Result<berth_api::FileListing, LifecycleError> {
+        self.running(id, "listing files").await?;
+        Ok(self.node.list_files(id, path).await?)
+    }
+
+    /// Fails unless the container exists and is running.
+    async fn running(&self, id: &str, what: &'static str) -> Result<(), LifecycleError> {
         let row = self
             .store
             .container(id)
@@ -693,10 +732,10 @@ impl<N: Node> Lifecycle<N> {
             return Err(LifecycleError::NotRunning {
                 id: id.to_string(),
                 status: row.status,
-                what: "exec",
+                what,
             });
         }
-        Ok(self.node.exec(id, exec).await?)
+        Ok(())
     }
 
     pub async fn list(&self, all: bool) -> Result<Vec<Container>, LifecycleError> {
@@ -1029,6 +1068,38 @@ mod tests {
             Ok(Box::pin(futures_util::stream::iter([
                 berth_api::ExecEvent::Exit(0),
             ])))
+        }
+
+        async fn read_file(
+            &self,
+            _id: &str,
+            path: String,
+            _max: u64,
+        ) -> Result<crate::node::FileDownload, NodeError> {
+            Err(berth_runtime::PodFilesError::NotFound(path).into())
+        }
+
+        async fn write_file(
+            &self,
+            _id: &str,
+            _path: String,
+            _mode: u32,
+            _body: crate::node::UploadBody,
+            _max: u64,
+        ) -> Result<u64, NodeError> {
+            Ok(0)
+        }
+
+        async fn list_files(
+            &self,
+            _id: &str,
+            path: String,
+        ) -> Result<berth_api::FileListing, NodeError> {
+            Ok(berth_api::FileListing {
+                path,
+                entries: Vec::new(),
+                truncated: false,
+            })
         }
 
         async fn volumes(&self) -> Result<Vec<berth_api::Volume>, NodeError> {

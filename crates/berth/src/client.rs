@@ -5,8 +5,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use berth_api::{default_profile_path, ClientProfile};
 use berth_api::{
     ApiError, BuildEvent, Container, ContainerList, CreateContainerRequest, Deployment,
-    DeploymentList, ExecEvent, ExecRequest, ImageList, ImageSpec, PruneResult, PutSecret, Secret,
-    SecretList, StopRequest, Volume, VolumeList,
+    DeploymentList, ExecEvent, ExecRequest, FileWritten, ImageList, ImageSpec, PruneResult,
+    PutSecret, Secret, SecretList, StopRequest, Volume, VolumeList,
 };
 use futures_util::StreamExt;
 
@@ -200,6 +200,37 @@ impl Client {
             }
         }
         bail!("the command's output ended without its exit code")
+    }
+
+    /// The response carrying the bytes of the file at `path` in container `id`.
+    pub async fn download(&self, id: &str, path: &str) -> Result<reqwest::Response> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/containers/{id}/files")))
+                .query(&[("path", path)]),
+        )
+        .await
+    }
+
+    /// Writes `body` to `path` in container `id`, with permission bits `mode` (octal).
+    pub async fn upload(
+        &self,
+        id: &str,
+        path: &str,
+        mode: u32,
+        body: reqwest::Body,
+    ) -> Result<FileWritten> {
+        Ok(self
+            .send(
+                self.http
+                    .put(self.url(&format!("/v1/containers/{id}/files")))
+                    .query(&[("path", path), ("mode", &format!("{mode:o}"))])
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(body),
+            )
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn images(&self) -> Result<ImageList> {

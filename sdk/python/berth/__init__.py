@@ -24,6 +24,7 @@ from .errors import (
     ServerUnreachable,
     SyncError,
 )
+from .files import FileInfo, PodFiles
 from .image import Image
 from .instance import DeploymentInstance, ExecResult, PodInstance
 from .pod import Pod
@@ -33,8 +34,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AppLoadError", "AuthError", "BerthError", "BuildError", "ConfigError", "Conflict",
-    "ContainerFailed", "DeployError", "DeploymentInstance", "ExecError", "ExecResult", "Image",
+    "ContainerFailed", "DeployError", "DeploymentInstance", "ExecError", "ExecResult", "FileInfo",
+    "Image",
     "InvalidArgument",
-    "NotFound", "Pod", "PodInstance", "ServerError", "ServerUnreachable", "SyncError", "Volume",
+    "NotFound", "Pod", "PodFiles", "PodInstance", "ServerError", "ServerUnreachable", "SyncError", "Volume",
     "ssl_context",
 ]

@@ -81,6 +81,9 @@ class Client:
         )
         if body is not None:
             req.add_header("Content-Type", content_type)
+        return self._send(req, timeout)
+
+    def _send(self, req: urllib.request.Request, timeout: float):
         try:
             return self._opener.open(req, timeout=timeout)
         except urllib.error.HTTPError as e:
@@ -127,6 +130,34 @@ class Client:
 
     def upload(self, path: str, data: bytes, content_type: str) -> Any:
         return self._json(self._read(self._open("PUT", path, data, content_type, timeout=600)))
+
+    def upload_file(self, path: str, f, size: int) -> Any:
+        """PUTs an open binary file, streamed (urllib reads it in blocks)."""
+        req = urllib.request.Request(
+            self.config.gateway + path, data=f, method="PUT",
+            headers={"Authorization": "Bearer " + self.config.token, "User-Agent": USER_AGENT,
+                     "Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
+        return self._json(self._read(self._send(req, timeout=3600)))
+
+    def read_bytes(self, method: str, path: str) -> bytes:
+        return self._read(self._open(method, path, timeout=3600))
+
+    def stream_to(self, method: str, path: str, out) -> "tuple[int, int]":
+        """Copies a response body into `out` in blocks; its size and the `X-Berth-Mode` bits."""
+        resp = self._open(method, path, timeout=3600)
+        size = 0
+        with resp:
+            mode = int(resp.headers.get("X-Berth-Mode") or "644", 8)
+            while True:
+                try:
+                    block = resp.read(64 * 1024)
+                except (OSError, http.client.HTTPException) as e:
+                    raise self._unreachable(e) from None
+                if not block:
+                    return size, mode
+                out.write(block)
+                size += len(block)
 
     def text(self, path: str) -> str:
         return self._read(self._open("GET", path)).decode("utf-8", "replace")

@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional
 
 from .client import Client
 from .errors import ExecError, InvalidArgument
+from .files import PodFiles
 
 TERMINAL = ("STOPPED", "EXITED", "OOM_KILLED", "FAILED")
 WAIT_POLL_SECONDS = 0.2
@@ -121,6 +122,12 @@ class PodInstance:
             elif "error" in event:
                 raise ExecError(event["error"])
         raise ExecError("the output of %s ended without its exit code" % (list(command),))
+
+    @property
+    def fs(self) -> PodFiles:
+        """The pod's files: `fs.upload(local, "/tmp/")`, `fs.download(path, local)`,
+        `fs.list("/tmp")`, `fs.write(path, data)`, `fs.read(path)`."""
+        return PodFiles(self._client, self.container_id)
 
     def terminate(self) -> bool:
         """Stops the container (stopping an ended one is a no-op); True once it has ended."""

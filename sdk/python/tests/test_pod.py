@@ -5,9 +5,10 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import unittest
 
-from berth import BuildError, Image, Pod, Volume
+from berth import BuildError, Image, InvalidArgument, NotFound, Pod, Volume
 from berth.output import Output
 from tests.fake_server import ServerCase, container, in_turn
 
@@ -158,6 +159,44 @@ class InstanceTests(ServerCase):
         from berth import ExecError
         with self.assertRaisesRegex(ExecError, "timed out"):
             nb.exec(["sleep", "9"])
+
+    def test_fs_moves_files_with_their_mode_and_lists_directories(self):
+        _, nb = self.create()
+        base = "/v1/containers/pod-s-1/files"
+        self.server.on("PUT", base + "?path=%2Ftmp%2Fa.txt&mode=640", 201,
+                       {"path": "/tmp/a.txt", "size": 5})
+        self.assertEqual(nb.fs.write("/tmp/a.txt", "hello", mode=0o640), 5)
+        sent = [b for m, p, b in self.server.requests if m == "PUT" and p.startswith(base)]
+        self.assertEqual(sent, [b"hello"])
+
+        with tempfile.TemporaryDirectory() as here:
+            local = os.path.join(here, "data.csv")
+            with open(local, "wb") as f:
+                f.write(b"a,b\n")
+            os.chmod(local, 0o600)
+            self.server.on("PUT", base + "?path=%2Ftmp%2Fdata.csv&mode=600", 201,
+                           {"path": "/tmp/data.csv", "size": 4})
+            self.assertEqual(nb.fs.upload(local, "/tmp/"), 4)
+
+            self.server.on("GET", base + "?path=%2Fetc%2Fhosts", 200, b"127.0.0.1 localhost\n")
+            self.assertEqual(nb.fs.download("/etc/hosts", here), 20)
+            with open(os.path.join(here, "hosts"), "rb") as f:
+                self.assertEqual(f.read(), b"127.0.0.1 localhost\n")
+            self.assertEqual(nb.fs.read("/etc/hosts"), b"127.0.0.1 localhost\n")
+            # A failed download leaves no file behind.
+            before = sorted(os.listdir(here))
+            with self.assertRaises(NotFound):
+                nb.fs.download("/nope", os.path.join(here, "nope"))
+            self.assertEqual(sorted(os.listdir(here)), before)
+
+        self.server.on("GET", base + "/list?path=%2Ftmp", 200, {"path": "/tmp", "truncated": False, "entries": [
+            {"name": "a.txt", "kind": "file", "size": 5, "mode": "640", "modified": 7},
+            {"name": "d", "kind": "directory", "size": 4096, "mode": "755", "modified": 7}]})
+        entries = nb.fs.list("/tmp")
+        self.assertEqual([(e.name, e.mode, e.is_dir) for e in entries],
+                         [("a.txt", 0o640, False), ("d", 0o755, True)])
+        with self.assertRaises(InvalidArgument):
+            nb.fs.read("relative/path")
 
     def test_terminate_stops_what_the_pod_created(self):
         pod, nb = self.create()

@@ -6,6 +6,7 @@ mod code;
 mod containers;
 mod deployments;
 mod exec;
+mod files;
 mod images;
 mod logs;
 mod metrics;
@@ -46,6 +47,15 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
         .route("/v1/containers/{id}/stop", post(containers::stop::<N>))
         .route("/v1/containers/{id}/logs", get(logs::logs::<N>))
         .route("/v1/containers/{id}/exec", post(exec::exec::<N>))
+        .route(
+            "/v1/containers/{id}/files",
+            get(files::download::<N>).put(files::upload::<N>).layer(
+                axum::extract::DefaultBodyLimit::max(
+                    usize::try_from(berth_api::MAX_FILE_BYTES).unwrap_or(usize::MAX),
+                ),
+            ),
+        )
+        .route("/v1/containers/{id}/files/list", get(files::list::<N>))
         .route(
             "/v1/containers/{id}/tokens",
             post(tokens::create::<N>).get(tokens::list::<N>),
@@ -136,7 +146,8 @@ async fn healthz() -> Json<Health> {
         images::build, images::list, images::prune, code::exists, code::upload, volumes::list,
         volumes::delete, secrets::put, secrets::list, secrets::delete, deployments::deploy,
         deployments::list, deployments::fetch, deployments::stop, deployments::delete,
-        deployments::logs, tokens::create, tokens::list, tokens::revoke, exec::exec),
+        deployments::logs, tokens::create, tokens::list, tokens::revoke, exec::exec,
+        files::download, files::upload, files::list),
     components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
         berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
         berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult,
@@ -145,7 +156,8 @@ async fn healthz() -> Json<Health> {
         berth_api::DeployResponse, berth_api::Deployment, berth_api::DeploymentList,
         berth_api::DeploymentVersion, berth_api::DeploymentStatus, berth_api::VersionStatus,
         berth_api::CreatePodTokenRequest, berth_api::PodToken, berth_api::PodTokenList,
-        berth_api::ExecRequest, berth_api::ExecEvent)),
+        berth_api::ExecRequest, berth_api::ExecEvent, berth_api::FileListing,
+        berth_api::FileInfo, berth_api::FileKind, berth_api::FileWritten)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -34,9 +34,29 @@ impl From<LifecycleError> for Failure {
             LifecycleError::Illegal { .. } | LifecycleError::NotRunning { .. } => {
                 ErrorCode::Conflict
             }
-            LifecycleError::Store(_) | LifecycleError::Node(_) => ErrorCode::Internal,
+            LifecycleError::Node(node) => node_error_code(node),
+            LifecycleError::Store(_) => ErrorCode::Internal,
         };
         Failure(ApiError::new(code, e.to_string()))
+    }
+}
+
+/// The node's errors that are the caller's to fix (a file path in a pod, an upload).
+fn node_error_code(e: &NodeError) -> ErrorCode {
+    use berth_runtime::PodFilesError as Files;
+    match e {
+        NodeError::Files(Files::NotFound(_)) => ErrorCode::NotFound,
+        NodeError::Files(
+            Files::Invalid { .. }
+            | Files::IsDirectory(_)
+            | Files::NotAFile(_)
+            | Files::NotADirectory(_)
+            | Files::Unreachable { .. }
+            | Files::ReadOnly(_),
+        )
+        | NodeError::Upload(_) => ErrorCode::InvalidArgument,
+        NodeError::FileTooLarge { .. } => ErrorCode::PayloadTooLarge,
+        _ => ErrorCode::Internal,
     }
 }
 

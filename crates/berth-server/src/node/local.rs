@@ -400,6 +400,34 @@ impl Node for Arc<LocalNode> {
         super::exec::spawn(self.sandboxes.runtime_of(id), id, exec)
     }
 
+    async fn read_file(
+        &self,
+        id: &str,
+        path: String,
+        max: u64,
+    ) -> Result<super::FileDownload, NodeError> {
+        super::files::read(self.sandboxes.dir(id), path, max).await
+    }
+
+    async fn write_file(
+        &self,
+        id: &str,
+        path: String,
+        mode: u32,
+        body: super::UploadBody,
+        max: u64,
+    ) -> Result<u64, NodeError> {
+        super::files::write(self.sandboxes.dir(id), path, mode, body, max).await
+    }
+
+    async fn list_files(
+        &self,
+        id: &str,
+        path: String,
+    ) -> Result<berth_api::FileListing, NodeError> {
+        super::files::list(self.sandboxes.dir(id), path).await
+    }
+
     async fn volumes(&self) -> Result<Vec<Volume>, NodeError> {
         let volumes = self.volumes.clone();
         tokio::task::spawn_blocking(move || volumes.list())

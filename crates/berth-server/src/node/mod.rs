@@ -8,6 +8,7 @@ mod build;
 mod code;
 mod dns;
 mod exec;
+mod files;
 mod local;
 mod logs;
 mod runtimes;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use code::CodeError;
 pub use exec::{ExecCommand, ExecStream};
+pub use files::{FileDownload, UploadBody};
 pub use local::{LocalNode, LocalNodeConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,12 @@ pub enum NodeError {
     },
     #[error("{what} stopped before it finished: {message}")]
     Task { what: &'static str, message: String },
+    #[error("{0}")]
+    Files(#[from] berth_runtime::PodFilesError),
+    #[error("the file is larger than the {} MiB a transfer may carry", .max / (1024 * 1024))]
+    FileTooLarge { max: u64 },
+    #[error("receiving the upload: {0}")]
+    Upload(String),
 }
 
 impl NodeError {
@@ -246,6 +254,33 @@ pub trait Node: Clone + Send + Sync + 'static {
         id: &str,
         exec: ExecCommand,
     ) -> impl Future<Output = Result<ExecStream, NodeError>> + Send;
+
+    /// Opens the regular file at `path` in the running container `id` to stream it out;
+    /// a file over `max` bytes is refused.
+    fn read_file(
+        &self,
+        id: &str,
+        path: String,
+        max: u64,
+    ) -> impl Future<Output = Result<FileDownload, NodeError>> + Send;
+
+    /// Writes `body` to `path` in the running container `id` (owned by the pod's user),
+    /// whole or not at all; returns its size.
+    fn write_file(
+        &self,
+        id: &str,
+        path: String,
+        mode: u32,
+        body: UploadBody,
+        max: u64,
+    ) -> impl Future<Output = Result<u64, NodeError>> + Send;
+
+    /// The entries of the directory at `path` in the running container `id`.
+    fn list_files(
+        &self,
+        id: &str,
+        path: String,
+    ) -> impl Future<Output = Result<berth_api::FileListing, NodeError>> + Send;
 
     fn volumes(&self) -> impl Future<Output = Result<Vec<Volume>, NodeError>> + Send;
 

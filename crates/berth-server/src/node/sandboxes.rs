@@ -131,6 +131,7 @@ impl Sandboxes {
             binds: req.binds,
             cgroups_path: Self::cgroups_path(id),
             seccomp: kind == RuntimeKind::Runc,
+            tmp_on_disk: kind == RuntimeKind::Gvisor,
         })?;
         Runtimes::record(dir.path(), kind).map_err(NodeError::io(dir.path()))?;
         Ok(Prepared {

@@ -1,4 +1,4 @@
-//! `berth container list | stop | logs | token | revoke | exec`.
+//! `berth container list | stop | logs | token | revoke | exec` (`cp` has its own module).
 
 use std::time::{Duration, Instant};
 

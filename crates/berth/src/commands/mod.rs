@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod container;
+pub mod cp;
 pub mod deploy;
 pub mod image;
 pub mod progress;
@@ -38,6 +39,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Container(ContainerCommand::Token(args)) => container::token(args).await,
         Command::Container(ContainerCommand::Revoke(args)) => container::revoke(args).await,
         Command::Container(ContainerCommand::Exec(args)) => container::exec(args).await,
+        Command::Container(ContainerCommand::Cp(args)) => cp::cp(args).await,
         Command::Ca(args) => ca::ca(args),
         Command::Image(ImageCommand::Build(args)) => image::build(args).await,
         Command::Image(ImageCommand::List(args)) => image::list(args).await,

@@ -7,6 +7,7 @@ mod certs;
 mod cli;
 mod deployments;
 mod docs;
+mod files;
 mod guide;
 mod hostile;
 mod images;
@@ -208,6 +209,14 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "untrusted::exec_under_gvisor",
             run: untrusted::exec_under_gvisor,
+        },
+        Case {
+            name: "files::files_under_runc",
+            run: files::files_under_runc,
+        },
+        Case {
+            name: "files::files_under_gvisor",
+            run: files::files_under_gvisor,
         },
         Case {
             name: "untrusted::fork_bomb_under_runc",
