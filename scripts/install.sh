@@ -26,6 +26,7 @@ packages=(
     mmdebstrap                      # builds the default base image (Debian with python3)
     libnss-myhostname               # resolves *.localhost (pod URLs) for Python and every glibc program
     python3                         # the Python SDK (from berth import Pod) and berth deploy
+    python3-venv                    # the test suite's own tools (schemathesis) in a venv
     libnss3-tools                   # certutil: trust berth's local CA in Chromium/Firefox
     chromium chromium-driver        # the browser test of a notebook over HTTPS
     pebble openssl                  # ACME test server, and test certificates
@@ -48,7 +49,20 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-re
     systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
-[ "$mode" = "--deps-only" ] && exit 0
+if [ "$mode" = "--deps-only" ]; then
+    # The API fuzzing test's schemathesis, pinned, in a venv of its own (PyPI through the
+    # host's CA bundle, which a TLS-intercepting proxy may need).
+    tools=/opt/berth-test-tools
+    schemathesis=4.32.5
+    if ! "$tools/venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis"; then
+        step "Installing schemathesis $schemathesis into $tools/venv"
+        cert=()
+        [ -f /etc/ssl/certs/ca-certificates.crt ] && cert=(--cert /etc/ssl/certs/ca-certificates.crt)
+        python3 -m venv "$tools/venv"
+        "$tools/venv/bin/pip" install -q "${cert[@]}" "schemathesis==$schemathesis"
+    fi
+    exit 0
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found; install a Rust toolchain (rustup) first" >&2

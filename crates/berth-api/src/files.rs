@@ -12,9 +12,11 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct FilePath {
     /// An absolute path in the pod, as the pod sees it; `..` is refused.
+    #[param(pattern = "^/")]
     pub path: String,
     /// Permission bits for an uploaded file, in octal (`644`, `0755`); 644 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^[0-7]{1,4}$")]
     pub mode: Option<String>,
 }
 

@@ -64,6 +64,10 @@ pub struct CreateContainerRequest {
     /// Allow egress only to these CIDRs (exclusive with `block_network`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_list: Vec<String>,
+    /// Mount the image's root filesystem read-only; `/tmp` is then a fresh in-memory tmpfs
+    /// (counted against the pod's memory), and volumes and the code directory are as usual.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_rootfs: bool,
 }
 
 /// Where the synced working directory appears in a pod.
@@ -192,6 +196,9 @@ pub struct Container {
     /// Egress is allowed only to these CIDRs (empty: no allow list).
     #[serde(default)]
     pub allow_list: Vec<String>,
+    /// The root filesystem is read-only.
+    #[serde(default)]
+    pub read_only_rootfs: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

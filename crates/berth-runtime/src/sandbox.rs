@@ -88,6 +88,8 @@ pub struct SandboxPlan {
     /// sandbox's memory over an empty `/tmp` unless the spec mounts something there; the
     /// bind keeps `/tmp` on disk, as under runc, where files copied in from outside are seen.
     pub tmp_on_disk: bool,
+    /// The root filesystem read-only, with a tmpfs at `/tmp`.
+    pub read_only_rootfs: bool,
 }
 
 /// Mounts the root filesystem, writes the `/etc` files and the OCI bundle. On error the
@@ -121,6 +123,7 @@ pub fn prepare(plan: &SandboxPlan) -> Result<(), RuntimeError> {
         etc_files,
         binds,
         seccomp: plan.seccomp,
+        read_only_rootfs: plan.read_only_rootfs,
     };
     write_bundle(&dir.bundle(), &build_spec(&run)?)
 }
@@ -249,6 +252,7 @@ mod tests {
             cgroups_path: "/berth/pod-x".into(),
             seccomp: true,
             tmp_on_disk: false,
+            read_only_rootfs: false,
         };
         let mounts = write_etc_files(dir.path(), &plan).expect("writes");
         assert_eq!(mounts.len(), 3);

@@ -44,6 +44,9 @@ pub struct RunSpec {
     pub binds: Vec<BindMount>,
     /// Apply the default seccomp profile (see `seccomp`).
     pub seccomp: bool,
+    /// Mount the root filesystem read-only and a tmpfs at `/tmp`, its pages charged to the
+    /// pod's memory and capped at its memory limit.
+    pub read_only_rootfs: bool,
 }
 
 /// A host directory bind-mounted into the container.
@@ -205,13 +208,33 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
         );
     }
 
+    if run.read_only_rootfs {
+        mounts.push(
+            MountBuilder::default()
+                .destination(PathBuf::from("/tmp"))
+                .typ("tmpfs")
+                .source(PathBuf::from("tmpfs"))
+                .options(
+                    [
+                        "nosuid".to_string(),
+                        "nodev".to_string(),
+                        "mode=1777".to_string(),
+                        format!("size={}m", run.limits.memory_mib),
+                    ]
+                    .to_vec(),
+                )
+                .build()
+                .map_err(err)?,
+        );
+    }
+
     let mut spec = Spec::default();
     spec.set_hostname(Some(run.hostname.clone()))
         .set_process(Some(process))
         .set_root(Some(
             RootBuilder::default()
                 .path("rootfs")
-                .readonly(false)
+                .readonly(run.read_only_rootfs)
                 .build()
                 .map_err(err)?,
         ))
@@ -256,6 +279,7 @@ mod tests {
                 read_only: true,
             }],
             seccomp: true,
+            read_only_rootfs: false,
         }
     }
 

@@ -82,6 +82,7 @@ mod tests {
             runtime: None,
             block_network: false,
             allow_list: vec![],
+            read_only_rootfs: false,
         }
     }
 

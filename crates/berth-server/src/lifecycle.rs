@@ -193,6 +193,7 @@ impl<N: Node> Lifecycle<N> {
                 .unwrap_or_default(),
             block_network: spec.block_network,
             allow_list: spec.allow_list.iter().map(ToString::to_string).collect(),
+            read_only_rootfs: spec.read_only_rootfs,
         };
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
@@ -259,6 +260,7 @@ impl<N: Node> Lifecycle<N> {
             runtime: spec.runtime.as_deref().and_then(|r| r.parse().ok()),
             egress,
             workdir: spec.workdir,
+            read_only_rootfs: spec.read_only_rootfs,
         };
         let Started { ports, ipv4, ipv6 } = match self.node.start(req).await {
             Ok(started) => started,
@@ -831,6 +833,7 @@ impl<N: Node> Lifecycle<N> {
             runtime: row.runtime,
             block_network: row.block_network,
             allow_list: row.allow_list,
+            read_only_rootfs: row.read_only_rootfs,
         }
     }
 
@@ -1160,6 +1163,7 @@ mod tests {
             runtime: None,
             block_network: false,
             allow_list: vec![],
+            read_only_rootfs: false,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct PodSpec {
     /// In canonical form (serialized as `10.0.0.0/8`, so stub ids read as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_list: Vec<ipnet::IpNet>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_rootfs: bool,
 }
 
 /// More CIDRs than this in an allow list is refused (each becomes a firewall rule).
@@ -203,6 +205,7 @@ impl PodSpec {
             runtime,
             block_network: req.block_network,
             allow_list,
+            read_only_rootfs: req.read_only_rootfs,
         })
     }
 

@@ -278,6 +278,9 @@ pub struct RunArgs {
     /// Allow egress only to these CIDRs (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
     pub allow_list: Vec<String>,
+    /// Mount the image's root filesystem read-only (/tmp becomes an in-memory tmpfs).
+    #[arg(long)]
+    pub read_only: bool,
     /// Print the created container as JSON instead of progress lines.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

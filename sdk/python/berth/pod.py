@@ -23,7 +23,7 @@ IDLE_ENTRYPOINT = ["sleep", "infinity"]
 _PARAMS = (
     "app", "entrypoint", "ports", "name", "cpu", "memory", "gpu", "image", "env",
     "keep_warm_seconds", "authorized", "volumes", "secrets", "runtime", "block_network",
-    "allow_list",
+    "allow_list", "read_only_rootfs",
 )
 RUNTIMES = ("runc", "gvisor")
 
@@ -77,6 +77,7 @@ class Pod:
         runtime: Optional[str] = None,
         block_network: bool = False,
         allow_list: Optional[Sequence[str]] = None,
+        read_only_rootfs: bool = False,
         **unknown: Any,
     ):
         refuse_unknown("Pod", unknown, _PARAMS)
@@ -99,6 +100,8 @@ class Pod:
         allow_list = str_list(allow_list, "allow_list")
         if block_network and allow_list:
             raise InvalidArgument("block_network cuts all egress; give it or allow_list, not both")
+        if not isinstance(read_only_rootfs, bool):
+            raise InvalidArgument("read_only_rootfs must be True or False, not %r" % (read_only_rootfs,))
         if isinstance(volumes, Volume):
             volumes = [volumes]
         for v in volumes or []:
@@ -120,6 +123,7 @@ class Pod:
         self.runtime = runtime
         self.block_network = block_network
         self.allow_list = allow_list
+        self.read_only_rootfs = read_only_rootfs
         self._client: Optional[Client] = None
         self._created: List[PodInstance] = []
 
@@ -166,6 +170,8 @@ class Pod:
             req["block_network"] = True
         if self.allow_list:
             req["allow_list"] = self.allow_list
+        if self.read_only_rootfs:
+            req["read_only_rootfs"] = True
         return req
 
     def _build(self, out: Output) -> None:

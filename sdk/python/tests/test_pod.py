@@ -115,10 +115,12 @@ class IsolationTests(ServerCase):
     def test_runtime_and_egress_policy_are_sent_and_checked_first(self):
         self.server.on("POST", "/v1/containers", 202, container())
         self.server.on("GET", "/v1/containers/pod-s-1", 200, container(status="RUNNING", started_at=2))
-        pod = Pod(image=Image(base_image="busybox"), runtime="gvisor", allow_list=["10.1.0.0/16"])
+        pod = Pod(image=Image(base_image="busybox"), runtime="gvisor", allow_list=["10.1.0.0/16"],
+                  read_only_rootfs=True)
         self.run_quietly(pod.create)
         sent = self.server.bodies("POST", "/v1/containers")[0]
-        self.assertEqual((sent["runtime"], sent["allow_list"]), ("gvisor", ["10.1.0.0/16"]))
+        self.assertEqual((sent["runtime"], sent["allow_list"], sent["read_only_rootfs"]),
+                         ("gvisor", ["10.1.0.0/16"], True))
         self.assertNotIn("block_network", sent)
         from berth import InvalidArgument
         with self.assertRaisesRegex(InvalidArgument, "runtime must be one of runc, gvisor"):

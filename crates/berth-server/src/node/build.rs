@@ -176,6 +176,7 @@ impl Builder {
                 runtime: None,
                 // Build steps install packages: they need the internet.
                 egress: berth_net::Egress::Open,
+                read_only_rootfs: false,
             },
         )?;
         let on_line = |line: String| log(format!("   {line}"));

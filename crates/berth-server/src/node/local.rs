@@ -152,6 +152,7 @@ impl LocalNode {
                 binds: self.binds(req)?,
                 runtime: req.runtime,
                 egress: req.egress.clone(),
+                read_only_rootfs: req.read_only_rootfs,
             },
         )?;
         let runtime = &prepared.runtime;
@@ -517,6 +518,7 @@ mod tests {
             runtime: None,
             egress: berth_net::Egress::Open,
             workdir: None,
+            read_only_rootfs: false,
         }
     }
 

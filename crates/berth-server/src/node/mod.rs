@@ -132,6 +132,9 @@ pub struct StartContainer {
     /// `runc` or `gvisor`; the node's default when `None`.
     pub runtime: Option<berth_runtime::RuntimeKind>,
     pub egress: berth_net::Egress,
+    /// Mount the root filesystem read-only, with a tmpfs at `/tmp`.
+    #[serde(default)]
+    pub read_only_rootfs: bool,
 }
 
 /// A directory the node mounts into a pod, named by what it is rather than where it lives.

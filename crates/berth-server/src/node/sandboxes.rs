@@ -29,6 +29,7 @@ pub struct SandboxRequest {
     /// The node's default when `None`.
     pub runtime: Option<RuntimeKind>,
     pub egress: berth_net::Egress,
+    pub read_only_rootfs: bool,
 }
 
 /// A sandbox ready to start.
@@ -131,7 +132,8 @@ impl Sandboxes {
             binds: req.binds,
             cgroups_path: Self::cgroups_path(id),
             seccomp: kind == RuntimeKind::Runc,
-            tmp_on_disk: kind == RuntimeKind::Gvisor,
+            tmp_on_disk: kind == RuntimeKind::Gvisor && !req.read_only_rootfs,
+            read_only_rootfs: req.read_only_rootfs,
         })?;
         Runtimes::record(dir.path(), kind).map_err(NodeError::io(dir.path()))?;
         Ok(Prepared {

@@ -54,6 +54,7 @@ pub struct ContainerRow {
     pub block_network: bool,
     /// CIDRs, in canonical form.
     pub allow_list: Vec<String>,
+    pub read_only_rootfs: bool,
 }
 
 #[derive(Clone)]
@@ -149,8 +150,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO containers (id, stub_id, deployment_id, status, image, ports, cpu_millis,
              memory_mib, keep_warm_seconds, exit_code, reason, ipv4, ipv6, scheduled_at, started_at,
-             finished_at, authorized, runtime, block_network, allow_list)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             finished_at, authorized, runtime, block_network, allow_list, read_only_rootfs)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.stub_id)
@@ -172,6 +173,7 @@ impl Store {
         .bind(&c.runtime)
         .bind(c.block_network)
         .bind(c.allow_list.join(","))
+        .bind(c.read_only_rootfs)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -312,6 +314,7 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
             .filter(|c| !c.is_empty())
             .map(str::to_string)
             .collect(),
+        read_only_rootfs: r.try_get("read_only_rootfs")?,
     })
 }
 
@@ -341,6 +344,7 @@ mod tests {
             runtime: None,
             block_network: false,
             allow_list: vec![],
+            read_only_rootfs: false,
         };
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
         store
@@ -369,6 +373,7 @@ mod tests {
             runtime: "gvisor".into(),
             block_network: false,
             allow_list: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+            read_only_rootfs: true,
         };
         store.insert_container(&row).await.expect("insert");
         assert_eq!(

@@ -133,6 +133,7 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
         runtime: args.runtime.map(|r| r.name().to_string()),
         block_network: args.block_network,
         allow_list: args.allow_list.clone(),
+        read_only_rootfs: args.read_only,
         ..Default::default()
     })
 }

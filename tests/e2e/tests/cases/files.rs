@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::common::client::Api;
 use crate::common::harness::Env;
-use crate::common::{random_hex, timeouts, Context, Res};
+use crate::common::{random_hex, timeouts, url_encode, Context, Res};
 use crate::ensure;
 
 pub fn files_under_runc(env: &Env) -> Res<()> {
@@ -188,8 +188,7 @@ fn sh(api: &Api, id: &str, line: &str) -> Res<String> {
 }
 
 fn files_path(id: &str, path: &str) -> String {
-    let query: String = url_encode(path);
-    format!("/v1/containers/{id}/files?path={query}")
+    format!("/v1/containers/{id}/files?path={}", url_encode(path))
 }
 
 fn files(api: &Api, method: Method, id: &str, path: &str) -> Res<(u16, String)> {
@@ -199,17 +198,6 @@ fn files(api: &Api, method: Method, id: &str, path: &str) -> Res<(u16, String)> 
 fn send(api: &Api, req: RequestBuilder) -> Res<(u16, String)> {
     let (status, body) = api.send(req, "files request")?;
     Ok((status.as_u16(), body))
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Removes the host files a test made, however it ends.

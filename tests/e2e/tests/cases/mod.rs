@@ -8,6 +8,7 @@ mod cli;
 mod deployments;
 mod docs;
 mod files;
+mod fuzz;
 mod guide;
 mod hostile;
 mod images;
@@ -211,12 +212,24 @@ pub fn all() -> Vec<Case> {
             run: untrusted::exec_under_gvisor,
         },
         Case {
+            name: "untrusted::read_only_rootfs_under_runc",
+            run: untrusted::read_only_rootfs_under_runc,
+        },
+        Case {
+            name: "untrusted::read_only_rootfs_under_gvisor",
+            run: untrusted::read_only_rootfs_under_gvisor,
+        },
+        Case {
             name: "files::files_under_runc",
             run: files::files_under_runc,
         },
         Case {
             name: "files::files_under_gvisor",
             run: files::files_under_gvisor,
+        },
+        Case {
+            name: "fuzz::openapi_fuzzed_with_schemathesis",
+            run: fuzz::openapi_fuzzed_with_schemathesis,
         },
         Case {
             name: "untrusted::fork_bomb_under_runc",

@@ -195,6 +195,63 @@ pub fn exec_under_gvisor(env: &Env) -> Res<()> {
     exec_runs_in_the_pod(env, "gvisor")
 }
 
+pub fn read_only_rootfs_under_runc(env: &Env) -> Res<()> {
+    read_only_rootfs(env, "runc")
+}
+
+pub fn read_only_rootfs_under_gvisor(env: &Env) -> Res<()> {
+    read_only_rootfs(env, "gvisor")
+}
+
+/// `read_only_rootfs`: nothing in the pod can write its root filesystem, `/tmp` is a
+/// writable tmpfs, and file copy refuses to write there too.
+fn read_only_rootfs(env: &Env, runtime: &str) -> Res<()> {
+    let api = &env.api;
+    let pod = api.launch(json!({
+        "image": env.images.busybox,
+        "entrypoint": ["/bin/sleep", "3600"],
+        "runtime": runtime,
+        "read_only_rootfs": true,
+    }))?;
+    let running = api.wait_running(&pod.id)?;
+    ensure!(
+        running.read_only_rootfs,
+        "the container should show read_only_rootfs: {}",
+        pod.describe()
+    );
+    let out = api.cli(&[
+        "container",
+        "exec",
+        &pod.id,
+        "--",
+        "sh",
+        "-c",
+        "touch /www/x 2>&1; echo made-root=$?; echo y > /tmp/y && cat /tmp/y",
+    ])?;
+    ensure!(
+        out.stdout.contains("Read-only file system")
+            && out.stdout.contains("made-root=1")
+            && out.stdout.ends_with("y\n"),
+        "under {runtime} the root filesystem should refuse writes and /tmp take them: {}",
+        out.combined()
+    );
+    let (status, body) = api.send(
+        api.request(
+            reqwest::Method::PUT,
+            &format!("/v1/containers/{}/files?path=%2Fwww%2Fz", pod.id),
+        )
+        .body("z"),
+        "upload to a read-only root",
+    )?;
+    ensure!(
+        status == 400 && body.contains("read-only"),
+        "an upload onto the read-only root under {runtime}: {status} {body}"
+    );
+    api.stop(&pod.id)?;
+    api.wait_terminal(&pod.id, timeouts::STOP)?;
+    Ok(())
+}
+
 /// A fork bomb stops at the pod's pids limit (runc), or takes down only its own sandbox
 /// (gVisor, whose Sentry ends the pod when it runs out of room for tasks); either way the
 /// server keeps answering and stopping or ending the pod leaves nothing behind (the suite's
