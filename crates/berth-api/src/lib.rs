@@ -20,7 +20,7 @@ pub use exec::*;
 pub use files::*;
 pub use image::*;
 pub use profile::{default_profile_path, ClientProfile, PROFILE_ENV};
-pub use quantity::{parse_cpu_millis, parse_memory_mib, QuantityError};
+pub use quantity::{parse_cpu_millis, parse_disk_mib, parse_memory_mib, QuantityError};
 pub use resources::*;
 pub use types::*;
 

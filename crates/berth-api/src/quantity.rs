@@ -13,12 +13,18 @@ pub enum QuantityError {
     MemorySyntax(String),
     #[error("{0} MiB is outside the allowed range 16 MiB-1048576 MiB")]
     MemoryRange(u64),
+    #[error("{0:?} is not a disk size (MiB as an integer, or a string like \"512Mi\", \"10Gi\", \"10G\")")]
+    DiskSyntax(String),
+    #[error("{0} MiB is outside the allowed range 64 MiB-16777216 MiB (16 TiB)")]
+    DiskRange(u64),
 }
 
 pub const MIN_CPU_MILLIS: u64 = 100;
 pub const MAX_CPU_MILLIS: u64 = 64_000;
 pub const MIN_MEMORY_MIB: u64 = 16;
 pub const MAX_MEMORY_MIB: u64 = 1024 * 1024;
+pub const MIN_DISK_MIB: u64 = 64;
+pub const MAX_DISK_MIB: u64 = 16 * 1024 * 1024;
 
 /// Parses a cpu amount (a JSON number of cores, or a string: "1.5", "1500m") into millicores.
 pub fn parse_cpu_millis(value: &Value) -> Result<u64, QuantityError> {
@@ -51,16 +57,33 @@ fn cores_to_millis(cores: f64) -> Option<u64> {
 /// Parses a memory amount (a JSON integer of MiB, or a string: "512", "512Mi", "1Gi", "1G",
 /// "1000M") into MiB. Decimal units count 1G = 1000 MiB and 1M = 1 MiB, as users expect.
 pub fn parse_memory_mib(value: &Value) -> Result<u64, QuantityError> {
-    let bad = || QuantityError::MemorySyntax(value_text(value));
+    let mib = parse_mib(value).ok_or_else(|| QuantityError::MemorySyntax(value_text(value)))?;
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
+        return Err(QuantityError::MemoryRange(mib));
+    }
+    Ok(mib)
+}
+
+/// Parses a disk size, written as memory is, into MiB.
+pub fn parse_disk_mib(value: &Value) -> Result<u64, QuantityError> {
+    let mib = parse_mib(value).ok_or_else(|| QuantityError::DiskSyntax(value_text(value)))?;
+    if !(MIN_DISK_MIB..=MAX_DISK_MIB).contains(&mib) {
+        return Err(QuantityError::DiskRange(mib));
+    }
+    Ok(mib)
+}
+
+/// MiB from a JSON integer or a string with an optional binary or decimal unit.
+fn parse_mib(value: &Value) -> Option<u64> {
     let mib = match value {
-        Value::Number(n) => n.as_u64().ok_or_else(bad)?,
+        Value::Number(n) => n.as_u64()?,
         Value::String(s) => {
             let s = s.trim();
             let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
             let (num, unit) = s.split_at(split);
-            let num: f64 = num.trim().parse().map_err(|_| bad())?;
-            if !num.is_finite() || num < 0.0 {
-                return Err(bad());
+            let num: f64 = num.trim().parse().ok()?;
+            if !num.is_finite() || !(0.0..=1e12).contains(&num) {
+                return None;
             }
             let factor = match unit {
                 "" | "Mi" | "M" | "MiB" | "MB" => 1.0,
@@ -68,16 +91,13 @@ pub fn parse_memory_mib(value: &Value) -> Result<u64, QuantityError> {
                 "G" | "GB" => 1000.0,
                 "Ti" | "TiB" => 1024.0 * 1024.0,
                 "Ki" | "KiB" => 1.0 / 1024.0,
-                _ => return Err(bad()),
+                _ => return None,
             };
             (num * factor).round() as u64
         }
-        _ => return Err(bad()),
+        _ => return None,
     };
-    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
-        return Err(QuantityError::MemoryRange(mib));
-    }
-    Ok(mib)
+    Some(mib)
 }
 
 fn value_text(value: &Value) -> String {
@@ -113,6 +133,21 @@ mod tests {
         assert!(matches!(
             parse_cpu_millis(&json!(true)),
             Err(QuantityError::CpuSyntax(_))
+        ));
+    }
+
+    #[test]
+    fn disk_forms() {
+        assert_eq!(parse_disk_mib(&json!("10Gi")), Ok(10240));
+        assert_eq!(parse_disk_mib(&json!(64)), Ok(64));
+        assert_eq!(parse_disk_mib(&json!("2Ti")), Ok(2 * 1024 * 1024));
+        assert_eq!(
+            parse_disk_mib(&json!("32Mi")),
+            Err(QuantityError::DiskRange(32))
+        );
+        assert!(matches!(
+            parse_disk_mib(&json!("big")),
+            Err(QuantityError::DiskSyntax(_))
         ));
     }
 

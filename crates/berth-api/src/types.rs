@@ -68,6 +68,12 @@ pub struct CreateContainerRequest {
     /// (counted against the pod's memory), and volumes and the code directory are as usual.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only_rootfs: bool,
+    /// Cap what the pod may write to its root filesystem: MiB as an integer, or a string
+    /// like "512Mi", "10Gi" (64 MiB to 16 TiB); no cap when absent. A pod that fills it gets
+    /// "no space left on device", and its end says the disk was full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub disk: Option<Value>,
 }
 
 /// Where the synced working directory appears in a pod.
@@ -199,6 +205,9 @@ pub struct Container {
     /// The root filesystem is read-only.
     #[serde(default)]
     pub read_only_rootfs: bool,
+    /// The cap on what it may write, in MiB; none when absent.
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

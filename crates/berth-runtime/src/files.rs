@@ -17,6 +17,9 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// The memory cgroup recorded an OOM kill.
     pub oom_killed: bool,
+    /// The pod's capped disk had no room left when it ended.
+    #[serde(default)]
+    pub disk_full: bool,
     /// Unix seconds.
     pub finished_at: i64,
 }
@@ -147,6 +150,7 @@ mod tests {
             exit_code: 137,
             signal: Some(9),
             oom_killed: true,
+            disk_full: true,
             finished_at: 5,
         };
         files.write_exit(&rec).expect("writes");

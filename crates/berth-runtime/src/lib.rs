@@ -2,6 +2,7 @@
 //! drivers, overlay root filesystems, cgroup readings and the `berth shim` monitor.
 
 mod cgroup;
+pub mod disk;
 mod driver;
 mod error;
 mod files;

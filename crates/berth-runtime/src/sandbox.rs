@@ -90,6 +90,8 @@ pub struct SandboxPlan {
     pub tmp_on_disk: bool,
     /// The root filesystem read-only, with a tmpfs at `/tmp`.
     pub read_only_rootfs: bool,
+    /// Cap the writable layer at this many MiB (a filesystem of its own; see [`crate::disk`]).
+    pub disk_mib: Option<u64>,
 }
 
 /// Mounts the root filesystem, writes the `/etc` files and the OCI bundle. On error the
@@ -99,9 +101,17 @@ pub fn prepare(plan: &SandboxPlan) -> Result<(), RuntimeError> {
     for d in [dir.bundle(), dir.etc()] {
         std::fs::create_dir_all(&d).map_err(io_err(&d))?;
     }
-    let upper = plan.upper.clone().unwrap_or_else(|| dir.upper());
+    let (upper, work) = match (&plan.upper, plan.disk_mib) {
+        (Some(upper), _) => (upper.clone(), dir.work()),
+        // overlayfs needs upper and work on the same filesystem: both go on the capped one.
+        (None, Some(mib)) => {
+            let disk = crate::disk::create(dir.path(), mib)?;
+            (disk.join("upper"), disk.join("work"))
+        }
+        (None, None) => (dir.upper(), dir.work()),
+    };
     let rootfs = dir.rootfs();
-    mount_overlay(&plan.layers, &upper, &dir.work(), &rootfs)?;
+    mount_overlay(&plan.layers, &upper, &work, &rootfs)?;
     let (uid, gid, additional_gids) = resolve_user(&rootfs, plan.process.user.as_deref())?;
     let etc_files = write_etc_files(&dir.etc(), plan)?;
     let mut binds = plan.binds.clone();
@@ -191,6 +201,9 @@ pub fn remove(
     if let Err(e) = crate::unmount(&dir.rootfs()) {
         first.get_or_insert(e);
     }
+    if let Err(e) = crate::disk::remove(dir.path()) {
+        first.get_or_insert(e);
+    }
     for sub in FILESYSTEM_DIRS {
         let path = dir.path().join(sub);
         if path.exists() {
@@ -253,6 +266,7 @@ mod tests {
             seccomp: true,
             tmp_on_disk: false,
             read_only_rootfs: false,
+            disk_mib: None,
         };
         let mounts = write_etc_files(dir.path(), &plan).expect("writes");
         assert_eq!(mounts.len(), 3);

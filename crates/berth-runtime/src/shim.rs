@@ -193,6 +193,8 @@ pub fn run(config: &ShimConfig) -> i32 {
         exit_code,
         signal,
         oom_killed,
+        // The bundle sits in the sandbox directory, beside the capped disk if there is one.
+        disk_full: config.bundle.parent().is_some_and(crate::disk::is_full),
         finished_at: time::OffsetDateTime::now_utc().unix_timestamp(),
     };
     if let Err(e) = files.write_exit(&record) {

@@ -194,6 +194,7 @@ impl<N: Node> Lifecycle<N> {
             block_network: spec.block_network,
             allow_list: spec.allow_list.iter().map(ToString::to_string).collect(),
             read_only_rootfs: spec.read_only_rootfs,
+            disk_mib: spec.disk_mib,
         };
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
@@ -261,6 +262,7 @@ impl<N: Node> Lifecycle<N> {
             egress,
             workdir: spec.workdir,
             read_only_rootfs: spec.read_only_rootfs,
+            disk_mib: spec.disk_mib,
         };
         let Started { ports, ipv4, ipv6 } = match self.node.start(req).await {
             Ok(started) => started,
@@ -554,6 +556,15 @@ impl<N: Node> Lifecycle<N> {
                     row.memory_mib
                 ),
             ),
+            ProcessState::Exited(exit) if exit.disk_full => (
+                ContainerStatus::Exited,
+                Some(exit.exit_code),
+                format!(
+                    "the entrypoint exited with code {} with its {} MiB disk full",
+                    exit.exit_code,
+                    row.disk_mib.unwrap_or_default()
+                ),
+            ),
             ProcessState::Exited(exit) => (
                 ContainerStatus::Exited,
                 Some(exit.exit_code),
@@ -834,6 +845,7 @@ impl<N: Node> Lifecycle<N> {
             block_network: row.block_network,
             allow_list: row.allow_list,
             read_only_rootfs: row.read_only_rootfs,
+            disk_mib: row.disk_mib,
         }
     }
 
@@ -961,6 +973,7 @@ mod tests {
             exit_code: code,
             signal: None,
             oom_killed: oom,
+            disk_full: false,
             finished_at: 0,
         })
     }
@@ -1164,6 +1177,7 @@ mod tests {
             block_network: false,
             allow_list: vec![],
             read_only_rootfs: false,
+            disk_mib: None,
         }
     }
 

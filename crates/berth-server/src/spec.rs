@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use berth_api::{
-    parse_cpu_millis, parse_memory_mib, ApiError, CreateContainerRequest, ImageSource, ImageSpec,
-    VolumeMount, CODE_MOUNT_PATH, MAX_KEEP_WARM_SECONDS,
+    parse_cpu_millis, parse_disk_mib, parse_memory_mib, ApiError, CreateContainerRequest,
+    ImageSource, ImageSpec, VolumeMount, CODE_MOUNT_PATH, MAX_KEEP_WARM_SECONDS,
 };
 use berth_image::build::{BuildPlan, PlanError};
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,8 @@ pub struct PodSpec {
     pub allow_list: Vec<ipnet::IpNet>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only_rootfs: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u64>,
 }
 
 /// More CIDRs than this in an allow list is refused (each becomes a firewall rule).
@@ -92,6 +94,11 @@ impl PodSpec {
             Some(v) => parse_cpu_millis(v).map_err(|e| ApiError::invalid("cpu", e))?,
             None => DEFAULT_CPU_MILLIS,
         };
+        let disk_mib = req
+            .disk
+            .as_ref()
+            .map(|v| parse_disk_mib(v).map_err(|e| ApiError::invalid("disk", e)))
+            .transpose()?;
         let memory_mib = match &req.memory {
             Some(v) => parse_memory_mib(v).map_err(|e| ApiError::invalid("memory", e))?,
             None => DEFAULT_MEMORY_MIB,
@@ -206,6 +213,7 @@ impl PodSpec {
             block_network: req.block_network,
             allow_list,
             read_only_rootfs: req.read_only_rootfs,
+            disk_mib,
         })
     }
 

@@ -253,6 +253,9 @@ pub struct RunArgs {
     /// MiB, or with a unit: 512Mi, 1Gi, 1G.
     #[arg(long)]
     pub memory: Option<String>,
+    /// Cap what the pod may write to its root filesystem: MiB, or with a unit (512Mi, 10Gi).
+    #[arg(long, value_name = "SIZE")]
+    pub disk: Option<String>,
     /// Environment variable NAME=VALUE; repeatable.
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,

@@ -23,7 +23,7 @@ IDLE_ENTRYPOINT = ["sleep", "infinity"]
 _PARAMS = (
     "app", "entrypoint", "ports", "name", "cpu", "memory", "gpu", "image", "env",
     "keep_warm_seconds", "authorized", "volumes", "secrets", "runtime", "block_network",
-    "allow_list", "read_only_rootfs",
+    "allow_list", "read_only_rootfs", "disk",
 )
 RUNTIMES = ("runc", "gvisor")
 
@@ -78,6 +78,7 @@ class Pod:
         block_network: bool = False,
         allow_list: Optional[Sequence[str]] = None,
         read_only_rootfs: bool = False,
+        disk: Optional[Union[int, str]] = None,
         **unknown: Any,
     ):
         refuse_unknown("Pod", unknown, _PARAMS)
@@ -124,6 +125,7 @@ class Pod:
         self.block_network = block_network
         self.allow_list = allow_list
         self.read_only_rootfs = read_only_rootfs
+        self.disk = None if disk is None else _quantity(disk, "disk")
         self._client: Optional[Client] = None
         self._created: List[PodInstance] = []
 
@@ -172,6 +174,8 @@ class Pod:
             req["allow_list"] = self.allow_list
         if self.read_only_rootfs:
             req["read_only_rootfs"] = True
+        if self.disk is not None:
+            req["disk"] = self.disk
         return req
 
     def _build(self, out: Output) -> None:

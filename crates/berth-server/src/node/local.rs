@@ -153,6 +153,7 @@ impl LocalNode {
                 runtime: req.runtime,
                 egress: req.egress.clone(),
                 read_only_rootfs: req.read_only_rootfs,
+                disk_mib: req.disk_mib,
             },
         )?;
         let runtime = &prepared.runtime;
@@ -519,6 +520,7 @@ mod tests {
             egress: berth_net::Egress::Open,
             workdir: None,
             read_only_rootfs: false,
+            disk_mib: None,
         }
     }
 

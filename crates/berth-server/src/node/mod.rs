@@ -135,6 +135,9 @@ pub struct StartContainer {
     /// Mount the root filesystem read-only, with a tmpfs at `/tmp`.
     #[serde(default)]
     pub read_only_rootfs: bool,
+    /// Cap on the writable layer, in MiB.
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
 }
 
 /// A directory the node mounts into a pod, named by what it is rather than where it lives.

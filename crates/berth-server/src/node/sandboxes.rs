@@ -30,6 +30,7 @@ pub struct SandboxRequest {
     pub runtime: Option<RuntimeKind>,
     pub egress: berth_net::Egress,
     pub read_only_rootfs: bool,
+    pub disk_mib: Option<u64>,
 }
 
 /// A sandbox ready to start.
@@ -134,6 +135,7 @@ impl Sandboxes {
             seccomp: kind == RuntimeKind::Runc,
             tmp_on_disk: kind == RuntimeKind::Gvisor && !req.read_only_rootfs,
             read_only_rootfs: req.read_only_rootfs,
+            disk_mib: req.disk_mib,
         })?;
         Runtimes::record(dir.path(), kind).map_err(NodeError::io(dir.path()))?;
         Ok(Prepared {

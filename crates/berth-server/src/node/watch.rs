@@ -162,6 +162,7 @@ mod tests {
             exit_code: 3,
             signal: None,
             oom_killed: false,
+            disk_full: false,
             finished_at: 1,
         };
         files.write_exit(&record).expect("record");

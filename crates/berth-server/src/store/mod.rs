@@ -55,6 +55,7 @@ pub struct ContainerRow {
     /// CIDRs, in canonical form.
     pub allow_list: Vec<String>,
     pub read_only_rootfs: bool,
+    pub disk_mib: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -150,8 +151,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO containers (id, stub_id, deployment_id, status, image, ports, cpu_millis,
              memory_mib, keep_warm_seconds, exit_code, reason, ipv4, ipv6, scheduled_at, started_at,
-             finished_at, authorized, runtime, block_network, allow_list, read_only_rootfs)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             finished_at, authorized, runtime, block_network, allow_list, read_only_rootfs,
+             disk_mib)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.stub_id)
@@ -174,6 +176,7 @@ impl Store {
         .bind(c.block_network)
         .bind(c.allow_list.join(","))
         .bind(c.read_only_rootfs)
+        .bind(c.disk_mib.map(|m| m as i64))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -315,6 +318,7 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
             .map(str::to_string)
             .collect(),
         read_only_rootfs: r.try_get("read_only_rootfs")?,
+        disk_mib: r.try_get::<Option<i64>, _>("disk_mib")?.map(|m| m as u64),
     })
 }
 
@@ -345,6 +349,7 @@ mod tests {
             block_network: false,
             allow_list: vec![],
             read_only_rootfs: false,
+            disk_mib: None,
         };
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
         store
@@ -374,6 +379,7 @@ mod tests {
             block_network: false,
             allow_list: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
             read_only_rootfs: true,
+            disk_mib: Some(512),
         };
         store.insert_container(&row).await.expect("insert");
         assert_eq!(

@@ -124,6 +124,7 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
         ports,
         cpu: args.cpu.as_deref().map(quantity),
         memory: args.memory.as_deref().map(quantity),
+        disk: args.disk.as_deref().map(quantity),
         env,
         entrypoint: args.entrypoint.clone(),
         keep_warm_seconds: args.keep_warm_seconds,

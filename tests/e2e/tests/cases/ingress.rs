@@ -47,10 +47,21 @@ pub fn close(mut ws: WebSocket<TcpStream>) {
 }
 
 pub fn websocket_echo(env: &Env) -> Res<()> {
+    websocket_echo_under(env, "runc")
+}
+
+/// The same pod under gVisor: its URL serves HTTP and carries a websocket, as under runc.
+pub fn websocket_echo_under_gvisor(env: &Env) -> Res<()> {
+    websocket_echo_under(env, "gvisor")
+}
+
+fn websocket_echo_under(env: &Env, runtime: &str) -> Res<()> {
     let api = &env.api;
     // The image's own command: testapp http 8080.
-    let pod = api.launch(json!({"image": env.images.testapp, "ports": [8080]}))?;
+    let pod =
+        api.launch(json!({"image": env.images.testapp, "ports": [8080], "runtime": runtime}))?;
     api.wait_running(&pod.id)?;
+    pod.wait_http_ok(8080, "/")?;
     let url = pod.url(8080)?;
     let mut ws = api
         .wait_ws_connect(&format!("{url}/ws"), timeouts::HTTP_READY)

@@ -220,6 +220,14 @@ pub fn all() -> Vec<Case> {
             run: untrusted::read_only_rootfs_under_gvisor,
         },
         Case {
+            name: "untrusted::disk_fill_under_runc",
+            run: untrusted::disk_fill_under_runc,
+        },
+        Case {
+            name: "untrusted::disk_fill_under_gvisor",
+            run: untrusted::disk_fill_under_gvisor,
+        },
+        Case {
             name: "files::files_under_runc",
             run: files::files_under_runc,
         },
@@ -290,6 +298,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "ingress::websocket_echo",
             run: ingress::websocket_echo,
+        },
+        Case {
+            name: "ingress::websocket_echo_under_gvisor",
+            run: ingress::websocket_echo_under_gvisor,
         },
         Case {
             name: "ingress::two_pods_same_port",

@@ -252,6 +252,51 @@ fn read_only_rootfs(env: &Env, runtime: &str) -> Res<()> {
     Ok(())
 }
 
+pub fn disk_fill_under_runc(env: &Env) -> Res<()> {
+    disk_fill_is_capped(env, "runc")
+}
+
+pub fn disk_fill_under_gvisor(env: &Env) -> Res<()> {
+    disk_fill_is_capped(env, "gvisor")
+}
+
+/// A pod with `disk: 64Mi` that writes 200 MiB gets "no space left on device" short of 64
+/// MiB, and its end says its disk was full; the capped filesystem goes with it (the suite's
+/// leak check finds no mount left).
+fn disk_fill_is_capped(env: &Env, runtime: &str) -> Res<()> {
+    let api = &env.api;
+    let pod = api.launch(json!({
+        "image": env.images.busybox,
+        "entrypoint": ["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=200; ls -l /fill; exit 3"],
+        "runtime": runtime,
+        "disk": "64Mi",
+    }))?;
+    let ended = api.wait_terminal(&pod.id, timeouts::START)?;
+    let log = api.logs(&pod.id)?;
+    let written: u64 = log
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok())
+        .filter(|n| *n > 1024 * 1024)
+        .max()
+        .unwrap_or(0);
+    ensure!(
+        ended.status == ContainerStatus::Exited
+            && ended.exit_code == Some(3)
+            && log.contains("No space left on device")
+            && written > 0
+            && written <= 64 * 1024 * 1024,
+        "under {runtime} a 200 MiB write should stop at the 64 MiB cap ({written} bytes written): {}\n{log}",
+        pod.describe()
+    );
+    let reason = ended.reason.unwrap_or_default();
+    ensure!(
+        reason.contains("64 MiB disk full") && ended.disk_mib == Some(64),
+        "under {runtime} the end should say the disk was full: {reason:?}"
+    );
+    println!("{runtime}: {written} bytes fit in a 64 MiB disk; {reason}");
+    Ok(())
+}
+
 /// A fork bomb stops at the pod's pids limit (runc), or takes down only its own sandbox
 /// (gVisor, whose Sentry ends the pod when it runs out of room for tasks); either way the
 /// server keeps answering and stopping or ending the pod leaves nothing behind (the suite's

@@ -1,5 +1,6 @@
 //! Host state a container leaves behind when teardown is incomplete: network namespaces,
-//! mounts, veth pairs, firewall rules, shim processes, cgroups and address leases.
+//! mounts, veth pairs, firewall rules, shim processes, cgroups, address leases and the loop
+//! devices of capped disks.
 //!
 //! A snapshot is taken before the suite starts anything; after teardown every new item is a
 //! leak. A probe that fails (a tool missing or erroring, a file unreadable) sees nothing, so it
@@ -24,7 +25,7 @@ impl Snapshot {
     /// Takes a snapshot; `scope` is the suite's temporary directory (mounts under it count,
     /// and the address leases of every server started in it or in a directory just below it).
     pub fn take(scope: &Path) -> Snapshot {
-        let probes: [(&'static str, Res<BTreeSet<String>>); 7] = [
+        let probes: [(&'static str, Res<BTreeSet<String>>); 8] = [
             ("network namespace", network_namespaces()),
             ("mount", mounts(scope)),
             ("veth link", veth_links()),
@@ -32,6 +33,7 @@ impl Snapshot {
             ("berth shim process", shim_processes()),
             ("cgroup", cgroups()),
             ("CNI address lease", cni_leases(scope)),
+            ("loop device", loop_devices()),
         ];
         let mut snapshot = Snapshot::default();
         for (kind, probe) in probes {
@@ -114,6 +116,18 @@ fn lines(program: &str, args: &[&str]) -> Res<Vec<String>> {
         .lines()
         .map(str::to_string)
         .collect())
+}
+
+/// Loop devices and their backing files (a pod's capped disk is one).
+fn loop_devices() -> Res<BTreeSet<String>> {
+    Ok(lines(
+        "losetup",
+        &["--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+    )?
+    .into_iter()
+    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    .filter(|l| !l.is_empty())
+    .collect())
 }
 
 fn network_namespaces() -> Res<BTreeSet<String>> {
