@@ -28,20 +28,48 @@ pub fn remove_empty_cgroup(cgroups_path: &str) {
     }
 }
 
+/// How many times a fork in the cgroup failed at its pids limit (`pids.events`, v1 or v2).
+pub fn pids_limit_hits(cgroups_path: &str) -> Option<u64> {
+    pids_limit_hits_under(Path::new("/sys/fs/cgroup"), cgroups_path)
+}
+
+fn pids_limit_hits_under(root: &Path, cgroups_path: &str) -> Option<u64> {
+    counter(
+        root,
+        cgroups_path,
+        ("pids", "pids.events", "pids.events"),
+        "max",
+    )
+}
+
 fn oom_kill_count_under(root: &Path, cgroups_path: &str) -> Option<u64> {
+    counter(
+        root,
+        cgroups_path,
+        ("memory", "memory.oom_control", "memory.events"),
+        "oom_kill",
+    )
+}
+
+/// The `key N` line of a cgroup's events file: under the v1 `controller` hierarchy
+/// (`v1_file`), or at the v2 root or its `unified` mount (`v2_file`).
+fn counter(
+    root: &Path,
+    cgroups_path: &str,
+    (controller, v1_file, v2_file): (&str, &str, &str),
+    key: &str,
+) -> Option<u64> {
     let rel = cgroups_path.trim_start_matches('/');
     let candidates = [
-        root.join("memory").join(rel).join("memory.oom_control"),
-        root.join(rel).join("memory.events"),
-        root.join("unified").join(rel).join("memory.events"),
+        root.join(controller).join(rel).join(v1_file),
+        root.join(rel).join(v2_file),
+        root.join("unified").join(rel).join(v2_file),
     ];
     candidates.iter().find_map(|path| {
         let text = std::fs::read_to_string(path).ok()?;
         text.lines().find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == "oom_kill")
-                .then(|| value.trim().parse().ok())
-                .flatten()
+            let (k, value) = line.split_once(' ')?;
+            (k == key).then(|| value.trim().parse().ok()).flatten()
         })
     })
 }
@@ -70,5 +98,15 @@ mod tests {
         .expect("write");
         assert_eq!(oom_kill_count_under(root.path(), "/berth/b"), Some(1));
         assert_eq!(oom_kill_count_under(root.path(), "/berth/none"), None);
+    }
+
+    #[test]
+    fn reads_pids_limit_hits() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let v1 = root.path().join("pids/berth/a");
+        std::fs::create_dir_all(&v1).expect("mkdir");
+        std::fs::write(v1.join("pids.events"), "max 17\n").expect("write");
+        assert_eq!(pids_limit_hits_under(root.path(), "/berth/a"), Some(17));
+        assert_eq!(pids_limit_hits_under(root.path(), "/berth/none"), None);
     }
 }

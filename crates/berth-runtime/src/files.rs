@@ -20,6 +20,9 @@ pub struct ExitRecord {
     /// The pod's capped disk had no room left when it ended.
     #[serde(default)]
     pub disk_full: bool,
+    /// A fork failed at the pod's pids limit while it ran (a fork bomb, or a runaway pool).
+    #[serde(default)]
+    pub pids_limited: bool,
     /// Unix seconds.
     pub finished_at: i64,
 }
@@ -151,6 +154,7 @@ mod tests {
             signal: Some(9),
             oom_killed: true,
             disk_full: true,
+            pids_limited: true,
             finished_at: 5,
         };
         files.write_exit(&rec).expect("writes");

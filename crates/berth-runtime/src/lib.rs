@@ -14,7 +14,7 @@ pub mod shim;
 mod spec;
 mod user;
 
-pub use cgroup::{oom_kill_count, remove_empty_cgroup};
+pub use cgroup::{oom_kill_count, pids_limit_hits, remove_empty_cgroup};
 pub use driver::{OciRuntime, RuntimeKind};
 pub use error::RuntimeError;
 pub use files::{ExitRecord, ShimFiles};

@@ -189,12 +189,14 @@ pub fn run(config: &ShimConfig) -> i32 {
         _ => (255, None),
     };
     let oom_killed = oom_kill_count(&config.cgroups_path).unwrap_or(0) > 0;
+    let pids_limited = crate::pids_limit_hits(&config.cgroups_path).unwrap_or(0) > 0;
     let record = ExitRecord {
         exit_code,
         signal,
         oom_killed,
         // The bundle sits in the sandbox directory, beside the capped disk if there is one.
         disk_full: config.bundle.parent().is_some_and(crate::disk::is_full),
+        pids_limited,
         finished_at: time::OffsetDateTime::now_utc().unix_timestamp(),
     };
     if let Err(e) = files.write_exit(&record) {

@@ -77,6 +77,16 @@ pub struct Lifecycle<N: Node> {
     write: tokio::sync::Mutex<()>,
 }
 
+/// What a container's end adds when forks failed at its pids limit while it ran.
+fn pids_note(state: &ProcessState) -> String {
+    match state {
+        ProcessState::Exited(exit) if exit.pids_limited => {
+            "; it hit its pids limit (a fork bomb or runaway processes)".into()
+        }
+        _ => String::new(),
+    }
+}
+
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -402,7 +412,9 @@ impl<N: Node> Lifecycle<N> {
             ProcessState::Exited(rec) => Some(rec.exit_code),
             _ => None,
         };
-        self.teardown_and_record(&id, ContainerStatus::Stopped, exit_code, None)
+        let note = pids_note(&state);
+        let reason = (!note.is_empty()).then(|| format!("stopped by request{note}"));
+        self.teardown_and_record(&id, ContainerStatus::Stopped, exit_code, reason)
             .await;
         self.release(&id);
     }
@@ -546,6 +558,7 @@ impl<N: Node> Lifecycle<N> {
 
     /// Records how a running container's process ended, and tears it down.
     fn on_process_end(self: &Arc<Self>, row: ContainerRow, state: ProcessState) {
+        let pids_note = pids_note(&state);
         let (status, exit_code, reason) = match state {
             ProcessState::Running => return,
             ProcessState::Exited(exit) if exit.oom_killed => (
@@ -576,7 +589,7 @@ impl<N: Node> Lifecycle<N> {
                 "the container's monitor process (berth shim) is gone".into(),
             ),
         };
-        self.spawn_finish(row.id, status, exit_code, reason);
+        self.spawn_finish(row.id, status, exit_code, reason + &pids_note);
     }
 
     fn spawn_finish(
@@ -974,6 +987,7 @@ mod tests {
             signal: None,
             oom_killed: oom,
             disk_full: false,
+            pids_limited: false,
             finished_at: 0,
         })
     }

@@ -163,6 +163,7 @@ mod tests {
             signal: None,
             oom_killed: false,
             disk_full: false,
+            pids_limited: false,
             finished_at: 1,
         };
         files.write_exit(&record).expect("record");

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use reqwest::blocking::RequestBuilder;
 use reqwest::Method;
-use serde_json::json;
 
+use super::sleeper_spec;
 use crate::common::client::Api;
 use crate::common::harness::Env;
 use crate::common::{random_hex, timeouts, url_encode, Context, Res};
@@ -25,11 +25,7 @@ pub fn files_under_gvisor(env: &Env) -> Res<()> {
 
 fn files_move_in_and_out(env: &Env, runtime: &str) -> Res<()> {
     let api = &env.api;
-    let pod = api.launch(json!({
-        "image": env.images.busybox,
-        "entrypoint": ["/bin/sleep", "3600"],
-        "runtime": runtime,
-    }))?;
+    let pod = api.launch(sleeper_spec(env, runtime))?;
     api.wait_running(&pod.id)?;
     let here = tempfile::tempdir().ctx("tempdir")?;
 

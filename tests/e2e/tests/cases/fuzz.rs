@@ -13,9 +13,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::client::Api;
-use crate::common::harness::{link_exists, stop_leftovers, Env};
+use crate::common::harness::{link_exists, own_server_dir, stop_leftovers, Env};
 use crate::common::server::{PodNetwork, Server};
-use crate::common::{command_output, poll, random_hex, url_encode, Context, Res};
+use crate::common::{command_output, poll, url_encode, Context, Res};
 use crate::ensure;
 
 const NETWORK: PodNetwork = PodNetwork {
@@ -68,18 +68,7 @@ pub fn openapi_fuzzed_with_schemathesis(env: &Env) -> Res<()> {
         Path::new(SCHEMATHESIS).exists(),
         "{SCHEMATHESIS} is missing: run scripts/install.sh --deps-only"
     );
-    ensure!(
-        !link_exists(NETWORK.bridge),
-        "precondition: the bridge {} already exists",
-        NETWORK.bridge
-    );
-    let suite_tmp = env
-        .server
-        .state_dir
-        .parent()
-        .ok_or("the server's state directory has no parent")?;
-    let dir = suite_tmp.join(format!("fuzz-server-{}", random_hex(4)));
-    std::fs::create_dir_all(&dir).with_ctx(|| format!("create {}", dir.display()))?;
+    let dir = own_server_dir(env, &NETWORK, "fuzz")?;
     let server = Server::start_with_args(&dir, &env.registry.host(), NETWORK, &[])?;
     let api = Api::new(&server)?;
     let outcome = fuzz(env, &server, &api, &dir);

@@ -405,6 +405,15 @@ pub fn testapp_spec(env: &Env, args: &[&str]) -> Value {
     })
 }
 
+/// A busybox pod that only sleeps, under `runtime`, for commands and files to act on.
+pub fn sleeper_spec(env: &Env, runtime: &str) -> Value {
+    json!({
+        "image": env.images.busybox,
+        "entrypoint": ["/bin/sleep", "3600"],
+        "runtime": runtime,
+    })
+}
+
 /// `spec` with `key` set to `value`.
 pub fn with(mut spec: Value, key: &str, value: Value) -> Value {
     spec[key] = value;

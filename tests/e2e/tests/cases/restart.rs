@@ -11,9 +11,9 @@ use serde_json::json;
 
 use super::{testapp_spec, with};
 use crate::common::client::{parse_json, Api};
-use crate::common::harness::{link_exists, stop_leftovers, Env};
+use crate::common::harness::{link_exists, own_server_dir, stop_leftovers, Env};
 use crate::common::server::{PodNetwork, Server};
-use crate::common::{command_output, indent, poll, random_hex, Context, Res};
+use crate::common::{command_output, indent, poll, random_hex, Res};
 use crate::ensure;
 
 /// Apart from the suite's network and from the other test servers' (startup.rs, bench/).
@@ -24,18 +24,7 @@ const NETWORK: PodNetwork = PodNetwork {
 };
 
 pub fn killed_server_adopts_running_pod(env: &Env) -> Res<()> {
-    ensure!(
-        !link_exists(NETWORK.bridge),
-        "precondition: the bridge {} already exists",
-        NETWORK.bridge
-    );
-    let suite_tmp = env
-        .server
-        .state_dir
-        .parent()
-        .ok_or("the server's state directory has no parent")?;
-    let dir = suite_tmp.join(format!("restart-server-{}", random_hex(4)));
-    std::fs::create_dir_all(&dir).with_ctx(|| format!("create {}", dir.display()))?;
+    let dir = own_server_dir(env, &NETWORK, "restart")?;
     let server = Server::start_with(&dir, &env.registry.host(), NETWORK)?;
     let api = Api::new(&server)?;
     let outcome = adopt_after_kill(env, &server, &api);

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{testapp_spec, with};
 use crate::common::client::Api;
-use crate::common::harness::{link_exists, stop_leftovers, Env};
+use crate::common::harness::{link_exists, own_server_dir, stop_leftovers, Env};
 use crate::common::server::{PodNetwork, Server, DOMAIN};
 use crate::common::{command_output, free_port, poll, random_hex, Context, Res};
 use crate::ensure;
@@ -34,18 +34,7 @@ pub(crate) fn with_tls_server(
     extra: &[&str],
     body: impl FnOnce(&Server, &Api, SocketAddr) -> Res<()>,
 ) -> Res<()> {
-    ensure!(
-        !link_exists(network.bridge),
-        "precondition: the bridge {} already exists",
-        network.bridge
-    );
-    let suite_tmp = env
-        .server
-        .state_dir
-        .parent()
-        .ok_or("the server's state directory has no parent")?;
-    let dir = suite_tmp.join(format!("tls-server-{}", random_hex(4)));
-    std::fs::create_dir_all(&dir).with_ctx(|| format!("create {}", dir.display()))?;
+    let dir = own_server_dir(env, &network, "tls")?;
     let tls = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut args = vec!["--ingress-tls-listen".to_string(), tls.to_string()];
     args.extend(extra.iter().map(|a| a.to_string()));

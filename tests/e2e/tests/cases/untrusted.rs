@@ -14,7 +14,7 @@ use std::time::Duration;
 use berth_api::ContainerStatus;
 use serde_json::json;
 
-use super::{testapp_spec, with};
+use super::{sleeper_spec, testapp_spec, with};
 use crate::common::harness::Env;
 use crate::common::{indent, poll, timeouts, Res};
 use crate::ensure;
@@ -126,11 +126,7 @@ pub fn bad_isolation_requests_are_refused(env: &Env) -> Res<()> {
 /// files and the env it was given; the SDK's `exec` returns the same.
 fn exec_runs_in_the_pod(env: &Env, runtime: &str) -> Res<()> {
     let api = &env.api;
-    let pod = api.launch(json!({
-        "image": env.images.busybox,
-        "entrypoint": ["/bin/sleep", "3600"],
-        "runtime": runtime,
-    }))?;
+    let pod = api.launch(sleeper_spec(env, runtime))?;
     api.wait_running(&pod.id)?;
     let script = "echo out $GREETING; ls /www; echo err >&2; exit 7";
     let out = api.cli(&[
@@ -207,12 +203,11 @@ pub fn read_only_rootfs_under_gvisor(env: &Env) -> Res<()> {
 /// writable tmpfs, and file copy refuses to write there too.
 fn read_only_rootfs(env: &Env, runtime: &str) -> Res<()> {
     let api = &env.api;
-    let pod = api.launch(json!({
-        "image": env.images.busybox,
-        "entrypoint": ["/bin/sleep", "3600"],
-        "runtime": runtime,
-        "read_only_rootfs": true,
-    }))?;
+    let pod = api.launch(with(
+        sleeper_spec(env, runtime),
+        "read_only_rootfs",
+        json!(true),
+    ))?;
     let running = api.wait_running(&pod.id)?;
     ensure!(
         running.read_only_rootfs,
@@ -343,6 +338,12 @@ fn fork_bomb_is_held(env: &Env, runtime: &str) -> Res<()> {
                 done.status,
                 pod.describe()
             );
+            // The pod reports what happened to it, not only that it was stopped.
+            let reason = done.reason.unwrap_or_default();
+            ensure!(
+                reason.contains("hit its pids limit"),
+                "the fork-bombing pod's end should name its pids limit: {reason:?}"
+            );
         }
         None => {
             println!(
@@ -353,6 +354,13 @@ fn fork_bomb_is_held(env: &Env, runtime: &str) -> Res<()> {
                 runtime == "gvisor",
                 "under {runtime} the fork bomb should stop at the pids limit, not end the pod: {}",
                 pod.describe()
+            );
+            // The Sentry's own threads count against the pod's pids limit: the end says so.
+            let ended = api.wait_terminal(&pod.id, timeouts::STOP)?;
+            let reason = ended.reason.unwrap_or_default();
+            ensure!(
+                reason.contains("hit its pids limit"),
+                "the fork bomb's end under gVisor should name its pids limit: {reason:?}"
             );
         }
     }

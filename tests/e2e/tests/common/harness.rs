@@ -186,6 +186,24 @@ pub fn stop_leftovers(api: &Api) -> Res<Vec<String>> {
     Ok(ids)
 }
 
+/// A fresh directory for a test's own server, under the suite's temporary directory, once
+/// `network`'s bridge is known to be free (two servers on one bridge would share pods' wires).
+pub fn own_server_dir(env: &Env, network: &server::PodNetwork, purpose: &str) -> Res<PathBuf> {
+    crate::ensure!(
+        !link_exists(network.bridge),
+        "precondition: the bridge {} already exists",
+        network.bridge
+    );
+    let suite_tmp = env
+        .server
+        .state_dir
+        .parent()
+        .ok_or("the server's state directory has no parent")?;
+    let dir = suite_tmp.join(format!("{purpose}-server-{}", super::random_hex(4)));
+    std::fs::create_dir_all(&dir).with_ctx(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// Whether the network interface `name` exists.
 pub fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()

@@ -124,9 +124,18 @@ impl Server {
             })
     }
 
-    /// Starts the suite's server: see `start_with`.
+    /// Starts the suite's server: see `start_with`. `BERTH_E2E_RUNTIME=gvisor` makes gVisor
+    /// its default runtime, so every pod case that names none runs under it.
     pub fn start(dir: &Path, registry: &str) -> Res<Server> {
-        Server::start_with(dir, registry, SUITE_NETWORK)
+        match std::env::var("BERTH_E2E_RUNTIME") {
+            Ok(runtime) if !runtime.is_empty() => Server::start_with_args(
+                dir,
+                registry,
+                SUITE_NETWORK,
+                &["--runtime".to_string(), runtime],
+            ),
+            _ => Server::start_with(dir, registry, SUITE_NETWORK),
+        }
     }
 
     /// Starts `berth server` with everything under `dir` and its pods on `network`, and waits
