@@ -25,7 +25,7 @@ fn cstr(s: &str) -> CString {
 
 /// Runs every attack and prints the outcomes; exits 0 unless one got through.
 pub fn run() -> bool {
-    let attacks: [Attack; 14] = [
+    let attacks: [Attack; 15] = [
         ("mount", mount),
         ("add_key", add_key),
         ("init_module", init_module),
@@ -39,6 +39,7 @@ pub fn run() -> bool {
         ("read_kcore", read_kcore),
         ("host_block_devices", host_block_devices),
         ("see_host_processes", see_host_processes),
+        ("ptrace_host_process", ptrace_host_process),
         ("unshare_mount_namespace", unshare_mount_namespace),
     ];
     let mut contained = true;
@@ -219,6 +220,39 @@ fn see_host_processes() -> Outcome {
     } else {
         Ok(format!("{pids} processes visible"))
     }
+}
+
+/// Attaches to a process of the host, named by its host pid (`BERTH_ATTACK_HOST_PID`, the
+/// test's own): in the pod's pid namespace that number names nothing of the host's.
+fn ptrace_host_process() -> Outcome {
+    let Some(pid) = std::env::var("BERTH_ATTACK_HOST_PID")
+        .ok()
+        .and_then(|p| p.parse::<libc::pid_t>().ok())
+    else {
+        // Not tried is not blocked: reported as getting through, so the suite fails.
+        return Ok("not tried: BERTH_ATTACK_HOST_PID names no host process".into());
+    };
+    // SAFETY: PTRACE_ATTACH takes no pointers; a successful attach is undone at once.
+    let attached = call(unsafe {
+        libc::ptrace(
+            libc::PTRACE_ATTACH,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            0,
+        )
+    });
+    if attached.is_ok() {
+        // SAFETY: as above.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_DETACH,
+                pid,
+                std::ptr::null_mut::<libc::c_void>(),
+                0,
+            );
+        }
+    }
+    attached.map(|r| format!("attached to pid {pid}: {r}"))
 }
 
 fn unshare_mount_namespace() -> Outcome {

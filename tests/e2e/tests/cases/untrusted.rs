@@ -1,7 +1,7 @@
 //! Hostile code in a pod, under each runtime: `testapp attack` tries what code looking for
 //! a way to the host tries first (mounts, the kernel keyring, modules, the clock and the
 //! hostname, device nodes, reboot, io_uring, bpf, /proc/sys, /proc/kcore, host devices and
-//! processes, new namespaces), and every attempt must fail. Under runc the seccomp filter
+//! processes, ptrace of a host process, new namespaces), and every attempt must fail. Under runc the seccomp filter
 //! must be on (mode 2).
 //!
 //! Under gVisor two calls succeed but never reach the host kernel: the Sentry (gVisor's
@@ -19,7 +19,7 @@ use crate::common::harness::Env;
 use crate::common::{indent, poll, timeouts, Res};
 use crate::ensure;
 
-const ATTACKS: [&str; 14] = [
+const ATTACKS: [&str; 15] = [
     "mount",
     "add_key",
     "init_module",
@@ -33,6 +33,7 @@ const ATTACKS: [&str; 14] = [
     "read_kcore",
     "host_block_devices",
     "see_host_processes",
+    "ptrace_host_process",
     "unshare_mount_namespace",
 ];
 
@@ -41,11 +42,14 @@ const CONTAINED_BY_GVISOR: [&str; 2] = ["io_uring_setup", "unshare_mount_namespa
 
 fn attacks_fail(env: &Env, runtime: &str) -> Res<()> {
     let api = &env.api;
-    let pod = api.launch(with(
-        testapp_spec(env, &["attack"]),
-        "runtime",
-        json!(runtime),
-    ))?;
+    let spec = with(testapp_spec(env, &["attack"]), "runtime", json!(runtime));
+    // A host process for the ptrace attack to aim at: this test's own.
+    let spec = with(
+        spec,
+        "env",
+        json!({"BERTH_ATTACK_HOST_PID": std::process::id().to_string()}),
+    );
+    let pod = api.launch(spec)?;
     ensure!(
         pod.created.runtime == runtime,
         "the pod should say it runs under {runtime}: {}",
