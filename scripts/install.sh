@@ -30,6 +30,7 @@ packages=(
     libnss3-tools                   # certutil: trust berth's local CA in Chromium/Firefox
     chromium chromium-driver        # the browser test of a notebook over HTTPS
     pebble openssl                  # ACME test server, and test certificates
+    tmux                            # the test of berth shell on a real terminal
     curl jq
 )
 missing=()

@@ -38,3 +38,23 @@ pub enum ExecEvent {
     /// The command could not run, or the connection to it broke.
     Error(String),
 }
+
+/// Terminal sizes a client may ask for, per side.
+pub const MAX_TTY_SIDE: u16 = 4096;
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// A text message a client sends on the terminal websocket of
+/// `GET /v1/containers/{id}/exec/tty` (its binary messages are keystrokes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TtyControl {
+    /// The client's terminal changed size.
+    Resize(TtySize),
+}

@@ -228,16 +228,22 @@ impl OciRuntime {
     /// The command that runs `args` in the running container `id` beside its entrypoint, as
     /// its user and under its limits and filters, with `env` added and in `cwd` if given.
     /// Its stdout and stderr are the caller's to set; the runtime stays its parent and
-    /// forwards signals to it.
+    /// forwards signals to it. With `tty`, the runtime's stdin must be a terminal: runc
+    /// gives the command a terminal of its own driven from it (`--tty`); runsc has no such
+    /// flag and hands a terminal on its stdin to the command as its terminal.
     pub fn exec_command(
         &self,
         id: &str,
         args: &[String],
         env: &[(String, String)],
         cwd: Option<&str>,
+        tty: bool,
     ) -> Command {
         let mut cmd = self.command(None);
         cmd.arg("exec");
+        if tty && self.kind == RuntimeKind::Runc {
+            cmd.arg("--tty");
+        }
         for (key, value) in env {
             cmd.arg("--env").arg(format!("{key}={value}"));
         }
@@ -247,6 +253,13 @@ impl OciRuntime {
         // Both runtimes stop reading their own flags at the container id, so the command
         // follows it as it is (a `--` would be taken for the program).
         cmd.arg(id).args(args);
+        cmd
+    }
+
+    /// `exec --process FILE id`: the process the file describes (see [`tty_process`]).
+    pub fn exec_process_command(&self, id: &str, process_file: &Path) -> Command {
+        let mut cmd = self.command(None);
+        cmd.arg("exec").arg("--process").arg(process_file).arg(id);
         cmd
     }
 
@@ -307,6 +320,42 @@ impl OciRuntime {
     }
 }
 
+/// The pod's own process from its bundle (user, capabilities, limits, no new privileges)
+/// with `args` run instead, `env` added to its environment, in `cwd` if given, on a
+/// terminal: for runsc, whose exec has no `--tty`, through `exec --process`.
+pub fn tty_process(
+    bundle: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: Option<&str>,
+) -> Result<oci_spec::runtime::Process, RuntimeError> {
+    let config = bundle.join("config.json");
+    let spec = oci_spec::runtime::Spec::load(&config)
+        .map_err(|e| RuntimeError::Spec(format!("reading {}: {e}", config.display())))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| RuntimeError::Spec(format!("{} has no process", config.display())))?;
+    let mut merged: Vec<String> = process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|kv| {
+            let name = kv.split('=').next().unwrap_or_default();
+            !env.iter().any(|(key, _)| key == name)
+        })
+        .collect();
+    merged.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    process.set_args(Some(args.to_vec()));
+    process.set_env(Some(merged));
+    if let Some(cwd) = cwd {
+        process.set_cwd(cwd.into());
+    }
+    process.set_terminal(Some(true));
+    Ok(process)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +368,16 @@ mod tests {
             &["ls".into(), "-l".into()],
             &[("A".into(), "b".into())],
             Some("/work"),
+            true,
+        );
+        let runc_args: Vec<_> = OciRuntime::new(RuntimeKind::Runc, "runc", "/state/runc")
+            .exec_command("pod-1", &["sh".into()], &[], None, true)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            runc_args,
+            ["--root", "/state/runc", "exec", "--tty", "pod-1", "sh"]
         );
         let args: Vec<_> = cmd
             .get_args()

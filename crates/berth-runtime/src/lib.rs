@@ -15,7 +15,7 @@ mod spec;
 mod user;
 
 pub use cgroup::{oom_kill_count, pids_limit_hits, remove_empty_cgroup};
-pub use driver::{OciRuntime, RuntimeKind};
+pub use driver::{tty_process, OciRuntime, RuntimeKind};
 pub use error::RuntimeError;
 pub use files::{ExitRecord, ShimFiles};
 pub use nix::sys::signal::Signal;

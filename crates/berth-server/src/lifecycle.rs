@@ -714,6 +714,17 @@ impl<N: Node> Lifecycle<N> {
         Ok(self.node.exec(id, exec).await?)
     }
 
+    /// Runs an interactive command in a running pod on a terminal.
+    pub async fn exec_tty(
+        &self,
+        id: &str,
+        exec: crate::node::ExecCommand,
+        size: crate::node::TtySize,
+    ) -> Result<crate::node::TtySession, LifecycleError> {
+        self.running(id, "exec").await?;
+        Ok(self.node.exec_tty(id, exec, size).await?)
+    }
+
     /// Streams a file out of a running pod.
     pub async fn read_file(
         &self,
@@ -1098,6 +1109,17 @@ mod tests {
             Ok(Box::pin(futures_util::stream::iter([
                 berth_api::ExecEvent::Exit(0),
             ])))
+        }
+
+        async fn exec_tty(
+            &self,
+            _id: &str,
+            _exec: crate::node::ExecCommand,
+            _size: crate::node::TtySize,
+        ) -> Result<crate::node::TtySession, NodeError> {
+            Err(NodeError::Files(berth_runtime::PodFilesError::NotFound(
+                "a terminal".into(),
+            )))
         }
 
         async fn read_file(

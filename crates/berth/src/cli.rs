@@ -39,6 +39,9 @@ pub enum Command {
     /// Build images from specs, list and prune the server's images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Open an interactive shell in a running container (bash if it has one, else sh), on
+    /// this terminal; `exit` ends it.
+    Shell(ShellArgs),
     /// Print the path of berth's local CA certificate and how to trust it.
     Ca(CaArgs),
     /// Per-container monitor process, started by the server (not for direct use).
@@ -401,9 +404,31 @@ pub struct ExecArgs {
     /// Stop the command after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// Keep stdin open to the command (with -t: `-it` for an interactive program).
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Run the command on a terminal, driven from this one (resizes follow); stdout and
+    /// stderr then arrive together, as on any terminal.
+    #[arg(long, short = 't')]
+    pub tty: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ShellArgs {
+    /// Container id.
+    pub id: String,
+    /// The shell to run instead of bash or sh.
+    #[arg(long, value_name = "PATH")]
+    pub shell: Option<String>,
+    /// An environment variable K=V for the shell; repeatable.
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory of the shell (default: the container's).
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
 }
 
 #[derive(Args)]

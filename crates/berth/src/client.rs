@@ -202,6 +202,61 @@ impl Client {
         bail!("the command's output ended without its exit code")
     }
 
+    /// Starts `req` in container `id` on a terminal of `size`, over a websocket.
+    pub async fn exec_tty(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        size: berth_api::TtySize,
+    ) -> Result<TtySession> {
+        let mut query: Vec<(&str, String)> =
+            req.command.iter().map(|a| ("command", a.clone())).collect();
+        query.extend(req.env.iter().map(|(k, v)| ("env", format!("{k}={v}"))));
+        if let Some(dir) = &req.workdir {
+            query.push(("workdir", dir.clone()));
+        }
+        if let Some(t) = req.timeout_seconds {
+            query.push(("timeout_seconds", t.to_string()));
+        }
+        query.push(("rows", size.rows.to_string()));
+        query.push(("cols", size.cols.to_string()));
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/containers/{id}/exec/tty")))
+            .query(&query)
+            .version(reqwest::Version::HTTP_11)
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, "websocket")
+            .header(reqwest::header::SEC_WEBSOCKET_VERSION, "13")
+            .header(
+                reqwest::header::SEC_WEBSOCKET_KEY,
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the berth server at {}", self.gateway))?;
+        if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            match serde_json::from_str::<ApiError>(&text) {
+                Ok(err) => bail!("{}", err.error.message),
+                Err(_) => bail!("the server answered {status}: {text}"),
+            }
+        }
+        let upgraded = resp
+            .upgrade()
+            .await
+            .context("switching to the terminal's websocket")?;
+        let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            upgraded,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        Ok(TtySession { socket })
+    }
+
     /// The response carrying the bytes of the file at `path` in container `id`.
     pub async fn download(&self, id: &str, path: &str) -> Result<reqwest::Response> {
         self.send(
@@ -338,5 +393,65 @@ impl Client {
         self.send(self.http.delete(self.url(&format!("/v1/secrets/{name}"))))
             .await?;
         Ok(())
+    }
+}
+
+/// What a terminal session brings: output, or the command's end.
+pub enum TtyEvent {
+    Output(bytes::Bytes),
+    Ended(ExecEvent),
+}
+
+/// A command running on a terminal in a pod.
+pub struct TtySession {
+    socket: tokio_tungstenite::WebSocketStream<reqwest::Upgraded>,
+}
+
+impl TtySession {
+    pub async fn next(&mut self) -> Result<TtyEvent> {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let message = self
+                .socket
+                .next()
+                .await
+                .ok_or_else(|| {
+                    anyhow!("the server closed the terminal without the command's exit code")
+                })?
+                .context("reading the terminal")?;
+            match message {
+                Message::Binary(bytes) => return Ok(TtyEvent::Output(bytes)),
+                Message::Text(text) => {
+                    let event: ExecEvent = serde_json::from_str(&text)
+                        .context("the server sent an unreadable end of the command")?;
+                    return Ok(TtyEvent::Ended(event));
+                }
+                Message::Close(_) => {
+                    bail!("the server closed the terminal without the command's exit code")
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn send_keys(&mut self, keys: &[u8]) -> Result<()> {
+        use futures_util::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                bytes::Bytes::copy_from_slice(keys),
+            ))
+            .await
+            .context("sending to the terminal")
+    }
+
+    pub async fn resize(&mut self, size: berth_api::TtySize) -> Result<()> {
+        use futures_util::SinkExt;
+        let control = serde_json::to_string(&berth_api::TtyControl::Resize(size))?;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                control.into(),
+            ))
+            .await
+            .context("resizing the terminal")
     }
 }

@@ -47,7 +47,7 @@ pub async fn exec<N: Node>(
     ))
 }
 
-fn validate(req: ExecRequest) -> Result<ExecCommand, Failure> {
+pub(super) fn validate(req: ExecRequest) -> Result<ExecCommand, Failure> {
     let invalid = |field: &str, why: String| Failure(ApiError::invalid(field, why));
     if req.command.is_empty() || req.command[0].is_empty() {
         return Err(invalid("command", "must name a program".into()));

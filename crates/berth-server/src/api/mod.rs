@@ -6,6 +6,7 @@ mod code;
 mod containers;
 mod deployments;
 mod exec;
+mod exec_tty;
 mod files;
 mod images;
 mod logs;
@@ -47,6 +48,7 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
         .route("/v1/containers/{id}/stop", post(containers::stop::<N>))
         .route("/v1/containers/{id}/logs", get(logs::logs::<N>))
         .route("/v1/containers/{id}/exec", post(exec::exec::<N>))
+        .route("/v1/containers/{id}/exec/tty", get(exec_tty::exec_tty::<N>))
         .route(
             "/v1/containers/{id}/files",
             get(files::download::<N>).put(files::upload::<N>).layer(
@@ -146,7 +148,7 @@ async fn healthz() -> Json<Health> {
         images::build, images::list, images::prune, code::exists, code::upload, volumes::list,
         volumes::delete, secrets::put, secrets::list, secrets::delete, deployments::deploy,
         deployments::list, deployments::fetch, deployments::stop, deployments::delete,
-        deployments::logs, tokens::create, tokens::list, tokens::revoke, exec::exec,
+        deployments::logs, tokens::create, tokens::list, tokens::revoke, exec::exec, exec_tty::exec_tty,
         files::download, files::upload, files::list),
     components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
         berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
@@ -156,7 +158,7 @@ async fn healthz() -> Json<Health> {
         berth_api::DeployResponse, berth_api::Deployment, berth_api::DeploymentList,
         berth_api::DeploymentVersion, berth_api::DeploymentStatus, berth_api::VersionStatus,
         berth_api::CreatePodTokenRequest, berth_api::PodToken, berth_api::PodTokenList,
-        berth_api::ExecRequest, berth_api::ExecEvent, berth_api::FileListing,
+        berth_api::ExecRequest, berth_api::ExecEvent, berth_api::TtyControl, berth_api::TtySize, berth_api::FileListing,
         berth_api::FileInfo, berth_api::FileKind, berth_api::FileWritten)),
     modifiers(&BearerAuth)
 )]

@@ -30,7 +30,7 @@ const CHUNK: usize = 16 * 1024;
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 pub fn spawn(runtime: &OciRuntime, id: &str, exec: ExecCommand) -> Result<ExecStream, NodeError> {
-    let cmd = runtime.exec_command(id, &exec.command, &exec.env, exec.workdir.as_deref());
+    let cmd = runtime.exec_command(id, &exec.command, &exec.env, exec.workdir.as_deref(), false);
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| NodeError::Io {
@@ -82,7 +82,7 @@ pub fn spawn(runtime: &OciRuntime, id: &str, exec: ExecCommand) -> Result<ExecSt
 /// SIGTERM to the runtime, which forwards it to the command; SIGKILL to the runtime if the
 /// command is still there after [`STOP_GRACE`]. (A command that ignores SIGTERM then lives on
 /// in the pod, reparented to its init, until the pod stops.)
-async fn stop(child: &mut Child) {
+pub(super) async fn stop(child: &mut Child) {
     if let Some(pid) = child.id() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -97,7 +97,7 @@ async fn stop(child: &mut Child) {
     }
 }
 
-fn exit_code(status: std::process::ExitStatus) -> i32 {
+pub(super) fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()

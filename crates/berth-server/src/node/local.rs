@@ -402,6 +402,21 @@ impl Node for Arc<LocalNode> {
         super::exec::spawn(self.sandboxes.runtime_of(id), id, exec)
     }
 
+    async fn exec_tty(
+        &self,
+        id: &str,
+        exec: super::ExecCommand,
+        size: super::TtySize,
+    ) -> Result<super::TtySession, NodeError> {
+        super::tty::spawn(
+            self.sandboxes.runtime_of(id),
+            &self.sandboxes.dir(id),
+            id,
+            exec,
+            size,
+        )
+    }
+
     async fn read_file(
         &self,
         id: &str,

@@ -13,6 +13,7 @@ mod local;
 mod logs;
 mod runtimes;
 mod sandboxes;
+mod tty;
 mod volumes;
 mod watch;
 
@@ -29,10 +30,12 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub use berth_api::TtySize;
 pub use code::CodeError;
 pub use exec::{ExecCommand, ExecStream};
 pub use files::{FileDownload, UploadBody};
 pub use local::{LocalNode, LocalNodeConfig};
+pub use tty::{TtyInput, TtySession};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -260,6 +263,15 @@ pub trait Node: Clone + Send + Sync + 'static {
         id: &str,
         exec: ExecCommand,
     ) -> impl Future<Output = Result<ExecStream, NodeError>> + Send;
+
+    /// Runs a command in the running container `id` on a terminal of `size`, to be typed
+    /// into and resized.
+    fn exec_tty(
+        &self,
+        id: &str,
+        exec: ExecCommand,
+        size: TtySize,
+    ) -> impl Future<Output = Result<TtySession, NodeError>> + Send;
 
     /// Opens the regular file at `path` in the running container `id` to stream it out;
     /// a file over `max` bytes is refused.

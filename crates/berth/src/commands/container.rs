@@ -187,24 +187,36 @@ pub async fn revoke(args: RevokeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the command, copies its output to ours as it comes, and exits with its code.
-pub async fn exec(args: ExecArgs) -> Result<()> {
-    use std::io::Write;
-    let env = args
-        .env
+/// `K=V` arguments as a map.
+pub fn parse_env(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    pairs
         .iter()
         .map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .ok_or_else(|| anyhow::anyhow!("--env {kv:?} is not K=V"))
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// Runs the command, copies its output to ours as it comes, and exits with its code.
+pub async fn exec(args: ExecArgs) -> Result<()> {
+    use std::io::Write;
     let req = berth_api::ExecRequest {
         command: args.command,
-        env,
+        env: parse_env(&args.env)?,
         workdir: args.workdir,
         timeout_seconds: args.timeout,
     };
+    if args.interactive && !args.tty {
+        anyhow::bail!(
+            "-i without -t is not offered: stdin reaches a command on a terminal (-it), or pipe it with sh -c"
+        );
+    }
+    if args.tty {
+        let code = super::terminal::run(&args.id, &req).await?;
+        std::process::exit(u8::try_from(code).map_or(255, i32::from));
+    }
     let code = Client::from_env()?
         .exec(&args.id, &req, &mut |event| match event {
             berth_api::ExecEvent::Stdout(text) => {

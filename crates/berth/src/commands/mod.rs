@@ -12,6 +12,7 @@ pub mod run;
 pub mod server;
 pub mod shim;
 pub mod table;
+pub mod terminal;
 
 use anyhow::Result;
 
@@ -40,6 +41,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Container(ContainerCommand::Revoke(args)) => container::revoke(args).await,
         Command::Container(ContainerCommand::Exec(args)) => container::exec(args).await,
         Command::Container(ContainerCommand::Cp(args)) => cp::cp(args).await,
+        Command::Shell(args) => terminal::shell(args).await,
         Command::Ca(args) => ca::ca(args),
         Command::Image(ImageCommand::Build(args)) => image::build(args).await,
         Command::Image(ImageCommand::List(args)) => image::list(args).await,

@@ -20,6 +20,7 @@ mod pod_data;
 mod process;
 mod restart;
 mod startup;
+mod terminal;
 mod tls;
 mod untrusted;
 mod validation;
@@ -210,6 +211,14 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "untrusted::exec_under_gvisor",
             run: untrusted::exec_under_gvisor,
+        },
+        Case {
+            name: "terminal::shell_under_runc",
+            run: terminal::shell_under_runc,
+        },
+        Case {
+            name: "terminal::shell_under_gvisor",
+            run: terminal::shell_under_gvisor,
         },
         Case {
             name: "untrusted::read_only_rootfs_under_runc",
