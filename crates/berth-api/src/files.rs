@@ -14,7 +14,8 @@ pub struct FilePath {
     /// An absolute path in the pod, as the pod sees it; `..` is refused.
     #[param(pattern = "^/")]
     pub path: String,
-    /// Permission bits for an uploaded file, in octal (`644`, `0755`); 644 when absent.
+    /// Permission bits for an uploaded file (644 when absent) or a new directory (755), in
+    /// octal (`644`, `0755`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[param(pattern = "^[0-7]{1,4}$")]
     pub mode: Option<String>,
@@ -49,6 +50,14 @@ pub struct FileListing {
     pub entries: Vec<FileInfo>,
     /// More entries were there than a listing returns (10,000).
     pub truncated: bool,
+}
+
+/// `POST /v1/containers/{id}/files/mkdir`: the directory, and whether it was made now
+/// (`false`: it was already there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DirMade {
+    pub path: String,
+    pub created: bool,
 }
 
 /// `PUT /v1/containers/{id}/files`: the file written.

@@ -254,6 +254,82 @@ impl PodFiles {
     /// Starts writing the file at `path` (its directory must exist); nothing is visible in
     /// the pod until [`NewFile::commit`].
     pub fn create(&self, path: &str, mode: u32) -> Result<NewFile, PodFilesError> {
+        let (dir, name) = self.writable_parent(path)?;
+        if let Ok(st) = fstatat(
+            dir.as_fd(),
+            name.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                return Err(PodFilesError::IsDirectory(path.into()));
+            }
+        }
+        let temp = format!(".berth-upload-{}-{}", std::process::id(), unique());
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            temp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| io(path)(e.into()))?;
+        Ok(NewFile {
+            file: Some(File::from(fd)),
+            dir,
+            temp,
+            name,
+            path: path.to_string(),
+            mode: mode & 0o7777,
+            owner: self.owner,
+        })
+    }
+
+    /// Makes the directory at `path` (its parent must exist), owned by the pod's user;
+    /// `false` if a directory was already there.
+    pub fn make_dir(&self, path: &str, mode: u32) -> Result<bool, PodFilesError> {
+        let (dir, name) = self.writable_parent(path)?;
+        match nix::sys::stat::mkdirat(
+            dir.as_fd(),
+            name.as_str(),
+            Mode::from_bits_truncate(mode & 0o7777),
+        ) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                let st = fstatat(
+                    dir.as_fd(),
+                    name.as_str(),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| io(path)(e.into()))?;
+                return if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                    Ok(false)
+                } else {
+                    Err(PodFilesError::NotADirectory(path.into()))
+                };
+            }
+            Err(e) => return Err(io(path)(e.into())),
+        }
+        // Opened without following anything: the name is the directory just made.
+        let made = nix::fcntl::openat(
+            dir.as_fd(),
+            name.as_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io(path)(e.into()))?;
+        fchown(
+            made.as_fd(),
+            Some(Uid::from_raw(self.owner.0)),
+            Some(Gid::from_raw(self.owner.1)),
+        )
+        .map_err(|e| io(path)(e.into()))?;
+        // mkdir's mode passed through the umask; the asked bits are set as given.
+        nix::sys::stat::fchmod(made.as_fd(), Mode::from_bits_truncate(mode & 0o7777))
+            .map_err(|e| io(path)(e.into()))?;
+        Ok(true)
+    }
+
+    /// The directory that is to hold `path` (on a writable mount), and the last name.
+    fn writable_parent(&self, path: &str) -> Result<(OwnedFd, String), PodFilesError> {
         let (host, rest) = match self.locate(path)? {
             (
                 Reach::Dir {
@@ -276,32 +352,7 @@ impl PodFiles {
                 other => other,
             },
         )?;
-        if let Ok(st) = fstatat(
-            dir.as_fd(),
-            name.as_str(),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-                return Err(PodFilesError::IsDirectory(path.into()));
-            }
-        }
-        let temp = format!(".berth-upload-{}-{}", std::process::id(), unique());
-        let fd = nix::fcntl::openat(
-            dir.as_fd(),
-            temp.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| io(path)(e.into()))?;
-        Ok(NewFile {
-            file: Some(File::from(fd)),
-            dir,
-            temp,
-            name: name.clone(),
-            path: path.to_string(),
-            mode: mode & 0o7777,
-            owner: self.owner,
-        })
+        Ok((dir, name.clone()))
     }
 
     /// The mount that holds `path`, and the components of `path` below its mount point.
@@ -578,5 +629,42 @@ mod tests {
             files.list("tmp"),
             Err(PodFilesError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn directories_are_made_in_the_pod_once() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let root = host.path().join("rootfs");
+        let code = host.path().join("code");
+        std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
+        std::fs::create_dir_all(&code).expect("mkdir");
+        symlink(host.path(), root.join("hostdir")).expect("symlink");
+        std::fs::write(root.join("tmp/file"), "x").expect("write");
+        let files = pod(&root, &code);
+
+        assert!(files.make_dir("/tmp/d", 0o750).expect("mkdir"));
+        assert!(
+            !files.make_dir("/tmp/d", 0o750).expect("again"),
+            "already there"
+        );
+        let made = std::fs::metadata(root.join("tmp/d")).expect("stat");
+        assert!(made.is_dir());
+        assert_eq!(made.permissions().mode() & 0o7777, 0o750);
+        assert!(matches!(
+            files.make_dir("/tmp/file", 0o755),
+            Err(PodFilesError::NotADirectory(_))
+        ));
+        assert!(matches!(
+            files.make_dir("/tmp/a/b", 0o755),
+            Err(PodFilesError::NotFound(_))
+        ));
+        assert!(matches!(
+            files.make_dir("/mnt/code/d", 0o755),
+            Err(PodFilesError::ReadOnly(_))
+        ));
+        // Through a planted link: inside the pod (where /<host path> does not exist), never
+        // on the host.
+        assert!(files.make_dir("/hostdir/planted", 0o755).is_err());
+        assert!(!host.path().join("planted").exists());
     }
 }

@@ -758,6 +758,16 @@ impl<N: Node> Lifecycle<N> {
         Ok(self.node.list_files(id, path).await?)
     }
 
+    pub async fn make_dir(
+        &self,
+        id: &str,
+        path: String,
+        mode: u32,
+    ) -> Result<bool, LifecycleError> {
+        self.running(id, "making directories").await?;
+        Ok(self.node.make_dir(id, path, mode).await?)
+    }
+
     /// Fails unless the container exists and is running.
     async fn running(&self, id: &str, what: &'static str) -> Result<(), LifecycleError> {
         let row = self
@@ -1140,6 +1150,10 @@ mod tests {
             _max: u64,
         ) -> Result<u64, NodeError> {
             Ok(0)
+        }
+
+        async fn make_dir(&self, _id: &str, _path: String, _mode: u32) -> Result<bool, NodeError> {
+            Ok(true)
         }
 
         async fn list_files(

@@ -377,17 +377,19 @@ pub enum ContainerCommand {
     /// Run a command in a running container; its output streams back and its exit code
     /// becomes berth's own.
     Exec(ExecArgs),
-    /// Copy a file into or out of a running container, as `docker cp` does: one side is
-    /// `<container-id>:<path>`, the other a local path (`-` is stdout when copying out).
-    /// Paths in the container resolve as it sees them and never outside it.
+    /// Copy a file or a directory into or out of a running container, as `docker cp` does:
+    /// one side is `<container-id>:<path>`, the other a local path (`-` is stdout when
+    /// copying a file out). Paths in the container resolve as it sees them and never outside
+    /// it; symlinks and special files in a copied directory are skipped with a note.
     Cp(CpArgs),
 }
 
 #[derive(Args)]
 pub struct CpArgs {
-    /// The file to copy: a local path or `<container-id>:<absolute path>`.
+    /// The file or directory to copy: a local path or `<container-id>:<absolute path>`.
     pub src: String,
-    /// Where it goes; a path ending in `/` (or an existing local directory) keeps the name.
+    /// Where it goes; an existing directory (or a path ending in `/`) receives it under its
+    /// own name.
     pub dst: String,
 }
 

@@ -288,6 +288,30 @@ impl Client {
             .await?)
     }
 
+    /// The entries of the directory at `path` in container `id`.
+    pub async fn list_files(&self, id: &str, path: &str) -> Result<berth_api::FileListing> {
+        Ok(self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/containers/{id}/files/list")))
+                    .query(&[("path", path)]),
+            )
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Makes the directory `path` in container `id` (fine if it is there already).
+    pub async fn make_dir(&self, id: &str, path: &str, mode: u32) -> Result<()> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/containers/{id}/files/mkdir")))
+                .query(&[("path", path), ("mode", &format!("{mode:o}"))]),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn images(&self) -> Result<ImageList> {
         Ok(self
             .send(self.http.get(self.url("/v1/images")))

@@ -59,11 +59,20 @@ class PodFiles:
                                       "application/octet-stream")
         return written["size"]
 
+    def make_dir(self, path: str, mode: int = 0o755) -> bool:
+        """Makes the directory `path` in the pod (its parent must exist), owned by the pod's
+        user; False if a directory was already there."""
+        made = self._client.call("POST", self._base + "/mkdir" + self._query(path, mode))
+        return made["created"]
+
     def upload(self, local_path: str, path: str, mode: Optional[int] = None) -> int:
-        """Copies a local file to `path` in the pod (a `path` ending in `/` keeps the file's
-        name), with its permission bits unless `mode` is given; returns the size."""
+        """Copies a local file or directory to `path` in the pod (a `path` ending in `/`
+        keeps the local name), with permission bits kept unless `mode` is given for a file;
+        returns the bytes copied. In a directory, symlinks and special files are skipped."""
         if path.endswith("/"):
-            path += os.path.basename(local_path)
+            path += os.path.basename(os.path.normpath(local_path))
+        if os.path.isdir(local_path):
+            return self._upload_dir(local_path, path)
         if mode is None:
             mode = os.stat(local_path).st_mode & 0o7777
         with open(local_path, "rb") as f:
@@ -71,15 +80,32 @@ class PodFiles:
             written = self._client.upload_file(self._base + self._query(path, mode), f, size)
         return written["size"]
 
+    def _upload_dir(self, local_dir: str, path: str) -> int:
+        total = 0
+        self.make_dir(path, os.stat(local_dir).st_mode & 0o7777)
+        for entry in sorted(os.scandir(local_dir), key=lambda e: e.name):
+            target = path.rstrip("/") + "/" + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                total += self._upload_dir(entry.path, target)
+            elif entry.is_file(follow_symlinks=False):
+                total += self.upload(entry.path, target)
+        return total
+
     def read(self, path: str) -> bytes:
         """The bytes of the file at `path` in the pod."""
         return self._client.read_bytes("GET", self._base + self._query(path))
 
     def download(self, path: str, local_path: str) -> int:
-        """Copies the file at `path` in the pod to `local_path` (into it, if a directory),
-        written whole or not at all; returns the size."""
+        """Copies the file or directory at `path` in the pod to `local_path` (into it, if a
+        directory), a file written whole or not at all; returns the bytes copied. In a
+        directory, the pod's symlinks and special files are skipped, never followed."""
         if os.path.isdir(local_path):
             local_path = os.path.join(local_path, path.rstrip("/").rsplit("/", 1)[-1])
+        if self._is_dir(path):
+            return self._download_dir(path, local_path)
+        return self._download_file(path, local_path)
+
+    def _download_file(self, path: str, local_path: str) -> int:
         directory = os.path.dirname(os.path.abspath(local_path))
         fd, temp = tempfile.mkstemp(dir=directory, prefix=".berth-download-")
         try:
@@ -92,6 +118,26 @@ class PodFiles:
                 os.unlink(temp)
             raise
         return size
+
+    def _is_dir(self, path: str) -> bool:
+        try:
+            self.list(path)
+            return True
+        except Exception:
+            return False
+
+    def _download_dir(self, path: str, local_dir: str) -> int:
+        os.mkdir(local_dir)
+        total = 0
+        for entry in self.list(path):
+            if entry.name in ("", ".", "..") or "/" in entry.name:
+                continue  # names come from the pod: only plain ones make local paths
+            remote = path.rstrip("/") + "/" + entry.name
+            if entry.is_dir:
+                total += self._download_dir(remote, os.path.join(local_dir, entry.name))
+            elif entry.kind == "file":
+                total += self._download_file(remote, os.path.join(local_dir, entry.name))
+        return total
 
     def list(self, path: str = "/") -> List[FileInfo]:
         """The entries of the directory at `path` in the pod, by name; symlinks are listed

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use berth_api::{ApiError, FileListing, FilePath, FileWritten, MAX_FILE_BYTES};
+use berth_api::{ApiError, DirMade, FileListing, FilePath, FileWritten, MAX_FILE_BYTES};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::response::{body_response, Failure};
@@ -17,6 +17,8 @@ use crate::node::Node;
 
 /// Permission bits of an uploaded file when the caller names none.
 const DEFAULT_MODE: u32 = 0o644;
+/// Permission bits of a new directory when the caller names none.
+const DEFAULT_DIR_MODE: u32 = 0o755;
 
 /// The file's bytes (`application/octet-stream`); its permission bits in `X-Berth-Mode`.
 #[utoipa::path(get, path = "/v1/containers/{id}/files", params(FilePath),
@@ -90,6 +92,38 @@ pub async fn list<N: Node>(
 ) -> Result<Json<FileListing>, Failure> {
     checked(&q.path)?;
     Ok(Json(state.lifecycle.list_files(&id, q.path).await?))
+}
+
+/// Makes a directory (its parent must exist), owned by the pod's user: 201 when made, 200
+/// when a directory was already there.
+#[utoipa::path(post, path = "/v1/containers/{id}/files/mkdir", params(FilePath),
+    responses((status = 201, body = DirMade), (status = 200, body = DirMade),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, body = ApiError)),
+    security(("bearer" = [])))]
+pub async fn make_dir<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    Path(id): Path<String>,
+    Query(q): Query<FilePath>,
+) -> Result<(StatusCode, Json<DirMade>), Failure> {
+    checked(&q.path)?;
+    let mode = match q.mode.as_deref() {
+        None => DEFAULT_DIR_MODE,
+        Some(text) => parse_mode(text)?,
+    };
+    let created = state.lifecycle.make_dir(&id, q.path.clone(), mode).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(DirMade {
+            path: q.path,
+            created,
+        }),
+    ))
 }
 
 /// The path rules, checked before the pod is looked at.

@@ -59,6 +59,10 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
         )
         .route("/v1/containers/{id}/files/list", get(files::list::<N>))
         .route(
+            "/v1/containers/{id}/files/mkdir",
+            post(files::make_dir::<N>),
+        )
+        .route(
             "/v1/containers/{id}/tokens",
             post(tokens::create::<N>).get(tokens::list::<N>),
         )
@@ -149,7 +153,7 @@ async fn healthz() -> Json<Health> {
         volumes::delete, secrets::put, secrets::list, secrets::delete, deployments::deploy,
         deployments::list, deployments::fetch, deployments::stop, deployments::delete,
         deployments::logs, tokens::create, tokens::list, tokens::revoke, exec::exec, exec_tty::exec_tty,
-        files::download, files::upload, files::list),
+        files::download, files::upload, files::list, files::make_dir),
     components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
         berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
         berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult,
@@ -159,7 +163,7 @@ async fn healthz() -> Json<Health> {
         berth_api::DeploymentVersion, berth_api::DeploymentStatus, berth_api::VersionStatus,
         berth_api::CreatePodTokenRequest, berth_api::PodToken, berth_api::PodTokenList,
         berth_api::ExecRequest, berth_api::ExecEvent, berth_api::TtyControl, berth_api::TtySize, berth_api::FileListing,
-        berth_api::FileInfo, berth_api::FileKind, berth_api::FileWritten)),
+        berth_api::FileInfo, berth_api::FileKind, berth_api::FileWritten, berth_api::DirMade)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

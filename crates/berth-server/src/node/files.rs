@@ -140,6 +140,13 @@ pub async fn list(dir: SandboxDir, path: String) -> Result<FileListing, NodeErro
     .await
 }
 
+pub async fn make_dir(dir: SandboxDir, path: String, mode: u32) -> Result<bool, NodeError> {
+    blocking("making a pod directory", move || {
+        Ok(PodFiles::of(&dir)?.make_dir(&path, mode)?)
+    })
+    .await
+}
+
 async fn blocking<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,

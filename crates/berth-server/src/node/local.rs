@@ -445,6 +445,10 @@ impl Node for Arc<LocalNode> {
         super::files::list(self.sandboxes.dir(id), path).await
     }
 
+    async fn make_dir(&self, id: &str, path: String, mode: u32) -> Result<bool, NodeError> {
+        super::files::make_dir(self.sandboxes.dir(id), path, mode).await
+    }
+
     async fn volumes(&self) -> Result<Vec<Volume>, NodeError> {
         let volumes = self.volumes.clone();
         tokio::task::spawn_blocking(move || volumes.list())

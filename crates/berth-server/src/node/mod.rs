@@ -300,6 +300,15 @@ pub trait Node: Clone + Send + Sync + 'static {
         path: String,
     ) -> impl Future<Output = Result<berth_api::FileListing, NodeError>> + Send;
 
+    /// Makes the directory at `path` in the running container `id` (owned by the pod's
+    /// user); `false` if one was already there.
+    fn make_dir(
+        &self,
+        id: &str,
+        path: String,
+        mode: u32,
+    ) -> impl Future<Output = Result<bool, NodeError>> + Send;
+
     fn volumes(&self) -> impl Future<Output = Result<Vec<Volume>, NodeError>> + Send;
 
     /// Removes a volume and its files; `false` if there was none.

@@ -91,6 +91,7 @@ fn files_move_in_and_out(env: &Env, runtime: &str) -> Res<()> {
     );
 
     escapes_stay_in_the_pod(api, &pod.id, runtime, here.path())?;
+    directories_move_in_and_out(api, &pod.id, runtime, here.path())?;
 
     // Not running any more: a clear 409.
     api.stop(&pod.id)?;
@@ -173,6 +174,92 @@ fn escapes_stay_in_the_pod(api: &Api, id: &str, runtime: &str, here: &Path) -> R
         status == 200 && body == "hello from the host\n",
         "a link inside the pod under {runtime}: {status} {body}"
     );
+    Ok(())
+}
+
+/// A directory tree both ways: in under its own name into an existing directory, with
+/// modes kept and a local symlink skipped; out as a new local directory, where the links
+/// the pod planted toward the host (see above) are skipped, not followed.
+fn directories_move_in_and_out(api: &Api, id: &str, runtime: &str, here: &Path) -> Res<()> {
+    let tree = here.join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).ctx("mkdir")?;
+    std::fs::write(tree.join("a.txt"), "a\n").ctx("write")?;
+    std::fs::write(tree.join("sub/b.sh"), "echo b\n").ctx("write")?;
+    std::fs::set_permissions(
+        tree.join("sub/b.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .ctx("chmod")?;
+    std::fs::write(tree.join("sub/deeper/c.txt"), "c\n").ctx("write")?;
+    std::os::unix::fs::symlink("/etc/passwd", tree.join("link")).ctx("symlink")?;
+    let out = api.cli(&[
+        "container",
+        "cp",
+        &tree.display().to_string(),
+        &format!("{id}:/tmp"),
+    ])?;
+    ensure!(
+        out.status.success() && out.stdout.contains("Copied 3 files in 3 directories"),
+        "cp of a directory into the {runtime} pod: {}",
+        out.combined()
+    );
+    let seen = sh(
+        api,
+        id,
+        "cat /tmp/tree/a.txt /tmp/tree/sub/deeper/c.txt; stat -c %a /tmp/tree/sub/b.sh; \
+         test -e /tmp/tree/link || echo no link",
+    )?;
+    ensure!(
+        seen == "a\nc\n755\nno link\n",
+        "the {runtime} pod should see the tree with b.sh 755 and no link, saw {seen:?}"
+    );
+
+    let copy = here.join("copy-of-tmp");
+    let out = api.cli(&[
+        "container",
+        "cp",
+        &format!("{id}:/tmp"),
+        &copy.display().to_string(),
+    ])?;
+    let read = |p: &str| std::fs::read_to_string(copy.join(p)).unwrap_or_default();
+    ensure!(
+        out.status.success()
+            && read("tree/sub/deeper/c.txt") == "c\n"
+            && read("greeting.txt") == "hello from the host\n",
+        "cp of the {runtime} pod's /tmp out: {}",
+        out.combined()
+    );
+    let mode = std::fs::metadata(copy.join("tree/sub/b.sh"))
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    ensure!(mode == 0o755, "b.sh came out with mode {mode:o}");
+    // The SDK's fs does the same both ways.
+    let code = format!(
+        "import berth, json, os\n\
+         c = berth.client.Client()\n\
+         p = berth.PodInstance(c, c.call('GET', '/v1/containers/{id}'), True)\n\
+         sent = p.fs.upload('{tree}', '/tmp/sdk-tree')\n\
+         got = p.fs.download('/tmp/sdk-tree', 'sdk-out')\n\
+         print(json.dumps([sent, got, open('sdk-out/sub/deeper/c.txt').read(), \
+         os.path.lexists('sdk-out/link')]))\n",
+        tree = tree.display()
+    );
+    let sdk = api.python(here, &["-c", &code])?;
+    ensure!(
+        sdk.status.success() && sdk.stdout.trim() == r#"[11, 11, "c\n", false]"#,
+        "the SDK's fs with a directory under {runtime}: {}",
+        sdk.combined()
+    );
+    for link in ["leak-rel", "into-host", "inside"] {
+        ensure!(
+            std::fs::symlink_metadata(copy.join(link)).is_err()
+                && out
+                    .stderr
+                    .contains(&format!("/tmp/{link} (not a regular file")),
+            "the pod's link /tmp/{link} should be skipped with a note under {runtime}: {}",
+            out.combined()
+        );
+    }
     Ok(())
 }
 
