@@ -68,6 +68,11 @@ pub struct CreateContainerRequest {
     /// (counted against the pod's memory), and volumes and the code directory are as usual.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only_rootfs: bool,
+    /// Run a runc pod without a user namespace, its root the host's root (by default
+    /// container ids map to an unprivileged host range of their own). gVisor pods are
+    /// unaffected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged_user: bool,
     /// Cap what the pod may write to its root filesystem: MiB as an integer, or a string
     /// like "512Mi", "10Gi" (64 MiB to 16 TiB); no cap when absent. A pod that fills it gets
     /// "no space left on device", and its end says the disk was full.
@@ -205,6 +210,9 @@ pub struct Container {
     /// The root filesystem is read-only.
     #[serde(default)]
     pub read_only_rootfs: bool,
+    /// It runs without a user namespace (asked for with `privileged_user`).
+    #[serde(default)]
+    pub privileged_user: bool,
     /// The cap on what it may write, in MiB; none when absent.
     #[serde(default)]
     pub disk_mib: Option<u64>,

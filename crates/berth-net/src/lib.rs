@@ -52,6 +52,11 @@ pub struct Network {
     guarded: std::sync::Mutex<bool>,
 }
 
+/// Where the network namespace of container `id` is pinned (`/run/netns/berth-...`).
+pub fn netns_path(id: &str) -> PathBuf {
+    netns::path(&netns::name(id))
+}
+
 impl Network {
     /// Checks the configuration against this host, writing nothing. A pod
     /// subnet that overlaps a route the host already has (other than berth's own bridge) is
@@ -90,6 +95,23 @@ impl Network {
     pub fn setup(&self, id: &str, egress: &Egress) -> Result<PodNetwork, NetError> {
         self.ensure_state_dir()?;
         let netns = netns::create(&netns::name(id))?;
+        self.setup_netns(id, egress, netns)
+    }
+
+    /// Like [`Network::setup`], in a namespace the caller made and pinned at
+    /// [`netns_path`] (one owned by the pod's user namespace); removed by
+    /// [`Network::teardown`] as any other.
+    pub fn setup_in(&self, id: &str, egress: &Egress) -> Result<PodNetwork, NetError> {
+        self.ensure_state_dir()?;
+        self.setup_netns(id, egress, netns_path(id))
+    }
+
+    fn setup_netns(
+        &self,
+        id: &str,
+        egress: &Egress,
+        netns: PathBuf,
+    ) -> Result<PodNetwork, NetError> {
         let wired = self.wire(id, &netns).and_then(|pod| {
             egress::apply(&netns, egress, pod.ipv6.is_some())?;
             Ok(pod)
@@ -116,7 +138,7 @@ impl Network {
                 *guarded = true;
             }
         }
-        netns::disable_dad(netns)?;
+        netns::configure(netns)?;
         let cni = cni::Cni::new(&self.config);
         cni.add_loopback(id, netns)?;
         let result = cni.add_bridge(id, netns)?;

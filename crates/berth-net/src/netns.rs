@@ -57,9 +57,11 @@ fn run_ip(name: &str, args: &[&str]) -> Result<(), NetError> {
         })
 }
 
-/// Turns off IPv6 duplicate address detection inside the namespace, so the pod's IPv6
-/// address is usable the moment the plugin assigns it (no pod shares its address).
-pub fn disable_dad(netns: &Path) -> Result<(), NetError> {
+/// The namespace's own settings: IPv6 duplicate address detection off, so the pod's IPv6
+/// address is usable the moment the plugin assigns it (no pod shares its address); and
+/// every port bindable without privilege, so a pod whose root is unprivileged on the host
+/// (a user namespace, which does not own this namespace) can still serve on port 80.
+pub fn configure(netns: &Path) -> Result<(), NetError> {
     let netns = netns.to_path_buf();
     let err = |message: String| NetError::Netns {
         name: netns.display().to_string(),
@@ -75,6 +77,8 @@ pub fn disable_dad(netns: &Path) -> Result<(), NetError> {
             // Hosts with IPv6 disabled have no such file; nothing to do there.
             let _ = std::fs::write(path, "0");
         }
+        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
+            .map_err(|e| format!("ip_unprivileged_port_start: {e}"))?;
         Ok(())
     })
     .join();

@@ -6,6 +6,7 @@ pub mod disk;
 mod driver;
 mod error;
 mod files;
+pub mod idmap;
 mod pod_files;
 mod rootfs;
 pub mod sandbox;
@@ -18,6 +19,7 @@ pub use cgroup::{oom_kill_count, pids_limit_hits, remove_empty_cgroup};
 pub use driver::{tty_process, OciRuntime, RuntimeKind};
 pub use error::RuntimeError;
 pub use files::{ExitRecord, ShimFiles};
+pub use idmap::IdRange;
 pub use nix::sys::signal::Signal;
 pub use pod_files::{
     FileEntry, FileKind, Listing, NewFile, OpenedFile, PodFiles, PodFilesError, MAX_LIST_ENTRIES,

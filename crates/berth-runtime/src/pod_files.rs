@@ -91,8 +91,14 @@ pub struct OpenedFile {
 /// How one of the pod's mount points is reached from the host.
 #[derive(Debug, Clone)]
 enum Reach {
-    /// A directory on the host that stands for the mount point.
-    Dir { host: PathBuf, read_only: bool },
+    /// A directory on the host that stands for the mount point; the pod's ids are stored
+    /// there plus `shift` (the host range of a pod in a user namespace, on its root
+    /// filesystem; 0 elsewhere).
+    Dir {
+        host: PathBuf,
+        read_only: bool,
+        shift: u32,
+    },
     /// A single file bound into the pod (berth's `/etc` files): read only from here.
     File { host: PathBuf },
     /// proc, sysfs, tmpfs and the like: inside the pod only.
@@ -128,11 +134,16 @@ impl PodFiles {
             .as_ref()
             .and_then(|r| r.readonly())
             .unwrap_or(false);
+        let idmap = crate::sandbox::read_idmap_record(dir).map_err(|e| PodFilesError::Bundle {
+            path: dir.idmap_record(),
+            message: e.to_string(),
+        })?;
         let mut mounts = vec![(
             Vec::new(),
             Reach::Dir {
                 host: root.clone(),
                 read_only: read_only_root,
+                shift: idmap.as_ref().map_or(0, |r| r.host_start),
             },
         )];
         for mount in spec.mounts().iter().flatten() {
@@ -149,8 +160,15 @@ impl PodFiles {
                 || options.iter().any(|o| o == "bind" || o == "rbind");
             let reach = match mount.source() {
                 Some(source) if is_bind && source.is_dir() => Reach::Dir {
-                    host: source.clone(),
+                    // An idmapped bind is written through the directory it shows, where
+                    // the pod's ids are stored as they are.
+                    host: idmap
+                        .iter()
+                        .flat_map(|r| r.binds.iter())
+                        .find(|(clone, _)| clone == source)
+                        .map_or_else(|| source.clone(), |(_, original)| original.clone()),
                     read_only: options.iter().any(|o| o == "ro"),
+                    shift: 0,
                 },
                 Some(source) if is_bind => Reach::File {
                     host: source.clone(),
@@ -254,7 +272,7 @@ impl PodFiles {
     /// Starts writing the file at `path` (its directory must exist); nothing is visible in
     /// the pod until [`NewFile::commit`].
     pub fn create(&self, path: &str, mode: u32) -> Result<NewFile, PodFilesError> {
-        let (dir, name) = self.writable_parent(path)?;
+        let (dir, name, shift) = self.writable_parent(path)?;
         if let Ok(st) = fstatat(
             dir.as_fd(),
             name.as_str(),
@@ -279,14 +297,14 @@ impl PodFiles {
             name,
             path: path.to_string(),
             mode: mode & 0o7777,
-            owner: self.owner,
+            owner: (self.owner.0 + shift, self.owner.1 + shift),
         })
     }
 
     /// Makes the directory at `path` (its parent must exist), owned by the pod's user;
     /// `false` if a directory was already there.
     pub fn make_dir(&self, path: &str, mode: u32) -> Result<bool, PodFilesError> {
-        let (dir, name) = self.writable_parent(path)?;
+        let (dir, name, shift) = self.writable_parent(path)?;
         match nix::sys::stat::mkdirat(
             dir.as_fd(),
             name.as_str(),
@@ -318,8 +336,8 @@ impl PodFiles {
         .map_err(|e| io(path)(e.into()))?;
         fchown(
             made.as_fd(),
-            Some(Uid::from_raw(self.owner.0)),
-            Some(Gid::from_raw(self.owner.1)),
+            Some(Uid::from_raw(self.owner.0 + shift)),
+            Some(Gid::from_raw(self.owner.1 + shift)),
         )
         .map_err(|e| io(path)(e.into()))?;
         // mkdir's mode passed through the umask; the asked bits are set as given.
@@ -328,9 +346,10 @@ impl PodFiles {
         Ok(true)
     }
 
-    /// The directory that is to hold `path` (on a writable mount), and the last name.
-    fn writable_parent(&self, path: &str) -> Result<(OwnedFd, String), PodFilesError> {
-        let (host, rest) = match self.locate(path)? {
+    /// The directory that is to hold `path` (on a writable mount), the last name, and the
+    /// shift of the mount's ids.
+    fn writable_parent(&self, path: &str) -> Result<(OwnedFd, String, u32), PodFilesError> {
+        let (host, rest, shift) = match self.locate(path)? {
             (
                 Reach::Dir {
                     read_only: true, ..
@@ -338,7 +357,7 @@ impl PodFiles {
                 _,
             )
             | (Reach::File { .. }, _) => return Err(PodFilesError::ReadOnly(path.into())),
-            (Reach::Dir { host, .. }, rest) => (host, rest),
+            (Reach::Dir { host, shift, .. }, rest) => (host, rest, shift),
             (Reach::Kernel { .. }, _) => unreachable!("locate refuses kernel mounts"),
         };
         let Some((name, parent)) = rest.split_last() else {
@@ -352,7 +371,7 @@ impl PodFiles {
                 other => other,
             },
         )?;
-        Ok((dir, name.clone()))
+        Ok((dir, name.clone(), shift))
     }
 
     /// The mount that holds `path`, and the components of `path` below its mount point.
@@ -505,6 +524,7 @@ mod tests {
                     Reach::Dir {
                         host: root.into(),
                         read_only: false,
+                        shift: 0,
                     },
                 ),
                 (
@@ -518,6 +538,7 @@ mod tests {
                     Reach::Dir {
                         host: code.into(),
                         read_only: true,
+                        shift: 0,
                     },
                 ),
             ],

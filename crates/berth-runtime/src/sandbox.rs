@@ -17,6 +17,10 @@ pub struct SandboxDir {
     dir: PathBuf,
 }
 
+/// Mount points of the root filesystems of pods in user namespaces, one per container id;
+/// the directory holds nothing else.
+pub const MAPPED_ROOTFS_DIR: &str = "/run/berth/pods";
+
 /// Sub-directories that hold the sandbox's filesystem; logs and the exit record beside them
 /// outlive the container.
 const FILESYSTEM_DIRS: [&str; 5] = ["bundle", "upper", "work", "etc", "empty-lower"];
@@ -34,8 +38,21 @@ impl SandboxDir {
         self.dir.join("bundle")
     }
 
+    /// Where the root filesystem is mounted: in the bundle, or for a pod in a user
+    /// namespace under [`MAPPED_ROOTFS_DIR`], whose every ancestor the pod's root may
+    /// traverse (the runtime binds the root filesystem from inside the namespace, and the
+    /// state directory is closed to every other user).
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("bundle/rootfs")
+        if self.idmap_record().exists() {
+            self.mapped_rootfs()
+        } else {
+            self.dir.join("bundle/rootfs")
+        }
+    }
+
+    fn mapped_rootfs(&self) -> PathBuf {
+        let name = self.dir.file_name().unwrap_or_default();
+        Path::new(MAPPED_ROOTFS_DIR).join(name)
     }
 
     fn upper(&self) -> PathBuf {
@@ -49,6 +66,31 @@ impl SandboxDir {
     fn etc(&self) -> PathBuf {
         self.dir.join("etc")
     }
+
+    /// Idmapped clones of the layers and writable binds of a pod in a user namespace.
+    fn idmapped(&self) -> PathBuf {
+        self.dir.join("idmapped")
+    }
+
+    /// The pod's user namespace, pinned.
+    pub fn userns_file(&self) -> PathBuf {
+        self.dir.join("userns")
+    }
+
+    /// What a pod in a user namespace maps, for those who reach its files from the host.
+    pub fn idmap_record(&self) -> PathBuf {
+        self.dir.join("idmapped.json")
+    }
+}
+
+/// How a pod in a user namespace is mapped: its range, and the host directory behind each
+/// idmapped bind the bundle names.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct IdmapRecord {
+    pub host_start: u32,
+    pub size: u32,
+    /// (idmapped clone, the directory it shows)
+    pub binds: Vec<(PathBuf, PathBuf)>,
 }
 
 /// The process a sandbox runs.
@@ -92,6 +134,8 @@ pub struct SandboxPlan {
     pub read_only_rootfs: bool,
     /// Cap the writable layer at this many MiB (a filesystem of its own; see [`crate::disk`]).
     pub disk_mib: Option<u64>,
+    /// Run the pod in a user namespace mapping its ids to this host range (runc pods).
+    pub user_namespace: Option<crate::IdRange>,
 }
 
 /// Mounts the root filesystem, writes the `/etc` files and the OCI bundle. On error the
@@ -110,11 +154,17 @@ pub fn prepare(plan: &SandboxPlan) -> Result<(), RuntimeError> {
         }
         (None, None) => (dir.upper(), dir.work()),
     };
+    let mut binds = plan.binds.clone();
+    match plan.user_namespace {
+        None => mount_overlay(&plan.layers, &upper, &work, &dir.rootfs())?,
+        Some(range) => {
+            std::fs::create_dir_all(&upper).map_err(io_err(&upper))?;
+            map_ids(dir, range, &plan.layers, &upper, &work, &mut binds)?;
+        }
+    }
     let rootfs = dir.rootfs();
-    mount_overlay(&plan.layers, &upper, &work, &rootfs)?;
     let (uid, gid, additional_gids) = resolve_user(&rootfs, plan.process.user.as_deref())?;
     let etc_files = write_etc_files(&dir.etc(), plan)?;
-    let mut binds = plan.binds.clone();
     if plan.tmp_on_disk {
         binds.extend(tmp_bind(&rootfs)?);
     }
@@ -134,8 +184,132 @@ pub fn prepare(plan: &SandboxPlan) -> Result<(), RuntimeError> {
         binds,
         seccomp: plan.seccomp,
         read_only_rootfs: plan.read_only_rootfs,
+        user_namespace: plan.user_namespace.map(|range| (range, dir.userns_file())),
+        rootfs: rootfs.clone(),
     };
     write_bundle(&dir.bundle(), &build_spec(&run)?)
+}
+
+/// The root filesystem of a pod in a user namespace: each shared layer seen through an
+/// idmapped mount (its root-owned files owned by the range's first id), under an upper
+/// directory the range's root owns; writable binds (volumes) idmapped the same way, so what
+/// the pod writes there is stored with the pod's own ids. Recorded for [`remove`] and for
+/// file access from the host.
+fn map_ids(
+    dir: &SandboxDir,
+    range: crate::IdRange,
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    binds: &mut [BindMount],
+) -> Result<(), RuntimeError> {
+    let mut record = IdmapRecord {
+        host_start: range.host_start,
+        size: range.size,
+        binds: Vec::new(),
+    };
+    let userns_file = dir.userns_file();
+    let userns: std::os::fd::OwnedFd = std::fs::File::open(&userns_file)
+        .map_err(io_err(&userns_file))?
+        .into();
+    let idmapped = dir.idmapped();
+    let mut lowers = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        let target = idmapped.join(format!("l{i}"));
+        crate::idmap::idmapped_mount(layer, &target, &userns)?;
+        lowers.push(target);
+    }
+    for (i, bind) in binds.iter_mut().enumerate() {
+        if bind.read_only || !bind.source.is_dir() {
+            continue;
+        }
+        let target = idmapped.join(format!("b{i}"));
+        crate::idmap::idmapped_mount(&bind.source, &target, &userns)?;
+        record
+            .binds
+            .push((target.clone(), std::mem::replace(&mut bind.source, target)));
+    }
+    write_idmap_record(dir, &record)?;
+    // The pod's `/` is the upper directory's root: its root owns it.
+    nix::unistd::chown(
+        upper,
+        Some(range.host(0).into()),
+        Some(range.host(0).into()),
+    )
+    .map_err(|source| RuntimeError::Mount {
+        path: upper.to_path_buf(),
+        source,
+    })?;
+    let parent = Path::new(MAPPED_ROOTFS_DIR);
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    for dir in [parent, parent.parent().unwrap_or(parent)] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .map_err(io_err(dir))?;
+    }
+    mount_overlay(&lowers, upper, work, &dir.mapped_rootfs())
+}
+
+/// Makes the user namespace of a pod (mapping `range`) and its network namespace, pinned at
+/// the sandbox's `userns` file and at `netns`, for the network to be wired before
+/// [`prepare`]. The range is recorded first, so [`remove`] finds what to undo however far
+/// this got.
+pub fn pin_namespaces(
+    dir: &SandboxDir,
+    range: crate::IdRange,
+    netns: &Path,
+) -> Result<(), RuntimeError> {
+    std::fs::create_dir_all(dir.path()).map_err(io_err(dir.path()))?;
+    write_idmap_record(
+        dir,
+        &IdmapRecord {
+            host_start: range.host_start,
+            size: range.size,
+            binds: Vec::new(),
+        },
+    )?;
+    crate::idmap::pin_namespaces(range, &dir.userns_file(), netns)
+}
+
+fn write_idmap_record(dir: &SandboxDir, record: &IdmapRecord) -> Result<(), RuntimeError> {
+    let path = dir.idmap_record();
+    let text = serde_json::to_vec(record).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+    std::fs::write(&path, text).map_err(io_err(&path))
+}
+
+/// How the pod in `dir` is mapped; `None` when it has no user namespace.
+pub fn read_idmap_record(dir: &SandboxDir) -> std::io::Result<Option<IdmapRecord>> {
+    match std::fs::read(dir.idmap_record()) {
+        Ok(text) => serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Unmounts the idmapped clones and removes their (then empty) mount points; never
+/// recursive, so a clone still mounted keeps what it shows.
+fn unmap_ids(dir: &SandboxDir) -> Result<(), RuntimeError> {
+    crate::idmap::unpin(&dir.userns_file())?;
+    let idmapped = dir.idmapped();
+    let Ok(entries) = std::fs::read_dir(&idmapped) else {
+        let record = dir.idmap_record();
+        return match std::fs::remove_file(&record) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&record)(e)),
+            _ => Ok(()),
+        };
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        crate::unmount(&path)?;
+        std::fs::remove_dir(&path).map_err(io_err(&path))?;
+    }
+    std::fs::remove_dir(&idmapped).map_err(io_err(&idmapped))?;
+    let record = dir.idmap_record();
+    match std::fs::remove_file(&record) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&record)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// `/tmp` of the root filesystem bound over itself; none when the image's `/tmp` is not a
@@ -198,7 +372,21 @@ pub fn remove(
     }
     // runc removes the container's cgroup on delete; runsc leaves some hierarchies behind.
     crate::remove_empty_cgroup(cgroups_path);
-    if let Err(e) = crate::unmount(&dir.rootfs()) {
+    let rootfs = dir.rootfs();
+    if let Err(e) = crate::unmount(&rootfs) {
+        first.get_or_insert(e);
+    }
+    if rootfs.starts_with(MAPPED_ROOTFS_DIR) {
+        if let Err(e) = std::fs::remove_dir(&rootfs) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                first.get_or_insert(RuntimeError::Io {
+                    path: rootfs.clone(),
+                    source: e,
+                });
+            }
+        }
+    }
+    if let Err(e) = unmap_ids(dir) {
         first.get_or_insert(e);
     }
     if let Err(e) = crate::disk::remove(dir.path()) {
@@ -267,6 +455,7 @@ mod tests {
             tmp_on_disk: false,
             read_only_rootfs: false,
             disk_mib: None,
+            user_namespace: None,
         };
         let mounts = write_etc_files(dir.path(), &plan).expect("writes");
         assert_eq!(mounts.len(), 3);

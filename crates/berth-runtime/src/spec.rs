@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder,
-    Spec, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use crate::error::io_err;
@@ -47,6 +47,10 @@ pub struct RunSpec {
     /// Mount the root filesystem read-only and a tmpfs at `/tmp`, its pages charged to the
     /// pod's memory and capped at its memory limit.
     pub read_only_rootfs: bool,
+    /// Run in the pod's user namespace (pinned at the path), its ids mapped to the range.
+    pub user_namespace: Option<(crate::IdRange, PathBuf)>,
+    /// The mounted root filesystem: `rootfs` in the bundle, or an absolute path.
+    pub rootfs: PathBuf,
 }
 
 /// A host directory bind-mounted into the container.
@@ -161,6 +165,12 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
             .path(run.netns.clone())
             .build(),
     ))
+    .chain(run.user_namespace.as_ref().map(|(_, path)| {
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .path(path.clone())
+            .build()
+    }))
     .collect::<Result<Vec<_>, _>>()
     .map_err(err)?;
 
@@ -176,6 +186,16 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
         .map_err(err)?;
     if run.seccomp {
         linux.set_seccomp(Some(crate::seccomp::default_profile().map_err(err)?));
+    }
+    if let Some((range, _)) = run.user_namespace {
+        let mapping = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(range.host_start)
+            .size(range.size)
+            .build()
+            .map_err(err)?;
+        linux.set_uid_mappings(Some(vec![mapping]));
+        linux.set_gid_mappings(Some(vec![mapping]));
     }
 
     let mut mounts: Vec<Mount> = defaults.mounts().clone().unwrap_or_default();
@@ -233,7 +253,7 @@ pub fn build_spec(run: &RunSpec) -> Result<Spec, RuntimeError> {
         .set_process(Some(process))
         .set_root(Some(
             RootBuilder::default()
-                .path("rootfs")
+                .path(run.rootfs.clone())
                 .readonly(run.read_only_rootfs)
                 .build()
                 .map_err(err)?,
@@ -280,6 +300,8 @@ mod tests {
             }],
             seccomp: true,
             read_only_rootfs: false,
+            user_namespace: None,
+            rootfs: "rootfs".into(),
         }
     }
 

@@ -205,6 +205,7 @@ impl<N: Node> Lifecycle<N> {
             allow_list: spec.allow_list.iter().map(ToString::to_string).collect(),
             read_only_rootfs: spec.read_only_rootfs,
             disk_mib: spec.disk_mib,
+            privileged_user: spec.privileged_user,
         };
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
@@ -272,6 +273,7 @@ impl<N: Node> Lifecycle<N> {
             egress,
             workdir: spec.workdir,
             read_only_rootfs: spec.read_only_rootfs,
+            privileged_user: spec.privileged_user,
             disk_mib: spec.disk_mib,
         };
         let Started { ports, ipv4, ipv6 } = match self.node.start(req).await {
@@ -879,6 +881,7 @@ impl<N: Node> Lifecycle<N> {
             block_network: row.block_network,
             allow_list: row.allow_list,
             read_only_rootfs: row.read_only_rootfs,
+            privileged_user: row.privileged_user,
             disk_mib: row.disk_mib,
         }
     }

@@ -56,6 +56,8 @@ pub struct PodSpec {
     pub allow_list: Vec<ipnet::IpNet>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only_rootfs: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged_user: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_mib: Option<u64>,
 }
@@ -213,6 +215,7 @@ impl PodSpec {
             block_network: req.block_network,
             allow_list,
             read_only_rootfs: req.read_only_rootfs,
+            privileged_user: req.privileged_user,
             disk_mib,
         })
     }

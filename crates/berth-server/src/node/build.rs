@@ -177,6 +177,7 @@ impl Builder {
                 // Build steps install packages: they need the internet.
                 egress: berth_net::Egress::Open,
                 read_only_rootfs: false,
+                user_namespace: false,
                 disk_mib: None,
             },
         )?;

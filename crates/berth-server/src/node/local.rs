@@ -154,6 +154,7 @@ impl LocalNode {
                 egress: req.egress.clone(),
                 read_only_rootfs: req.read_only_rootfs,
                 disk_mib: req.disk_mib,
+                user_namespace: !req.privileged_user,
             },
         )?;
         let runtime = &prepared.runtime;

@@ -9,6 +9,7 @@ mod code;
 mod dns;
 mod exec;
 mod files;
+mod id_ranges;
 mod local;
 mod logs;
 mod runtimes;
@@ -138,6 +139,9 @@ pub struct StartContainer {
     /// Mount the root filesystem read-only, with a tmpfs at `/tmp`.
     #[serde(default)]
     pub read_only_rootfs: bool,
+    /// No user namespace: the pod's root is the host's root.
+    #[serde(default)]
+    pub privileged_user: bool,
     /// Cap on the writable layer, in MiB.
     #[serde(default)]
     pub disk_mib: Option<u64>,

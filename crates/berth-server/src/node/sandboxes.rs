@@ -10,6 +10,7 @@ use berth_runtime::sandbox::{self, SandboxDir, SandboxPlan};
 use berth_runtime::{BindMount, OciRuntime, ProcessPlan, ResourceLimits, RuntimeKind};
 
 use super::dns::Resolvers;
+use super::id_ranges::IdRanges;
 use super::runtimes::Runtimes;
 use super::NodeError;
 
@@ -31,6 +32,8 @@ pub struct SandboxRequest {
     pub egress: berth_net::Egress,
     pub read_only_rootfs: bool,
     pub disk_mib: Option<u64>,
+    /// A user namespace of its own (runc pods; build steps never).
+    pub user_namespace: bool,
 }
 
 /// A sandbox ready to start.
@@ -45,6 +48,7 @@ pub struct Sandboxes {
     network: Network,
     runtimes: Runtimes,
     resolvers: Resolvers,
+    id_ranges: IdRanges,
 }
 
 impl Sandboxes {
@@ -55,7 +59,9 @@ impl Sandboxes {
         resolvers: Resolvers,
     ) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&containers_dir).map_err(NodeError::io(&containers_dir))?;
+        let id_ranges = IdRanges::new(containers_dir.with_file_name("userns"))?;
         Ok(Sandboxes {
+            id_ranges,
             containers_dir,
             network,
             runtimes,
@@ -112,7 +118,21 @@ impl Sandboxes {
             .get(kind)
             .ok_or(NodeError::RuntimeMissing(kind.as_str()))?
             .clone();
-        let pod_net = self.network.setup(id, &req.egress)?;
+        // runc pods only: gVisor's Sentry is the pod's kernel, its root no host root.
+        let user_namespace =
+            if req.user_namespace && kind == RuntimeKind::Runc && berth_runtime::idmap::supported()
+            {
+                Some(self.id_ranges.allocate(id)?)
+            } else {
+                None
+            };
+        let pod_net = match user_namespace {
+            Some(range) => {
+                sandbox::pin_namespaces(&dir, range, &berth_net::netns_path(id))?;
+                self.network.setup_in(id, &req.egress)?
+            }
+            None => self.network.setup(id, &req.egress)?,
+        };
         let addrs: Vec<IpAddr> = pod_net
             .ipv4
             .map(IpAddr::V4)
@@ -136,6 +156,7 @@ impl Sandboxes {
             tmp_on_disk: kind == RuntimeKind::Gvisor && !req.read_only_rootfs,
             read_only_rootfs: req.read_only_rootfs,
             disk_mib: req.disk_mib,
+            user_namespace,
         })?;
         Runtimes::record(dir.path(), kind).map_err(NodeError::io(dir.path()))?;
         Ok(Prepared {
@@ -147,6 +168,7 @@ impl Sandboxes {
 
     /// Removes the runtime state, mounts and network of `id`. Idempotent.
     pub fn remove(&self, id: &str) -> Result<(), NodeError> {
+        let mapped = sandbox::read_idmap_record(&self.dir(id)).ok().flatten();
         let fs = sandbox::remove(
             self.runtime_of(id),
             id,
@@ -154,6 +176,9 @@ impl Sandboxes {
             &Self::cgroups_path(id),
         );
         let net = self.network.teardown(id);
+        if let (Ok(()), Some(record)) = (&fs, mapped) {
+            self.id_ranges.release(id, record.host_start);
+        }
         fs?;
         net?;
         Ok(())

@@ -56,6 +56,7 @@ pub struct ContainerRow {
     pub allow_list: Vec<String>,
     pub read_only_rootfs: bool,
     pub disk_mib: Option<u64>,
+    pub privileged_user: bool,
 }
 
 #[derive(Clone)]
@@ -152,8 +153,8 @@ impl Store {
             "INSERT INTO containers (id, stub_id, deployment_id, status, image, ports, cpu_millis,
              memory_mib, keep_warm_seconds, exit_code, reason, ipv4, ipv6, scheduled_at, started_at,
              finished_at, authorized, runtime, block_network, allow_list, read_only_rootfs,
-             disk_mib)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             disk_mib, privileged_user)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.stub_id)
@@ -177,6 +178,7 @@ impl Store {
         .bind(c.allow_list.join(","))
         .bind(c.read_only_rootfs)
         .bind(c.disk_mib.map(|m| m as i64))
+        .bind(c.privileged_user)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -319,6 +321,7 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
             .collect(),
         read_only_rootfs: r.try_get("read_only_rootfs")?,
         disk_mib: r.try_get::<Option<i64>, _>("disk_mib")?.map(|m| m as u64),
+        privileged_user: r.try_get("privileged_user")?,
     })
 }
 
@@ -350,6 +353,7 @@ mod tests {
             allow_list: vec![],
             read_only_rootfs: false,
             disk_mib: None,
+            privileged_user: false,
         };
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
         store
@@ -380,6 +384,7 @@ mod tests {
             allow_list: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
             read_only_rootfs: true,
             disk_mib: Some(512),
+            privileged_user: true,
         };
         store.insert_container(&row).await.expect("insert");
         assert_eq!(
