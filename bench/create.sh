@@ -33,31 +33,7 @@ pods=()
 podman_cids=()
 podman_pulled=
 . bench/lib/image.sh
-
-api_call() { # api_call METHOD PATH [JSON-BODY] -> response body on stdout
-    local args=(-sS -X "$1" -H "Authorization: Bearer $token" "http://$api$2")
-    [ $# -ge 3 ] && args+=(-H 'content-type: application/json' -d "$3")
-    curl "${args[@]}"
-}
-
-json_field() { # json_field EXPR < JSON: prints EXPR evaluated on the parsed document `d`
-    python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
-}
-
-stop_pod() { # stop_pod ID: stops it and waits until it has ended
-    api_call POST "/v1/containers/$1/stop" '{}' >/dev/null || return 0
-    for _ in $(seq 300); do
-        case $(api_call GET "/v1/containers/$1" | json_field 'd["status"]' 2>/dev/null) in
-            STOPPED|EXITED|FAILED|OOM_KILLED|"") return 0 ;;
-        esac
-        sleep 0.1
-    done
-    echo "warning: $1 did not stop within 30s" >&2
-}
-
-live_ids() { # the ids of containers that have not ended
-    api_call GET /v1/containers 2>/dev/null | json_field '" ".join(c["id"] for c in d["containers"])' 2>/dev/null
-}
+. bench/lib/api.sh
 
 cleanup() {
     set +e
@@ -102,16 +78,6 @@ for _ in $(seq 100); do curl -fsS "http://$api/healthz" >/dev/null 2>&1 && break
 curl -fsS "http://$api/healthz" >/dev/null || { tail -20 "$work/server.log" >&2; exit 1; }
 token=$(cat "$work/state/admin-token")
 
-now_us() { echo "${EPOCHREALTIME/./}"; }
-
-first_200() { # first_200 URL [CURL-ARGS...]: polls until URL answers 200 (60 s at most)
-    local url=$1 deadline=$(($(now_us) + 60000000))
-    shift
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url")" = 200 ]; do
-        [ "$(now_us)" -lt "$deadline" ] || { echo "no 200 from $url within 60s" >&2; return 1; }
-    done
-}
-
 berth_run() { # berth_run TAG [RUNTIME]: sets run_ms, the ms from the create request to the first 200
     local start created id url runtime=${2:-runc}
     start=$(now_us)
@@ -134,12 +100,6 @@ podman_run() { # podman_run: sets run_ms, the ms from podman run to the first 20
     first_200 "http://127.0.0.1:$podman_port/"
     run_ms=$((($(now_us) - start) / 1000))
     podman rm -f -t 0 "$cid" >/dev/null
-}
-
-stats() { # stats < numbers -> "min median max"
-    sort -n | awk '{a[NR] = $1} END {
-        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-        printf "%d %.1f %d\n", a[1], m, a[NR]}'
 }
 
 echo "=> berth: a warm-up run (pulls the image), then $runs runs"

@@ -39,13 +39,7 @@ caddy_tls_port=17588
 bridge=berthbench2
 image=$registry/bench/nginx-backend:latest
 . bench/lib/image.sh
-
-api_call() {
-    local args=(-sS -X "$1" -H "Authorization: Bearer $token" "http://$api$2")
-    [ $# -ge 3 ] && args+=(-H 'content-type: application/json' -d "$3")
-    curl "${args[@]}"
-}
-json_field() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+. bench/lib/api.sh
 
 start_server() { # start_server [FLAGS...]: berth server on the bench's ports and state
     BERTH_PROFILE=$work/profile.json "$bin" server --state-dir "$work/state" --api-listen "$api" \

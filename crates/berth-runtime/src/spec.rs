@@ -306,6 +306,33 @@ mod tests {
     }
 
     #[test]
+    fn a_user_namespace_joins_the_pinned_one_with_its_mappings() {
+        let plain = serde_json::to_value(build_spec(&run()).expect("builds")).expect("json");
+        assert!(plain["linux"]["uidMappings"].is_null());
+        let mut mapped = run();
+        mapped.user_namespace = Some((
+            crate::IdRange {
+                host_start: 1 << 30,
+                size: 65536,
+            },
+            "/state/x/userns".into(),
+        ));
+        mapped.rootfs = "/run/berth/pods/pod-x-1".into();
+        let json = serde_json::to_value(build_spec(&mapped).expect("builds")).expect("json");
+        let ns = json["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "user" && n["path"] == "/state/x/userns"));
+        for map in ["uidMappings", "gidMappings"] {
+            assert_eq!(
+                json["linux"][map],
+                serde_json::json!([{"containerID": 0, "hostID": 1u32 << 30, "size": 65536}])
+            );
+        }
+        assert_eq!(json["root"]["path"], "/run/berth/pods/pod-x-1");
+    }
+
+    #[test]
     fn binds_are_mounted_without_devices_or_setuid() {
         let spec = build_spec(&run()).expect("builds");
         let json = serde_json::to_value(&spec).expect("json");

@@ -83,6 +83,7 @@ mod tests {
             block_network: false,
             allow_list: vec![],
             read_only_rootfs: false,
+            privileged_user: false,
             disk_mib: None,
         }
     }

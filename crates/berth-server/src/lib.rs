@@ -89,6 +89,8 @@ pub struct ServerConfig {
     /// The runtime binary; its usual name on PATH when unset.
     pub runtime_binary: Option<PathBuf>,
     pub stop_timeout: Duration,
+    /// Filter runc pods' syscalls (off only to measure the filter's cost).
+    pub seccomp: bool,
     pub subnet_v4: Ipv4Net,
     pub subnet_v6: Option<Ipv6Net>,
     pub bridge: String,
@@ -161,7 +163,13 @@ pub async fn run(
         code_dir: state_dir.join("code"),
         max_code_bytes: config.max_code_bytes,
         volumes_dir: state_dir.join("volumes"),
+        seccomp: config.seccomp,
     })?;
+    if !config.seccomp {
+        tracing::warn!(
+            "runc pods start with no seccomp filter (--unsafe-no-seccomp): never run untrusted code on this server"
+        );
+    }
     let secrets = secrets::Secrets::open(store.clone(), state_dir)?;
 
     let api_listener = bind("API", config.api_listen).await?;

@@ -1230,6 +1230,7 @@ mod tests {
             block_network: false,
             allow_list: vec![],
             read_only_rootfs: false,
+            privileged_user: false,
             disk_mib: None,
         }
     }

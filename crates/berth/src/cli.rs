@@ -118,6 +118,10 @@ pub struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when stopping a pod.
     #[arg(long, default_value_t = 10)]
     pub stop_timeout: u64,
+    /// Start runc pods with no seccomp filter. Only for measuring what the filter costs
+    /// (bench/hardening.sh); never on a server that runs untrusted code.
+    #[arg(long, hide = true)]
+    pub unsafe_no_seccomp: bool,
     /// IPv4 subnet for pod addresses.
     #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V4)]
     pub pod_subnet_v4: ipnet::Ipv4Net,
@@ -287,6 +291,10 @@ pub struct RunArgs {
     /// Mount the image's root filesystem read-only (/tmp becomes an in-memory tmpfs).
     #[arg(long)]
     pub read_only: bool,
+    /// Run a runc pod without its own user namespace: its root is the host's root. By
+    /// default a pod's ids map to an unprivileged host range of its own.
+    #[arg(long)]
+    pub privileged_user: bool,
     /// Print the created container as JSON instead of progress lines.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

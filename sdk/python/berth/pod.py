@@ -23,7 +23,7 @@ IDLE_ENTRYPOINT = ["sleep", "infinity"]
 _PARAMS = (
     "app", "entrypoint", "ports", "name", "cpu", "memory", "gpu", "image", "env",
     "keep_warm_seconds", "authorized", "volumes", "secrets", "runtime", "block_network",
-    "allow_list", "read_only_rootfs", "disk",
+    "allow_list", "read_only_rootfs", "disk", "privileged_user",
 )
 RUNTIMES = ("runc", "gvisor")
 
@@ -79,6 +79,7 @@ class Pod:
         allow_list: Optional[Sequence[str]] = None,
         read_only_rootfs: bool = False,
         disk: Optional[Union[int, str]] = None,
+        privileged_user: bool = False,
         **unknown: Any,
     ):
         refuse_unknown("Pod", unknown, _PARAMS)
@@ -103,6 +104,8 @@ class Pod:
             raise InvalidArgument("block_network cuts all egress; give it or allow_list, not both")
         if not isinstance(read_only_rootfs, bool):
             raise InvalidArgument("read_only_rootfs must be True or False, not %r" % (read_only_rootfs,))
+        if not isinstance(privileged_user, bool):
+            raise InvalidArgument("privileged_user must be True or False, not %r" % (privileged_user,))
         if isinstance(volumes, Volume):
             volumes = [volumes]
         for v in volumes or []:
@@ -125,6 +128,7 @@ class Pod:
         self.block_network = block_network
         self.allow_list = allow_list
         self.read_only_rootfs = read_only_rootfs
+        self.privileged_user = privileged_user
         self.disk = None if disk is None else _quantity(disk, "disk")
         self._client: Optional[Client] = None
         self._created: List[PodInstance] = []
@@ -174,6 +178,8 @@ class Pod:
             req["allow_list"] = self.allow_list
         if self.read_only_rootfs:
             req["read_only_rootfs"] = True
+        if self.privileged_user:
+            req["privileged_user"] = True
         if self.disk is not None:
             req["disk"] = self.disk
         return req

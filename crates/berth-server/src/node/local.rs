@@ -52,6 +52,8 @@ pub struct LocalNodeConfig {
     /// The most bytes an upload may unpack to.
     pub max_code_bytes: u64,
     pub volumes_dir: PathBuf,
+    /// Filter runc pods' syscalls with the default seccomp profile.
+    pub seccomp: bool,
 }
 
 pub struct LocalNode {
@@ -77,6 +79,7 @@ impl LocalNode {
                 config.runtime.root().parent().unwrap_or(Path::new("/")),
             ),
             Resolvers::new(config.dns),
+            config.seccomp,
         )?);
         let builder = Arc::new(Builder::new(
             puller.clone(),
@@ -540,6 +543,7 @@ mod tests {
             egress: berth_net::Egress::Open,
             workdir: None,
             read_only_rootfs: false,
+            privileged_user: false,
             disk_mib: None,
         }
     }

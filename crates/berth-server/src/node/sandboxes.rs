@@ -49,6 +49,7 @@ pub struct Sandboxes {
     runtimes: Runtimes,
     resolvers: Resolvers,
     id_ranges: IdRanges,
+    seccomp: bool,
 }
 
 impl Sandboxes {
@@ -57,11 +58,13 @@ impl Sandboxes {
         network: Network,
         runtimes: Runtimes,
         resolvers: Resolvers,
+        seccomp: bool,
     ) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&containers_dir).map_err(NodeError::io(&containers_dir))?;
         let id_ranges = IdRanges::new(containers_dir.with_file_name("userns"))?;
         Ok(Sandboxes {
             id_ranges,
+            seccomp,
             containers_dir,
             network,
             runtimes,
@@ -152,7 +155,7 @@ impl Sandboxes {
             limits: req.limits,
             binds: req.binds,
             cgroups_path: Self::cgroups_path(id),
-            seccomp: kind == RuntimeKind::Runc,
+            seccomp: kind == RuntimeKind::Runc && self.seccomp,
             tmp_on_disk: kind == RuntimeKind::Gvisor && !req.read_only_rootfs,
             read_only_rootfs: req.read_only_rootfs,
             disk_mib: req.disk_mib,

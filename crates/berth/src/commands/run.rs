@@ -135,6 +135,7 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
         block_network: args.block_network,
         allow_list: args.allow_list.clone(),
         read_only_rootfs: args.read_only,
+        privileged_user: args.privileged_user,
         ..Default::default()
     })
 }

@@ -221,6 +221,10 @@ pub fn all() -> Vec<Case> {
             run: terminal::shell_under_gvisor,
         },
         Case {
+            name: "untrusted::user_namespace_by_default",
+            run: untrusted::user_namespace_by_default,
+        },
+        Case {
             name: "untrusted::read_only_rootfs_under_runc",
             run: untrusted::read_only_rootfs_under_runc,
         },

@@ -195,6 +195,139 @@ pub fn exec_under_gvisor(env: &Env) -> Res<()> {
     exec_runs_in_the_pod(env, "gvisor")
 }
 
+/// runc pods run in a user namespace of their own by default: the pod's root is an
+/// unprivileged host id (its processes are owned by it on the host), two pods get ranges
+/// that do not overlap, the pod's root still owns its files and can write a volume (stored
+/// with the pod's own ids), and files copied in belong to the pod's user as the pod sees
+/// them. `privileged_user` runs one with the host's ids, as before.
+pub fn user_namespace_by_default(env: &Env) -> Res<()> {
+    let api = &env.api;
+    let volume = format!("userns-{}", crate::common::random_hex(4));
+    let spec = with(
+        sleeper_spec(env, "runc"),
+        "volumes",
+        json!([{"name": volume, "mount_path": "/data"}]),
+    );
+    let a = api.launch(spec.clone())?;
+    let b = api.launch(with(spec, "env", json!({"SECOND": "1"})))?;
+    let privileged = api.launch(with(
+        sleeper_spec(env, "runc"),
+        "privileged_user",
+        json!(true),
+    ))?;
+    for pod in [&a, &b, &privileged] {
+        api.wait_running(&pod.id)?;
+    }
+    let sh = |id: &str, line: &str| -> Res<String> {
+        let out = api.cli(&["container", "exec", id, "--", "sh", "-c", line])?;
+        ensure!(
+            out.status.success(),
+            "exec {line:?} in {id}: {}",
+            out.combined()
+        );
+        Ok(out.stdout)
+    };
+    // uid_map: "<inside> <host> <count>".
+    let host_start = |id: &str| -> Res<(u64, u64)> {
+        let map = sh(id, "cat /proc/self/uid_map")?;
+        let fields: Vec<u64> = map
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        ensure!(
+            fields.len() == 3 && fields[0] == 0,
+            "uid_map of {id}: {map:?}"
+        );
+        Ok((fields[1], fields[2]))
+    };
+    let (a_start, a_size) = host_start(&a.id)?;
+    let (b_start, b_size) = host_start(&b.id)?;
+    ensure!(
+        a_start >= 1 << 20 && a_size == 65536 && b_start >= 1 << 20 && b_size == 65536,
+        "a pod's root should map to an unprivileged host range of 65536 ids: {a_start}+{a_size}, {b_start}+{b_size}"
+    );
+    ensure!(
+        a_start + a_size <= b_start || b_start + b_size <= a_start,
+        "two pods should not share host ids: {a_start}+{a_size} and {b_start}+{b_size}"
+    );
+    let (p_start, p_size) = host_start(&privileged.id)?;
+    ensure!(
+        p_start == 0 && p_size == 4294967295,
+        "a privileged_user pod should keep the host's ids, got {p_start}+{p_size}"
+    );
+    // On the host, the pod's sleep belongs to the range's first id, not to root.
+    let owner = host_uid_of("/bin/sleep 3600", a_start)?;
+    ensure!(
+        owner == Some(a_start),
+        "the pod's entrypoint should run as host uid {a_start} on the host, found {owner:?}"
+    );
+    // Inside, root owns the image's files and writes its volume; copied files belong to
+    // the pod's user as the pod sees them.
+    let seen = sh(
+        &a.id,
+        "stat -c %u /www/index.html; echo v > /data/by-root && stat -c %u /data/by-root",
+    )?;
+    ensure!(
+        seen == "0\n0\n",
+        "the pod's root should own its image files and its volume writes: {seen:?}"
+    );
+    let (status, body) = api.send(
+        api.request(
+            reqwest::Method::PUT,
+            &format!("/v1/containers/{}/files?path=%2Ftmp%2Fcopied", a.id),
+        )
+        .body("c"),
+        "upload into a pod with a user namespace",
+    )?;
+    ensure!(status == 201, "upload: {status} {body}");
+    let copied = sh(&a.id, "stat -c %u:%g /tmp/copied")?;
+    ensure!(
+        copied == "0:0\n",
+        "a copied file should be the pod root's: {copied:?}"
+    );
+    // The other pod, in another range, sees the volume's file as its own root's too.
+    let other = sh(&b.id, "stat -c %u /data/by-root")?;
+    ensure!(
+        other == "0\n",
+        "the volume file in the second pod: {other:?}"
+    );
+    for pod in [&a, &b, &privileged] {
+        api.stop(&pod.id)?;
+    }
+    for pod in [&a, &b, &privileged] {
+        api.wait_terminal(&pod.id, timeouts::STOP)?;
+    }
+    Ok(())
+}
+
+/// The host uid of the process whose command line is `cmdline` and whose uid is `uid`,
+/// if there is one (`None` when no such process runs as that uid).
+fn host_uid_of(cmdline: &str, uid: u64) -> Res<Option<u64>> {
+    let want = cmdline.replace(' ', "\0");
+    for entry in std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let dir = entry.path();
+        let Ok(line) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&line).starts_with(&want) {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let real = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok());
+        if real == Some(uid) {
+            return Ok(real);
+        }
+    }
+    Ok(None)
+}
+
 pub fn read_only_rootfs_under_runc(env: &Env) -> Res<()> {
     read_only_rootfs(env, "runc")
 }
