@@ -17,7 +17,7 @@ bin=${BERTH:-target/release/berth}
 runs=${BENCH_RUNS:-10}
 [ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth) or set BERTH" >&2; exit 1; }
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive number, not $runs" >&2; exit 1; }
-for tool in docker-registry skopeo curl python3; do
+for tool in docker-registry skopeo curl python3 jq; do
     command -v "$tool" >/dev/null || { echo "$tool is missing: bash scripts/install.sh --deps-only" >&2; exit 1; }
 done
 
@@ -66,8 +66,9 @@ timed_run() { # timed_run EXTRA-JSON: sets run_ms, create request -> first 200
     start=$(now_us)
     created=$(api_call POST /v1/containers \
         "{\"image\": \"$image\", \"ports\": [80], \"keep_warm_seconds\": -1, \"env\": {\"BENCH_RUN\": \"$RANDOM$RANDOM\"}$1}")
-    id=$(json_field 'd["id"]' <<<"$created") || { echo "create failed: $created" >&2; return 1; }
-    url=$(json_field 'd["urls"][0]' <<<"$created")
+    # jq, not Python: an interpreter's start inside the timed span would outweigh the layers.
+    id=$(jq -er .id <<<"$created") || { echo "create failed: $created" >&2; return 1; }
+    url=$(jq -r '.urls[0]' <<<"$created")
     first_200 "$url" --connect-to "::127.0.0.1:" || { api_call GET "/v1/containers/$id" >&2; return 1; }
     run_ms=$((($(now_us) - start) / 1000))
     stop_pod "$id"

@@ -31,6 +31,8 @@ impl Route {
 pub struct RouteTable {
     /// stub id → routes, newest last.
     by_stub: RwLock<HashMap<String, Vec<Arc<Route>>>>,
+    /// Wakes requests waiting for a starting pod the moment any route is added.
+    inserted: tokio::sync::Notify,
 }
 
 impl RouteTable {
@@ -43,6 +45,14 @@ impl RouteTable {
         let routes = map.entry(stub_id.to_string()).or_default();
         routes.retain(|r| r.container_id != route.container_id);
         routes.push(Arc::new(route));
+        drop(map);
+        self.inserted.notify_waiters();
+    }
+
+    /// Completes at the next [`RouteTable::insert`]; enable it (or poll it once) before
+    /// looking up, so an insert in between is not missed.
+    pub fn inserted(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inserted.notified()
     }
 
     pub fn remove(&self, container_id: &str) {

@@ -945,6 +945,10 @@ impl<N: Node> Lifecycle<N> {
     pub async fn route_when_started(&self, pod: &PodHost) -> Option<Arc<Route>> {
         let deadline = tokio::time::Instant::now() + START_WAIT_LIMIT;
         while tokio::time::Instant::now() < deadline {
+            // Armed before the lookup: a route added after it still wakes us at once.
+            let inserted = self.routes.inserted();
+            tokio::pin!(inserted);
+            inserted.as_mut().enable();
             if let Some(route) = self.routes.lookup(&pod.stub_id, pod.port) {
                 return Some(route);
             }
@@ -952,7 +956,8 @@ impl<N: Node> Lifecycle<N> {
                 // It may have become routable between the lookup and the check.
                 return self.routes.lookup(&pod.stub_id, pod.port);
             }
-            tokio::time::sleep(START_WAIT_INTERVAL).await;
+            // The route's insert, or a while to see whether the pod is still starting.
+            let _ = tokio::time::timeout(START_WAIT_INTERVAL, inserted).await;
         }
         None
     }
