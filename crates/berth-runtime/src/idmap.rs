@@ -29,12 +29,36 @@ impl IdRange {
     }
 }
 
-/// Whether this host lets berth make user namespaces.
-pub fn supported() -> bool {
-    std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+/// Whether pods can have user namespaces here: tried for real in `scratch` (a directory on
+/// the filesystem that holds the layers), since a kernel or filesystem without idmapped
+/// mounts only says so when asked. The error says what is missing.
+pub fn probe(scratch: &Path) -> Result<(), RuntimeError> {
+    let enabled = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
         .and_then(|text| text.trim().parse::<u64>().ok())
-        .is_some_and(|max| max > 0)
+        .is_some_and(|max| max > 0);
+    if !enabled {
+        return Err(RuntimeError::Spec(
+            "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)".into(),
+        ));
+    }
+    let dir = scratch.join(format!(".userns-probe-{}", std::process::id()));
+    let (source, target) = (dir.join("source"), dir.join("target"));
+    let (userns, netns) = (dir.join("userns"), dir.join("netns"));
+    std::fs::create_dir_all(&source).map_err(io_err(&source))?;
+    let range = IdRange {
+        host_start: 1 << 30,
+        size: 65536,
+    };
+    let tried = pin_namespaces(range, &userns, &netns).and_then(|()| {
+        let ns = std::fs::File::open(&userns).map_err(io_err(&userns))?;
+        idmapped_mount(&source, &target, &ns.into())
+    });
+    let _ = crate::unmount(&target);
+    let _ = unpin(&userns);
+    let _ = unpin(&netns);
+    let _ = std::fs::remove_dir_all(&dir);
+    tried
 }
 
 /// Makes a user namespace mapping `range` and a network namespace it owns, and pins them
@@ -199,7 +223,7 @@ mod tests {
 
     #[test]
     fn files_show_through_the_mapping() {
-        if !nix::unistd::getuid().is_root() || !supported() {
+        if !nix::unistd::getuid().is_root() || probe(&std::env::temp_dir()).is_err() {
             eprintln!("skipped: needs root and user namespaces");
             return;
         }

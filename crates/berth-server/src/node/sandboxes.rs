@@ -50,6 +50,8 @@ pub struct Sandboxes {
     resolvers: Resolvers,
     id_ranges: IdRanges,
     seccomp: bool,
+    /// This host can give pods user namespaces (probed at start).
+    userns: bool,
 }
 
 impl Sandboxes {
@@ -62,7 +64,15 @@ impl Sandboxes {
     ) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&containers_dir).map_err(NodeError::io(&containers_dir))?;
         let id_ranges = IdRanges::new(containers_dir.with_file_name("userns"))?;
+        let userns = match berth_runtime::idmap::probe(&containers_dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("runc pods will run without a user namespace of their own: {e}");
+                false
+            }
+        };
         Ok(Sandboxes {
+            userns,
             id_ranges,
             seccomp,
             containers_dir,
@@ -122,13 +132,11 @@ impl Sandboxes {
             .ok_or(NodeError::RuntimeMissing(kind.as_str()))?
             .clone();
         // runc pods only: gVisor's Sentry is the pod's kernel, its root no host root.
-        let user_namespace =
-            if req.user_namespace && kind == RuntimeKind::Runc && berth_runtime::idmap::supported()
-            {
-                Some(self.id_ranges.allocate(id)?)
-            } else {
-                None
-            };
+        let user_namespace = if req.user_namespace && kind == RuntimeKind::Runc && self.userns {
+            Some(self.id_ranges.allocate(id)?)
+        } else {
+            None
+        };
         let pod_net = match user_namespace {
             Some(range) => {
                 sandbox::pin_namespaces(&dir, range, &berth_net::netns_path(id))?;

@@ -148,12 +148,7 @@ async fn download(id: &str, path: &str, dst: &str) -> Result<()> {
         return download_dir(&client, id, path, listing, dst).await;
     }
     let resp = client.download(id, path).await?;
-    let mode = resp
-        .headers()
-        .get("x-berth-mode")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| u32::from_str_radix(v, 8).ok())
-        .unwrap_or(0o644);
+    let mode = mode_of(&resp);
     let mut body = resp.bytes_stream();
     if dst == "-" {
         let mut out = std::io::stdout().lock();
@@ -267,12 +262,7 @@ async fn download_dir(
 /// One pod file to a new local file (never through an existing one).
 async fn download_file(client: &Client, id: &str, path: &str, local: &Path) -> Result<u64> {
     let resp = client.download(id, path).await?;
-    let mode = resp
-        .headers()
-        .get("x-berth-mode")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| u32::from_str_radix(v, 8).ok())
-        .unwrap_or(0o644);
+    let mode = mode_of(&resp);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -287,6 +277,15 @@ async fn download_file(client: &Client, id: &str, path: &str, local: &Path) -> R
     }
     out.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
     Ok(size)
+}
+
+/// The permission bits the server sent with a file (`X-Berth-Mode`, octal).
+fn mode_of(resp: &reqwest::Response) -> u32 {
+    resp.headers()
+        .get("x-berth-mode")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .unwrap_or(0o644)
 }
 
 /// A pod path naming a directory (ending in `/`) gets the local file's name.
