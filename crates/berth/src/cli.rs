@@ -373,7 +373,8 @@ pub struct SecretCreateArgs {
 pub enum ContainerCommand {
     /// List containers (running and starting; --all includes ended ones).
     List(ListArgs),
-    /// Stop containers: SIGTERM, a grace period, then SIGKILL.
+    /// Stop containers: SIGTERM, a grace period, then SIGKILL; several ids are stopped at
+    /// once (up to 32 at a time), each result printed as it comes.
     Stop(StopArgs),
     /// Print a container's output.
     Logs(LogsArgs),

@@ -187,3 +187,42 @@ pub fn profile_without_env(env: &Env) -> Res<()> {
     );
     Ok(())
 }
+
+/// `berth container stop` with several ids stops them at once: five pods whose entrypoint
+/// ignores SIGTERM (a `sleep` as PID 1) take about one 2 s grace period together, not five.
+pub fn stop_many_at_once(env: &Env) -> Res<()> {
+    let api = &env.api;
+    let mut pods = Vec::new();
+    for i in 0..5 {
+        let spec = super::with(
+            super::sleeper_spec(env, "runc"),
+            "env",
+            // A name of its own: pods of one stub replace each other.
+            serde_json::json!({ format!("STOP_MANY_{i}"): "1" }),
+        );
+        pods.push(api.launch(spec)?);
+    }
+    for pod in &pods {
+        api.wait_running(&pod.id)?;
+    }
+    let ids: Vec<&str> = pods.iter().map(|p| p.id.as_str()).collect();
+    let mut args = vec!["container", "stop", "--grace", "2"];
+    args.extend(ids.iter().copied());
+    let started = std::time::Instant::now();
+    let out = api.cli(&args)?;
+    let took = started.elapsed();
+    println!("cli: 5 pods ignoring SIGTERM stopped in {took:?} with a 2 s grace");
+    ensure!(
+        out.status.success()
+            && ids
+                .iter()
+                .all(|id| out.stdout.contains(&format!("Stopped {id}"))),
+        "stopping five pods: {}",
+        out.combined()
+    );
+    ensure!(
+        took < std::time::Duration::from_secs(6),
+        "five stops took {took:?}: more than three 2 s grace periods, as if one after another"
+    );
+    Ok(())
+}

@@ -281,6 +281,10 @@ pub fn all() -> Vec<Case> {
             run: lifecycle::keep_warm_idle_stop,
         },
         Case {
+            name: "cli::stop_many_at_once",
+            run: cli::stop_many_at_once,
+        },
+        Case {
             name: "cli::run_busybox",
             run: cli::run_busybox,
         },
