@@ -30,6 +30,21 @@ impl Netns {
             name: format!("berthe2e-{purpose}-{}", random_hex(3)),
         };
         command_output("ip", &["netns", "add", &ns.name])?;
+        // No IPv6 here: a link-local address finishing duplicate address detection a second
+        // after the links come up is an address change, which Chromium answers by failing
+        // its requests in flight with ERR_NETWORK_CHANGED (seen once in CI at /tree).
+        command_output(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns.name,
+                "sh",
+                "-c",
+                "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+                 echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+            ],
+        )?;
         ns.ip(&["link", "set", "lo", "up"])?;
         // Both ends of the pair stay inside: the host sees no new link.
         ns.ip(&[
