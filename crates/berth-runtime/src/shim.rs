@@ -176,6 +176,7 @@ pub fn run(config: &ShimConfig) -> i32 {
     silence_stdout();
 
     let status = wait_for(pid);
+    reap_stragglers(STRAGGLER_WAIT);
     // Output still in the pipes belongs to the log; don't wait on a stray holder forever.
     for copier in copiers {
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
@@ -276,6 +277,30 @@ fn timestamp() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// How long the runtime's other processes get to end after the container did.
+const STRAGGLER_WAIT: Duration = Duration::from_secs(2);
+
+/// Reaps the children that end just after the container (gVisor's gofer and sandbox
+/// helpers, orphans of the container): left as zombies they look alive to `runsc delete`,
+/// which then waits seconds for them to go.
+fn reap_stragglers(limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match waitpid(
+            Pid::from_raw(-1),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        ) {
+            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(WaitStatus::StillAlive) => return,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            // No children left.
+            Err(_) => return,
+        }
+    }
 }
 
 /// Reaps children until `pid` exits; other children are orphans we adopted as subreaper.
