@@ -18,6 +18,7 @@ fi
 
 packages=(
     runc runsc                      # OCI runtimes: runc by default, gVisor for untrusted code
+    tini                            # the init (tini-static) pods run as PID 1
     containernetworking-plugins     # CNI bridge, host-local, loopback
     iptables iproute2               # NAT rules (through CNI) and network namespaces
     ca-certificates                 # registries over HTTPS

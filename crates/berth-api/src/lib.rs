@@ -11,6 +11,7 @@ mod image;
 mod profile;
 mod quantity;
 mod resources;
+mod signal;
 mod types;
 
 pub use access::*;
@@ -22,6 +23,7 @@ pub use image::*;
 pub use profile::{default_profile_path, ClientProfile, PROFILE_ENV};
 pub use quantity::{parse_cpu_millis, parse_disk_mib, parse_memory_mib, QuantityError};
 pub use resources::*;
+pub use signal::{parse_stop_signal, DEFAULT_STOP_SIGNAL, MAX_STOP_GRACE_SECONDS};
 pub use types::*;
 
 /// Default keep-warm period of a pod: ten minutes without connections.

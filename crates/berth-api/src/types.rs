@@ -79,6 +79,19 @@ pub struct CreateContainerRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub disk: Option<Value>,
+    /// Run a small init (tini) as PID 1 that forwards signals to the entrypoint's process
+    /// group and reaps orphaned processes; on unless `false`. An image whose entrypoint is
+    /// an init already (tini, dumb-init, catatonit, s6, ...) runs without a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// The signal a stop sends first (`SIGINT`, `INT`, `2`); the image's STOPSIGNAL when
+    /// absent, else SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Seconds between the stop signal and SIGKILL (0-3600); the server's `--stop-timeout`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_seconds: Option<u64>,
 }
 
 /// Where the synced working directory appears in a pod.
@@ -216,6 +229,16 @@ pub struct Container {
     /// The cap on what it may write, in MiB; none when absent.
     #[serde(default)]
     pub disk_mib: Option<u64>,
+    /// An init runs as PID 1, the entrypoint as its child.
+    #[serde(default)]
+    pub init: bool,
+    /// The signal a stop sends first, like `SIGTERM`; absent while the image that decides
+    /// it is not there yet.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Seconds a stop waits after the stop signal before SIGKILL.
+    #[serde(default)]
+    pub stop_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -227,7 +250,7 @@ pub struct ContainerList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
-    /// Seconds between SIGTERM and SIGKILL; the server's default when absent.
+    /// Seconds between the stop signal and SIGKILL; the pod's own grace when absent.
     #[serde(default)]
     pub grace_seconds: Option<u64>,
 }

@@ -12,6 +12,10 @@ pub struct ImageConfig {
     pub user: Option<String>,
     /// Ports from EXPOSE (tcp only), ascending.
     pub exposed_ports: Vec<u16>,
+    /// STOPSIGNAL as the image names it (`SIGINT`, `2`), unchecked. Absent from images
+    /// recorded before it was read.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +39,8 @@ struct RawConfig {
     user: Option<String>,
     #[serde(default)]
     exposed_ports: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    stop_signal: Option<String>,
 }
 
 impl ImageConfig {
@@ -60,6 +66,7 @@ impl ImageConfig {
             working_dir: c.working_dir.filter(|w| !w.is_empty()),
             user: c.user.filter(|u| !u.is_empty()),
             exposed_ports,
+            stop_signal: c.stop_signal.filter(|s| !s.trim().is_empty()),
         })
     }
 }
@@ -73,7 +80,7 @@ mod tests {
         let cfg = ImageConfig::from_json(
             r#"{"architecture":"amd64","config":{"Entrypoint":["tini","--"],"Cmd":["start.sh"],
             "Env":["PATH=/bin"],"WorkingDir":"/home/jovyan","User":"1000",
-            "ExposedPorts":{"8888/tcp":{},"53/udp":{},"80":{}}}}"#,
+            "ExposedPorts":{"8888/tcp":{},"53/udp":{},"80":{}},"StopSignal":"SIGINT"}}"#,
         )
         .expect("parses");
         assert_eq!(cfg.entrypoint, ["tini", "--"]);
@@ -81,6 +88,7 @@ mod tests {
         assert_eq!(cfg.working_dir.as_deref(), Some("/home/jovyan"));
         assert_eq!(cfg.user.as_deref(), Some("1000"));
         assert_eq!(cfg.exposed_ports, [80, 8888]);
+        assert_eq!(cfg.stop_signal.as_deref(), Some("SIGINT"));
     }
 
     #[test]

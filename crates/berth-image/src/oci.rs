@@ -134,17 +134,22 @@ impl ContentStore {
             .iter()
             .map(|p| (format!("{p}/tcp"), json!({})))
             .collect();
+        let mut runtime_config = json!({
+            "Env": config.env,
+            "Entrypoint": (!config.entrypoint.is_empty()).then_some(&config.entrypoint),
+            "Cmd": (!config.cmd.is_empty()).then_some(&config.cmd),
+            "WorkingDir": config.working_dir,
+            "User": config.user,
+            "ExposedPorts": exposed,
+        });
+        // Only when set, so images built before it was kept keep their digests.
+        if let Some(signal) = &config.stop_signal {
+            runtime_config["StopSignal"] = json!(signal);
+        }
         let config_doc = json!({
             "architecture": "amd64",
             "os": "linux",
-            "config": {
-                "Env": config.env,
-                "Entrypoint": (!config.entrypoint.is_empty()).then_some(&config.entrypoint),
-                "Cmd": (!config.cmd.is_empty()).then_some(&config.cmd),
-                "WorkingDir": config.working_dir,
-                "User": config.user,
-                "ExposedPorts": exposed,
-            },
+            "config": runtime_config,
             "rootfs": {"type": "layers", "diff_ids": blobs.iter().map(|b| &b.diff_id).collect::<Vec<_>>()},
         });
         let (config_digest, config_size) = self.write_json_blob(&config_doc)?;

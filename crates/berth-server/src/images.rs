@@ -85,6 +85,9 @@ mod tests {
             read_only_rootfs: false,
             privileged_user: false,
             disk_mib: None,
+            init: true,
+            stop_signal: None,
+            stop_grace_seconds: None,
         }
     }
 

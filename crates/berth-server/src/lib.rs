@@ -19,7 +19,7 @@ pub use tls::{TlsConfig, TlsSource, LETS_ENCRYPT};
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +75,34 @@ pub enum ServerError {
     Tls(#[from] berth_proxy::tls::TlsError),
     #[error("the {0} stopped unexpectedly")]
     Crashed(&'static str),
+    #[error("init binary {0}: not a file (give a static tini, or leave --init-binary out)")]
+    InitMissing(PathBuf),
+}
+
+/// Static inits berth looks for when none is given: Debian's tini, then podman's catatonit.
+const INIT_CANDIDATES: [&str; 2] = ["/usr/bin/tini-static", "/usr/libexec/podman/catatonit"];
+
+/// The init pods get as PID 1: the one given, else the first candidate found. None found
+/// is a warning, not an error: pods then run without one, and say so.
+fn find_init(given: Option<&Path>) -> Result<Option<PathBuf>, ServerError> {
+    if let Some(path) = given {
+        return if path.is_file() {
+            Ok(Some(path.to_path_buf()))
+        } else {
+            Err(ServerError::InitMissing(path.to_path_buf()))
+        };
+    }
+    let found = INIT_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        tracing::warn!(
+            "no init binary ({}): pods run without an init as PID 1 (apt install tini)",
+            INIT_CANDIDATES.join(", ")
+        );
+    }
+    Ok(found)
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +117,10 @@ pub struct ServerConfig {
     /// The runtime binary; its usual name on PATH when unset.
     pub runtime_binary: Option<PathBuf>,
     pub stop_timeout: Duration,
+    /// Stop every pod (concurrently) when the server stops, instead of leaving them running.
+    pub stop_pods_on_exit: bool,
+    /// The static init mounted into pods as PID 1; found on the host when unset.
+    pub init_binary: Option<PathBuf>,
     /// Filter runc pods' syscalls (off only to measure the filter's cost).
     pub seccomp: bool,
     pub subnet_v4: Ipv4Net,
@@ -164,6 +196,7 @@ pub async fn run(
         max_code_bytes: config.max_code_bytes,
         volumes_dir: state_dir.join("volumes"),
         seccomp: config.seccomp,
+        init_binary: find_init(config.init_binary.as_deref())?,
     })?;
     if !config.seccomp {
         tracing::warn!(
@@ -314,6 +347,12 @@ pub async fn run(
         }
     };
 
+    if config.stop_pods_on_exit {
+        match lifecycle.stop_all().await {
+            Ok(n) => tracing::info!("stopped {n} pods (--stop-pods-on-exit)"),
+            Err(e) => tracing::error!("stopping the pods: {e}"),
+        }
+    }
     for threads in ingress_threads {
         let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
     }
@@ -323,9 +362,13 @@ pub async fn run(
     }
     node.release_host_resources();
     store.close().await;
-    tracing::info!(
-        "berth server stopped; running pods keep running and are adopted on the next start"
-    );
+    if config.stop_pods_on_exit {
+        tracing::info!("berth server stopped");
+    } else {
+        tracing::info!(
+            "berth server stopped; running pods keep running and are adopted on the next start"
+        );
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::node::{
     LogStream, MountSource, Node, NodeError, NodeEvent, PodMount, ProcessState, StartContainer,
-    Started,
+    StopPath,
 };
 use crate::secrets::Secrets;
 use crate::spec::PodSpec;
@@ -24,6 +24,9 @@ use crate::store::{ContainerRow, Store, StoreError};
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a followed log of a container still starting checks whether it runs.
 const START_WAIT_INTERVAL: Duration = Duration::from_millis(200);
+/// How long stopping every pod waits beyond the longest grace: for SIGKILL to land, the
+/// teardowns, and starts that are between two steps.
+const STOP_ALL_SLACK: Duration = Duration::from_secs(20);
 /// How long a request for a pod that is still starting waits for it.
 const START_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
@@ -84,6 +87,23 @@ fn pids_note(state: &ProcessState) -> String {
             "; it hit its pids limit (a fork bomb or runaway processes)".into()
         }
         _ => String::new(),
+    }
+}
+
+/// "exited with code N", with what a shell's conventions say about N: a missing command,
+/// or the signal that a code of 128 + n reports.
+fn exit_words(code: i32) -> String {
+    let meaning = match code {
+        126 => Some("the command could not be run".to_string()),
+        127 => Some("command not found".to_string()),
+        129..=159 => berth_runtime::Signal::try_from(code - 128)
+            .ok()
+            .map(|signal| signal.as_str().to_string()),
+        _ => None,
+    };
+    match meaning {
+        Some(meaning) => format!("exited with code {code} ({meaning})"),
+        None => format!("exited with code {code}"),
     }
 }
 
@@ -206,6 +226,9 @@ impl<N: Node> Lifecycle<N> {
             read_only_rootfs: spec.read_only_rootfs,
             disk_mib: spec.disk_mib,
             privileged_user: spec.privileged_user,
+            init: spec.init,
+            stop_signal: spec.stop_signal.clone(),
+            stop_grace_seconds: spec.stop_grace_seconds,
         };
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
@@ -275,18 +298,22 @@ impl<N: Node> Lifecycle<N> {
             read_only_rootfs: spec.read_only_rootfs,
             privileged_user: spec.privileged_user,
             disk_mib: spec.disk_mib,
+            init: spec.init,
+            stop_signal: spec.stop_signal,
         };
-        let Started { ports, ipv4, ipv6 } = match self.node.start(req).await {
+        let started = match self.node.start(req).await {
             Ok(started) => started,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
         let running = self
             .transition(&id, ContainerStatus::Running, |row| {
                 row.image = image_name;
-                row.ports = ports;
+                row.ports = started.ports;
                 row.started_at = Some(now());
-                row.ipv4 = ipv4;
-                row.ipv6 = ipv6;
+                row.ipv4 = started.ipv4;
+                row.ipv6 = started.ipv6;
+                row.init = started.init;
+                row.stop_signal = Some(started.stop_signal);
             })
             .await;
         self.clear_progress(&id);
@@ -400,25 +427,69 @@ impl<N: Node> Lifecycle<N> {
         Ok(self.view(row))
     }
 
-    /// SIGTERM, grace, SIGKILL, teardown, STOPPED: the one way a stop completes.
+    /// Stop signal, grace, SIGKILL, teardown, STOPPED: the one way a stop completes. The
+    /// recorded reason says which signals it took.
     async fn stop_and_finish(self: Arc<Self>, id: String, grace: Option<Duration>) {
         if !self.claim(&id) {
             return;
         }
         self.routes.remove(&id);
-        let state = self
-            .node
-            .stop(&id, grace.unwrap_or(self.config.stop_grace))
-            .await;
-        let exit_code = match state {
+        let row = self.store.container(&id).await.ok().flatten();
+        let signal = row
+            .as_ref()
+            .and_then(|r| r.stop_signal.as_deref())
+            .and_then(|name| berth_api::parse_stop_signal(name).ok())
+            .unwrap_or(berth_api::DEFAULT_STOP_SIGNAL);
+        let grace = grace
+            .or_else(|| {
+                row.as_ref()
+                    .and_then(|r| r.stop_grace_seconds)
+                    .map(Duration::from_secs)
+            })
+            .unwrap_or(self.config.stop_grace);
+        let stopped = self.node.stop(&id, signal, grace).await;
+        let exit_code = match stopped.state {
             ProcessState::Exited(rec) => Some(rec.exit_code),
             _ => None,
         };
-        let note = pids_note(&state);
-        let reason = (!note.is_empty()).then(|| format!("stopped by request{note}"));
-        self.teardown_and_record(&id, ContainerStatus::Stopped, exit_code, reason)
+        let why = row
+            .and_then(|r| r.reason)
+            .unwrap_or_else(|| "stopped by request".into());
+        let how = match &stopped.path {
+            StopPath::Ended => String::new(),
+            path => format!(" ({path})"),
+        };
+        let reason = format!("{why}{how}{}", pids_note(&stopped.state));
+        self.teardown_and_record(&id, ContainerStatus::Stopped, exit_code, Some(reason))
             .await;
         self.release(&id);
+    }
+
+    /// Stops every container that is not stopped yet, all at once, and waits for them:
+    /// for a server that takes its pods down with it.
+    pub async fn stop_all(self: &Arc<Self>) -> Result<usize, LifecycleError> {
+        let rows = self.store.containers(true).await?;
+        let longest_grace = rows
+            .iter()
+            .map(|r| {
+                r.stop_grace_seconds
+                    .map_or(self.config.stop_grace, Duration::from_secs)
+            })
+            .max()
+            .unwrap_or_default();
+        let stops = rows.iter().map(|row| self.stop(&row.id, None));
+        let asked = futures_util::future::join_all(stops).await.len();
+        // Each stop runs in a task of its own; wait until all are recorded.
+        let limit = longest_grace + STOP_ALL_SLACK;
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if self.store.containers(true).await?.is_empty() {
+                return Ok(asked);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::warn!("pods still stopping after {limit:?}; leaving them to the next start");
+        Ok(asked)
     }
 
     /// Tears the container down, then records its final state.
@@ -575,15 +646,15 @@ impl<N: Node> Lifecycle<N> {
                 ContainerStatus::Exited,
                 Some(exit.exit_code),
                 format!(
-                    "the entrypoint exited with code {} with its {} MiB disk full",
-                    exit.exit_code,
+                    "the entrypoint {} with its {} MiB disk full",
+                    exit_words(exit.exit_code),
                     row.disk_mib.unwrap_or_default()
                 ),
             ),
             ProcessState::Exited(exit) => (
                 ContainerStatus::Exited,
                 Some(exit.exit_code),
-                format!("the entrypoint exited with code {}", exit.exit_code),
+                format!("the entrypoint {}", exit_words(exit.exit_code)),
             ),
             ProcessState::Lost => (
                 ContainerStatus::Failed,
@@ -883,6 +954,11 @@ impl<N: Node> Lifecycle<N> {
             read_only_rootfs: row.read_only_rootfs,
             privileged_user: row.privileged_user,
             disk_mib: row.disk_mib,
+            init: row.init,
+            stop_signal: row.stop_signal,
+            stop_grace_seconds: row
+                .stop_grace_seconds
+                .unwrap_or(self.config.stop_grace.as_secs()),
         }
     }
 
@@ -977,6 +1053,8 @@ mod tests {
         fail_pull: bool,
         states: Mutex<HashMap<String, ProcessState>>,
         teardowns: Mutex<Vec<String>>,
+        /// Each stop: the container, the signal sent first, the grace.
+        stops: Mutex<Vec<(String, berth_runtime::Signal, Duration)>>,
         events_tx: tokio::sync::mpsc::UnboundedSender<NodeEvent>,
         events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>>,
     }
@@ -988,6 +1066,7 @@ mod tests {
                 fail_pull: false,
                 states: Mutex::default(),
                 teardowns: Mutex::default(),
+                stops: Mutex::default(),
                 events_tx,
                 events_rx: Mutex::new(Some(rx)),
             }
@@ -1035,12 +1114,12 @@ mod tests {
             Ok(PreparedImage { reference: name })
         }
 
-        async fn start(&self, req: StartContainer) -> Result<Started, NodeError> {
+        async fn start(&self, req: StartContainer) -> Result<crate::node::Started, NodeError> {
             self.states
                 .lock()
                 .expect("lock")
                 .insert(req.container_id, ProcessState::Running);
-            Ok(Started {
+            Ok(crate::node::Started {
                 ports: if req.ports.is_empty() {
                     vec![80]
                 } else {
@@ -1048,16 +1127,30 @@ mod tests {
                 },
                 ipv4: Some("10.0.0.2".parse().expect("ip")),
                 ipv6: None,
+                init: req.init,
+                stop_signal: req.stop_signal.unwrap_or_else(|| "SIGTERM".into()),
             })
         }
 
-        async fn stop(&self, id: &str, _grace: Duration) -> ProcessState {
-            let state = exited(143, false);
+        async fn stop(
+            &self,
+            id: &str,
+            signal: berth_runtime::Signal,
+            grace: Duration,
+        ) -> crate::node::Stopped {
+            self.stops
+                .lock()
+                .expect("lock")
+                .push((id.to_string(), signal, grace));
+            let state = exited(128 + signal as i32, false);
             self.states
                 .lock()
                 .expect("lock")
                 .insert(id.to_string(), state);
-            state
+            crate::node::Stopped {
+                state,
+                path: StopPath::Signal(signal.as_str().to_string()),
+            }
         }
 
         async fn teardown(&self, id: &str) -> Result<(), NodeError> {
@@ -1237,6 +1330,9 @@ mod tests {
             read_only_rootfs: false,
             privileged_user: false,
             disk_mib: None,
+            init: true,
+            stop_signal: None,
+            stop_grace_seconds: None,
         }
     }
 
@@ -1271,6 +1367,7 @@ mod tests {
         h.lifecycle.stop(&c.id, None).await.expect("stop");
         let done = wait_for(&h, &c.id, ContainerStatus::Stopped).await;
         assert_eq!(done.exit_code, Some(143));
+        assert_eq!(done.reason.as_deref(), Some("stopped by request (SIGTERM)"));
         assert!(h.routes.lookup(&c.stub_id, 8080).is_none());
         assert_eq!(
             *h.node.teardowns.lock().expect("lock"),
@@ -1281,6 +1378,72 @@ mod tests {
             h.lifecycle.stop(&c.id, None).await.expect("stop").status,
             ContainerStatus::Stopped
         );
+    }
+
+    #[tokio::test]
+    async fn a_pods_stop_signal_and_grace_are_what_its_stop_sends() {
+        let h = harness(FakeNode::default()).await;
+        let mut own = spec(-1);
+        own.stop_signal = Some("SIGINT".into());
+        own.stop_grace_seconds = Some(7);
+        let c = h.lifecycle.create(own).await.expect("create");
+        let running = wait_for(&h, &c.id, ContainerStatus::Running).await;
+        assert_eq!(running.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(running.stop_grace_seconds, 7);
+        assert!(running.init);
+        h.lifecycle.stop(&c.id, None).await.expect("stop");
+        let done = wait_for(&h, &c.id, ContainerStatus::Stopped).await;
+        assert_eq!(done.reason.as_deref(), Some("stopped by request (SIGINT)"));
+        assert_eq!(done.exit_code, Some(130));
+        // A grace given with the stop wins over the pod's.
+        let d = h.lifecycle.create(spec(-1)).await.expect("create");
+        wait_for(&h, &d.id, ContainerStatus::Running).await;
+        h.lifecycle
+            .stop(&d.id, Some(Duration::from_secs(3)))
+            .await
+            .expect("stop");
+        wait_for(&h, &d.id, ContainerStatus::Stopped).await;
+        let stops = h.node.stops.lock().expect("lock").clone();
+        assert_eq!(
+            stops,
+            [
+                (
+                    c.id.clone(),
+                    berth_runtime::Signal::SIGINT,
+                    Duration::from_secs(7)
+                ),
+                (
+                    d.id.clone(),
+                    berth_runtime::Signal::SIGTERM,
+                    Duration::from_secs(3)
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_all_stops_every_pod_and_waits_for_them() {
+        let h = harness(FakeNode::default()).await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let c = h.lifecycle.create(spec(-1)).await.expect("create");
+            wait_for(&h, &c.id, ContainerStatus::Running).await;
+            ids.push(c.id);
+        }
+        assert_eq!(h.lifecycle.stop_all().await.expect("stop all"), 5);
+        for id in &ids {
+            let c = h.lifecycle.get(id).await.expect("get").expect("exists");
+            assert_eq!(c.status, ContainerStatus::Stopped, "{id}");
+        }
+        assert_eq!(h.node.stops.lock().expect("lock").len(), 5);
+    }
+
+    #[test]
+    fn exit_codes_read_as_a_shell_would_explain_them() {
+        assert_eq!(exit_words(3), "exited with code 3");
+        assert_eq!(exit_words(127), "exited with code 127 (command not found)");
+        assert_eq!(exit_words(139), "exited with code 139 (SIGSEGV)");
+        assert_eq!(exit_words(200), "exited with code 200");
     }
 
     #[tokio::test]

@@ -60,6 +60,22 @@ pub struct PodSpec {
     pub privileged_user: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_mib: Option<u64>,
+    /// An init as PID 1 (the default, so only `false` is written).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub init: bool,
+    /// A canonical signal name like `SIGINT`; the image's STOPSIGNAL when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_seconds: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// More CIDRs than this in an allow list is refused (each becomes a firewall rule).
@@ -190,6 +206,26 @@ impl PodSpec {
                     .to_string(),
             ),
         };
+        let stop_signal = req
+            .stop_signal
+            .as_deref()
+            .map(|text| {
+                berth_api::parse_stop_signal(text)
+                    .map(|signal| signal.as_str().to_string())
+                    .map_err(|e| ApiError::invalid("stop_signal", e))
+            })
+            .transpose()?;
+        if let Some(grace) = req.stop_grace_seconds {
+            if grace > berth_api::MAX_STOP_GRACE_SECONDS {
+                return Err(ApiError::invalid(
+                    "stop_grace_seconds",
+                    format!(
+                        "{grace} is more than {} seconds",
+                        berth_api::MAX_STOP_GRACE_SECONDS
+                    ),
+                ));
+            }
+        }
         let allow_list = validate_allow_list(&req.allow_list)?;
         if req.block_network && !allow_list.is_empty() {
             return Err(ApiError::invalid(
@@ -217,6 +253,9 @@ impl PodSpec {
             read_only_rootfs: req.read_only_rootfs,
             privileged_user: req.privileged_user,
             disk_mib,
+            init: req.init.unwrap_or(true),
+            stop_signal,
+            stop_grace_seconds: req.stop_grace_seconds,
         })
     }
 

@@ -115,9 +115,18 @@ pub struct ServerArgs {
     /// Path of the runtime binary (default: runc or runsc on PATH).
     #[arg(long)]
     pub runtime_binary: Option<PathBuf>,
-    /// Seconds between SIGTERM and SIGKILL when stopping a pod.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds between the stop signal and SIGKILL when stopping a pod that sets no grace
+    /// of its own.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub stop_timeout: u64,
+    /// Stop every pod when the server stops (all at once, each with its grace), instead of
+    /// leaving them running for the next start to adopt.
+    #[arg(long)]
+    pub stop_pods_on_exit: bool,
+    /// The static init mounted into pods as PID 1 (default: /usr/bin/tini-static from
+    /// Debian's tini, if present).
+    #[arg(long, value_name = "PATH")]
+    pub init_binary: Option<PathBuf>,
     /// Start runc pods with no seccomp filter. Only for measuring what the filter costs
     /// (bench/hardening.sh); never on a server that runs untrusted code.
     #[arg(long, hide = true)]
@@ -295,6 +304,21 @@ pub struct RunArgs {
     /// default a pod's ids map to an unprivileged host range of its own.
     #[arg(long)]
     pub privileged_user: bool,
+    /// Run an init (tini) as PID 1 that passes signals on to the entrypoint and reaps
+    /// orphaned processes: the default, unless the image's entrypoint is an init itself.
+    #[arg(long, overrides_with = "no_init")]
+    pub init: bool,
+    /// Run the entrypoint itself as PID 1.
+    #[arg(long, overrides_with = "init")]
+    pub no_init: bool,
+    /// The signal a stop sends first, like SIGINT or QUIT (default: the image's
+    /// STOPSIGNAL, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Time between the stop signal and SIGKILL: seconds, or with a unit (90s, 2m)
+    /// (default: the server's --stop-timeout).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_seconds)]
+    pub stop_grace: Option<u64>,
     /// Print the created container as JSON instead of progress lines.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -373,8 +397,10 @@ pub struct SecretCreateArgs {
 pub enum ContainerCommand {
     /// List containers (running and starting; --all includes ended ones).
     List(ListArgs),
-    /// Stop containers: SIGTERM, a grace period, then SIGKILL; several ids are stopped at
-    /// once (up to 32 at a time), each result printed as it comes.
+    /// Stop containers: the stop signal (SIGTERM unless the pod or its image names
+    /// another), a grace period, then SIGKILL. Several are stopped at once (up to 32 at a
+    /// time), each result printed as it comes; pick them by id, --all, --deployment or
+    /// --image.
     Stop(StopArgs),
     /// Print a container's output.
     Logs(LogsArgs),
@@ -450,8 +476,8 @@ pub struct TokenArgs {
     #[arg(long)]
     pub port: u32,
     /// How long the token works: seconds, or with a unit (90s, 10m, 2h, 7d).
-    #[arg(long, default_value = "1h")]
-    pub ttl: String,
+    #[arg(long, default_value = "1h", value_parser = crate::duration::parse_seconds)]
+    pub ttl: u64,
 }
 
 #[derive(Args)]
@@ -478,12 +504,24 @@ pub struct ListArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).multiple(true)
+    .args(["ids", "all", "deployment", "image"])))]
 pub struct StopArgs {
     /// Container ids.
-    #[arg(required = true)]
     pub ids: Vec<String>,
-    /// Seconds between SIGTERM and SIGKILL (default: the server's).
-    #[arg(long)]
+    /// Every container that is running or starting.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// The running and starting containers of this deployment (its URL wakes it again; `berth
+    /// deploy stop` stops the deployment itself).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["ids", "all"])]
+    pub deployment: Option<String>,
+    /// The running and starting containers of this image, as it was asked for.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["ids", "all"])]
+    pub image: Option<String>,
+    /// Time between the stop signal and SIGKILL: seconds, or with a unit (90s, 2m) (default:
+    /// each pod's own, else the server's).
+    #[arg(long, value_parser = crate::duration::parse_seconds)]
     pub grace: Option<u64>,
     /// Return once the stop is requested, without waiting for it to finish.
     #[arg(long)]

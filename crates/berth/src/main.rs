@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod commands;
+mod duration;
 mod log_sink;
 
 use clap::Parser;

@@ -9,8 +9,8 @@ from .files import PodFiles
 
 TERMINAL = ("STOPPED", "EXITED", "OOM_KILLED", "FAILED")
 WAIT_POLL_SECONDS = 0.2
-# The server's stop grace is 10 s by default; past this the stop is reported as not done.
-STOP_WAIT_SECONDS = 60
+# Beyond the pod's stop grace: for SIGKILL to land and the teardown.
+STOP_SLACK_SECONDS = 30
 
 
 def _strip_log_prefix(text: str) -> str:
@@ -130,10 +130,18 @@ class PodInstance:
         return PodFiles(self._client, self.container_id)
 
     def terminate(self) -> bool:
-        """Stops the container (stopping an ended one is a no-op); True once it has ended."""
-        self._client.call("POST", "/v1/containers/%s/stop" % self.container_id, {})
+        """Stops the container: its stop signal, its grace, then SIGKILL (stopping an ended
+        one is a no-op); True once it has ended."""
+        return self._wait_ended(self._ask_to_stop())
+
+    def _ask_to_stop(self) -> float:
+        """Asks the server to stop it; how long the stop may take."""
+        c = self._client.call("POST", "/v1/containers/%s/stop" % self.container_id, {})
+        return float(c.get("stop_grace_seconds") or 10) + STOP_SLACK_SECONDS
+
+    def _wait_ended(self, limit: float) -> bool:
         try:
-            self.wait(timeout=STOP_WAIT_SECONDS)
+            self.wait(timeout=limit)
         except TimeoutError:
             return False
         return True

@@ -23,7 +23,8 @@ IDLE_ENTRYPOINT = ["sleep", "infinity"]
 _PARAMS = (
     "app", "entrypoint", "ports", "name", "cpu", "memory", "gpu", "image", "env",
     "keep_warm_seconds", "authorized", "volumes", "secrets", "runtime", "block_network",
-    "allow_list", "read_only_rootfs", "disk", "privileged_user",
+    "allow_list", "read_only_rootfs", "disk", "privileged_user", "init", "stop_signal",
+    "stop_grace_seconds",
 )
 RUNTIMES = ("runc", "gvisor")
 
@@ -80,6 +81,9 @@ class Pod:
         read_only_rootfs: bool = False,
         disk: Optional[Union[int, str]] = None,
         privileged_user: bool = False,
+        init: bool = True,
+        stop_signal: Optional[str] = None,
+        stop_grace_seconds: Optional[int] = None,
         **unknown: Any,
     ):
         refuse_unknown("Pod", unknown, _PARAMS)
@@ -106,6 +110,14 @@ class Pod:
             raise InvalidArgument("read_only_rootfs must be True or False, not %r" % (read_only_rootfs,))
         if not isinstance(privileged_user, bool):
             raise InvalidArgument("privileged_user must be True or False, not %r" % (privileged_user,))
+        if not isinstance(init, bool):
+            raise InvalidArgument("init must be True or False, not %r" % (init,))
+        if stop_grace_seconds is not None and (
+            not isinstance(stop_grace_seconds, int) or isinstance(stop_grace_seconds, bool)
+            or stop_grace_seconds < 0
+        ):
+            raise InvalidArgument("stop_grace_seconds must be a whole number of seconds, not %r"
+                                  % (stop_grace_seconds,))
         if isinstance(volumes, Volume):
             volumes = [volumes]
         for v in volumes or []:
@@ -129,6 +141,9 @@ class Pod:
         self.allow_list = allow_list
         self.read_only_rootfs = read_only_rootfs
         self.privileged_user = privileged_user
+        self.init = init
+        self.stop_signal = _optional_str(stop_signal, "stop_signal")
+        self.stop_grace_seconds = stop_grace_seconds
         self.disk = None if disk is None else _quantity(disk, "disk")
         self._client: Optional[Client] = None
         self._created: List[PodInstance] = []
@@ -182,6 +197,12 @@ class Pod:
             req["privileged_user"] = True
         if self.disk is not None:
             req["disk"] = self.disk
+        if not self.init:
+            req["init"] = False
+        if self.stop_signal is not None:
+            req["stop_signal"] = self.stop_signal
+        if self.stop_grace_seconds is not None:
+            req["stop_grace_seconds"] = self.stop_grace_seconds
         return req
 
     def _build(self, out: Output) -> None:
@@ -258,12 +279,12 @@ class Pod:
         return instance
 
     def terminate(self) -> bool:
-        """Stops every container this Pod created that still runs; True if any was."""
-        stopped = False
-        for instance in self._created:
-            if instance.status() not in TERMINAL:
-                stopped = instance.terminate() or stopped
-        return stopped
+        """Stops every container this Pod created that still runs, all at once (the server
+        stops them side by side, so many take about one grace period); True if any was."""
+        running = [i for i in self._created if i.status() not in TERMINAL]
+        limits = [i._ask_to_stop() for i in running]
+        ended = [i._wait_ended(limit) for i, limit in zip(running, limits)]
+        return any(ended)
 
     def deploy(self, name: Optional[str] = None) -> DeploymentInstance:
         """Deploys a new version of the named deployment; returns once that version serves."""

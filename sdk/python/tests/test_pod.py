@@ -129,6 +129,43 @@ class IsolationTests(ServerCase):
             Pod(block_network=True, allow_list=["10.0.0.0/8"])
 
 
+class ProcessTests(ServerCase):
+    def test_init_and_stop_settings_are_sent_only_when_not_the_defaults(self):
+        self.server.on("POST", "/v1/containers", 202, container(status="RUNNING", started_at=2))
+        self.run_quietly(Pod().create)
+        self.run_quietly(Pod(init=False, stop_signal="SIGINT", stop_grace_seconds=30).create)
+        default, own = self.server.bodies("POST", "/v1/containers")
+        for key in ("init", "stop_signal", "stop_grace_seconds"):
+            self.assertNotIn(key, default)
+        self.assertEqual((own["init"], own["stop_signal"], own["stop_grace_seconds"]),
+                         (False, "SIGINT", 30))
+        with self.assertRaisesRegex(InvalidArgument, "init must be True or False"):
+            Pod(init="no")
+        with self.assertRaisesRegex(InvalidArgument, "stop_grace_seconds must be a whole number"):
+            Pod(stop_grace_seconds=-1)
+        with self.assertRaisesRegex(InvalidArgument, "stop_signal must be a string"):
+            Pod(stop_signal=15)
+
+    def test_terminate_asks_every_container_to_stop_before_waiting_for_any(self):
+        self.server.on("POST", "/v1/containers", 202, container(status="RUNNING", started_at=2))
+        pod = Pod()
+        self.run_quietly(pod.create)
+        self.run_quietly(pod.create)
+        self.server.on("POST", "/v1/containers/pod-s-1/stop", 200,
+                       container(status="STOPPING", stop_grace_seconds=30))
+        self.server.on_call("GET", "/v1/containers/pod-s-1", in_turn(
+            (200, container(status="RUNNING")), (200, container(status="RUNNING")),
+            (200, container(status="STOPPED"))))
+        del self.server.requests[:]
+        self.assertTrue(pod.terminate())
+        calls = self.paths()
+        stops = [i for i, call in enumerate(calls) if call == ("POST", "/v1/containers/pod-s-1/stop")]
+        waits = [i for i, call in enumerate(calls) if call == ("GET", "/v1/containers/pod-s-1")]
+        # Two status checks, two stops, then the waiting.
+        self.assertEqual(len(stops), 2)
+        self.assertLess(stops[-1], waits[2])
+
+
 class InstanceTests(ServerCase):
     def create(self, pod=None):
         self.server.on("POST", "/v1/containers", 202, container(status="RUNNING", started_at=2))

@@ -17,9 +17,6 @@ use super::state::AppState;
 use crate::node::Node;
 use crate::spec::PodSpec;
 
-/// The longest stop grace a request may ask for.
-const MAX_GRACE_SECONDS: u64 = 3600;
-
 #[utoipa::path(post, path = "/v1/containers", request_body = CreateContainerRequest,
     responses((status = 202, body = Container), (status = 400, body = ApiError), (status = 401, body = ApiError)),
     security(("bearer" = [])))]
@@ -76,10 +73,10 @@ pub async fn stop<N: Node>(
     } else {
         parse_body(&body)?
     };
-    if matches!(req.grace_seconds, Some(g) if g > MAX_GRACE_SECONDS) {
+    if matches!(req.grace_seconds, Some(g) if g > berth_api::MAX_STOP_GRACE_SECONDS) {
         return Err(Failure(ApiError::invalid(
             "grace_seconds",
-            format!("must be at most {MAX_GRACE_SECONDS}"),
+            format!("must be at most {}", berth_api::MAX_STOP_GRACE_SECONDS),
         )));
     }
     let grace = req.grace_seconds.map(Duration::from_secs);

@@ -74,10 +74,16 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Fai
             "is empty; send a JSON object",
         )));
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        // `init: invalid type: ...` rather than a bare line and column.
+        let detail = match e.path().to_string().as_str() {
+            "." => e.inner().to_string(),
+            path => format!("{path}: {}", e.inner()),
+        };
         Failure(ApiError::invalid(
             "body",
-            format!("not valid JSON for this call: {e}"),
+            format!("not valid JSON for this call: {detail}"),
         ))
     })
 }

@@ -27,7 +27,7 @@ use super::volumes::Volumes;
 use super::watch::{current_state, ExitWatcher};
 use super::{
     BuildImage, BuiltImage, LogStream, MountSource, Node, NodeError, NodeEvent, PreparedImage,
-    ProcessState, ProgressFn, StartContainer, Started,
+    ProcessState, ProgressFn, StartContainer, Started, StopPath, Stopped,
 };
 
 /// Default pids limit per pod: enough for real apps, stops fork bombs.
@@ -54,6 +54,8 @@ pub struct LocalNodeConfig {
     pub volumes_dir: PathBuf,
     /// Filter runc pods' syscalls with the default seccomp profile.
     pub seccomp: bool,
+    /// A static init (tini) mounted into pods as PID 1; `None` runs every pod without one.
+    pub init_binary: Option<PathBuf>,
 }
 
 pub struct LocalNode {
@@ -64,6 +66,7 @@ pub struct LocalNode {
     shim_exe: PathBuf,
     code: Arc<CodeStore>,
     volumes: Arc<Volumes>,
+    init_binary: Option<PathBuf>,
 }
 
 impl LocalNode {
@@ -95,6 +98,7 @@ impl LocalNode {
             shim_exe: config.shim_exe,
             code: Arc::new(CodeStore::new(config.code_dir, config.max_code_bytes)?),
             volumes: Arc::new(Volumes::new(config.volumes_dir)?),
+            init_binary: config.init_binary,
         });
         node.watch_surviving_shims();
         Ok(node)
@@ -131,6 +135,21 @@ impl LocalNode {
             .ok_or_else(|| NodeError::ImageNotPrepared(req.image.reference.clone()))?;
         let config = &image.config;
         let id = &req.container_id;
+        let mut args = command(req, config)?;
+        let mut binds = self.binds(req)?;
+        let init = match &self.init_binary {
+            Some(binary) if req.init && !is_init(&args[0]) => {
+                binds.push(BindMount {
+                    source: binary.clone(),
+                    destination: INIT_PATH.into(),
+                    read_only: true,
+                });
+                args = with_init(args);
+                true
+            }
+            _ => false,
+        };
+        let stop_signal = stop_signal(req, config);
         let prepared = self.sandboxes.prepare(
             id,
             SandboxRequest {
@@ -138,7 +157,7 @@ impl LocalNode {
                 upper: None,
                 hostname: hostname_for(id),
                 process: ProcessPlan {
-                    args: command(req, config)?,
+                    args,
                     env: environment(req, config),
                     cwd: req
                         .workdir
@@ -152,7 +171,7 @@ impl LocalNode {
                     memory_mib: req.memory_mib,
                     pids: DEFAULT_PIDS_LIMIT,
                 },
-                binds: self.binds(req)?,
+                binds,
                 runtime: req.runtime,
                 egress: req.egress.clone(),
                 read_only_rootfs: req.read_only_rootfs,
@@ -190,6 +209,8 @@ impl LocalNode {
             ports,
             ipv4: None,
             ipv6: None,
+            init,
+            stop_signal: stop_signal.as_str().to_string(),
         };
         for addr in prepared.addrs {
             match addr {
@@ -283,22 +304,37 @@ impl Node for Arc<LocalNode> {
         Ok(started)
     }
 
-    async fn stop(&self, id: &str, grace: Duration) -> ProcessState {
+    async fn stop(&self, id: &str, signal: Signal, grace: Duration) -> Stopped {
         let state = current_state(&self.files(id));
         if state != ProcessState::Running {
-            return state;
+            return Stopped {
+                state,
+                path: StopPath::Ended,
+            };
         }
         // A container adopted or started by this node is watched; make sure of it.
         self.watcher.watch(id, self.files(id));
-        self.signal(id, Signal::SIGTERM, false).await;
+        // To PID 1 only: an init passes it on to the entrypoint's process group.
+        self.signal(id, signal, false).await;
         if let Some(state) = self.wait_ended(id, grace).await {
-            return state;
+            return Stopped {
+                state,
+                path: StopPath::Signal(signal.as_str().to_string()),
+            };
         }
-        tracing::info!(container = %id, "did not stop within {grace:?} of SIGTERM; sending SIGKILL");
+        tracing::info!(container = %id, "did not stop within {grace:?} of {signal}; sending SIGKILL");
         self.signal(id, Signal::SIGKILL, true).await;
-        self.wait_ended(id, KILL_WAIT)
+        let state = self
+            .wait_ended(id, KILL_WAIT)
             .await
-            .unwrap_or(ProcessState::Lost)
+            .unwrap_or(ProcessState::Lost);
+        Stopped {
+            state,
+            path: StopPath::Killed {
+                signal: signal.as_str().to_string(),
+                grace_seconds: grace.as_secs(),
+            },
+        }
     }
 
     async fn teardown(&self, id: &str) -> Result<(), NodeError> {
@@ -488,6 +524,57 @@ fn command(req: &StartContainer, config: &ImageConfig) -> Result<Vec<String>, No
     Ok(args)
 }
 
+/// Where the init binary appears in a pod: beside the runtime's own files, out of the way
+/// of the image's.
+const INIT_PATH: &str = "/run/berth-init";
+
+/// Programs that are an init already: an image that starts with one needs no second.
+const KNOWN_INITS: [&str; 8] = [
+    "tini",
+    "tini-static",
+    "dumb-init",
+    "catatonit",
+    "docker-init",
+    "init",
+    "s6-svscan",
+    "runsvdir",
+];
+
+fn is_init(program: &str) -> bool {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    KNOWN_INITS.contains(&name)
+}
+
+/// `tini -g -- args`: signals go to the entrypoint's whole process group, so a shell
+/// script and the program it runs both get them.
+fn with_init(args: Vec<String>) -> Vec<String> {
+    [INIT_PATH, "-g", "--"]
+        .into_iter()
+        .map(String::from)
+        .chain(args)
+        .collect()
+}
+
+/// The pod's stop signal, else the image's STOPSIGNAL, else SIGTERM. An image's signal
+/// berth cannot send (a realtime one like `SIGRTMIN+3`) falls back to SIGTERM.
+fn stop_signal(req: &StartContainer, config: &ImageConfig) -> Signal {
+    let from_pod = req
+        .stop_signal
+        .as_deref()
+        .and_then(|name| berth_api::parse_stop_signal(name).ok());
+    let from_image = || {
+        let text = config.stop_signal.as_deref()?;
+        berth_api::parse_stop_signal(text)
+            .inspect_err(|e| {
+                tracing::warn!(container = %req.container_id, "the image's STOPSIGNAL {text:?}: {e}; using SIGTERM")
+            })
+            .ok()
+    };
+    from_pod
+        .or_else(from_image)
+        .unwrap_or(berth_api::DEFAULT_STOP_SIGNAL)
+}
+
 /// Image env, then the user's env over it, then berth's own variables.
 fn environment(req: &StartContainer, config: &ImageConfig) -> Vec<String> {
     let mut vars: Vec<(String, String)> = Vec::new();
@@ -545,7 +632,48 @@ mod tests {
             read_only_rootfs: false,
             privileged_user: false,
             disk_mib: None,
+            init: true,
+            stop_signal: None,
         }
+    }
+
+    #[test]
+    fn an_init_wraps_the_command_unless_the_image_brings_one() {
+        assert_eq!(
+            with_init(vec!["python3".into(), "app.py".into()]),
+            [INIT_PATH, "-g", "--", "python3", "app.py"]
+        );
+        for own in [
+            "tini",
+            "/usr/bin/tini",
+            "/usr/bin/dumb-init",
+            "/init",
+            "catatonit",
+        ] {
+            assert!(is_init(own), "{own}");
+        }
+        for app in ["python3", "/bin/sh", "/usr/sbin/httpd", "initdb"] {
+            assert!(!is_init(app), "{app}");
+        }
+    }
+
+    #[test]
+    fn the_stop_signal_is_the_pods_then_the_images_then_sigterm() {
+        let image = |signal: Option<&str>| ImageConfig {
+            stop_signal: signal.map(String::from),
+            ..ImageConfig::default()
+        };
+        let mut pod = req(None);
+        assert_eq!(stop_signal(&pod, &image(None)), Signal::SIGTERM);
+        assert_eq!(stop_signal(&pod, &image(Some("SIGQUIT"))), Signal::SIGQUIT);
+        assert_eq!(stop_signal(&pod, &image(Some("2"))), Signal::SIGINT);
+        // One berth cannot send (systemd's) falls back to SIGTERM.
+        assert_eq!(
+            stop_signal(&pod, &image(Some("SIGRTMIN+3"))),
+            Signal::SIGTERM
+        );
+        pod.stop_signal = Some("SIGUSR1".into());
+        assert_eq!(stop_signal(&pod, &image(Some("SIGQUIT"))), Signal::SIGUSR1);
     }
 
     #[test]

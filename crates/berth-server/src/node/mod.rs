@@ -145,6 +145,12 @@ pub struct StartContainer {
     /// Cap on the writable layer, in MiB.
     #[serde(default)]
     pub disk_mib: Option<u64>,
+    /// Run an init as PID 1 unless the image's entrypoint is one.
+    #[serde(default)]
+    pub init: bool,
+    /// The stop signal the pod asked for (a canonical name); the image's when `None`.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 /// A directory the node mounts into a pod, named by what it is rather than where it lives.
@@ -170,6 +176,41 @@ pub struct Started {
     pub ports: Vec<u16>,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
+    /// An init runs as PID 1.
+    pub init: bool,
+    /// The signal a stop sends first: the pod's, the image's STOPSIGNAL, or SIGTERM.
+    pub stop_signal: String,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub state: ProcessState,
+    pub path: StopPath,
+}
+
+/// What a stop had to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopPath {
+    /// The process had ended already.
+    Ended,
+    /// It ended on the stop signal (a canonical name).
+    Signal(String),
+    /// It outlived the stop signal's grace and got SIGKILL.
+    Killed { signal: String, grace_seconds: u64 },
+}
+
+impl std::fmt::Display for StopPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopPath::Ended => f.write_str("it had ended already"),
+            StopPath::Signal(signal) => write!(f, "{signal}"),
+            StopPath::Killed {
+                signal,
+                grace_seconds,
+            } => write!(f, "{signal}, then SIGKILL after {grace_seconds} s grace"),
+        }
+    }
 }
 
 /// Build an image spec, and optionally push the result.
@@ -216,8 +257,14 @@ pub trait Node: Clone + Send + Sync + 'static {
     fn start(&self, req: StartContainer)
         -> impl Future<Output = Result<Started, NodeError>> + Send;
 
-    /// SIGTERM, `grace`, then SIGKILL; returns once the process is gone (or lost).
-    fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = ProcessState> + Send;
+    /// `signal` to the pod's PID 1, `grace`, then SIGKILL to every process; returns once
+    /// the process is gone (or lost).
+    fn stop(
+        &self,
+        id: &str,
+        signal: berth_runtime::Signal,
+        grace: Duration,
+    ) -> impl Future<Output = Stopped> + Send;
 
     /// Removes everything the container held: runtime state, mounts, network. Idempotent.
     fn teardown(&self, id: &str) -> impl Future<Output = Result<(), NodeError>> + Send;

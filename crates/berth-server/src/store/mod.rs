@@ -57,6 +57,12 @@ pub struct ContainerRow {
     pub read_only_rootfs: bool,
     pub disk_mib: Option<u64>,
     pub privileged_user: bool,
+    /// An init runs as PID 1: asked for until the start, then what the node ran.
+    pub init: bool,
+    /// The signal a stop sends first: the pod's, or the image's once started.
+    pub stop_signal: Option<String>,
+    /// `None` for the server's default.
+    pub stop_grace_seconds: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -153,8 +159,8 @@ impl Store {
             "INSERT INTO containers (id, stub_id, deployment_id, status, image, ports, cpu_millis,
              memory_mib, keep_warm_seconds, exit_code, reason, ipv4, ipv6, scheduled_at, started_at,
              finished_at, authorized, runtime, block_network, allow_list, read_only_rootfs,
-             disk_mib, privileged_user)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             disk_mib, privileged_user, init, stop_signal, stop_grace_seconds)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.stub_id)
@@ -179,6 +185,9 @@ impl Store {
         .bind(c.read_only_rootfs)
         .bind(c.disk_mib.map(|m| m as i64))
         .bind(c.privileged_user)
+        .bind(c.init)
+        .bind(&c.stop_signal)
+        .bind(c.stop_grace_seconds.map(|g| g as i64))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -188,7 +197,8 @@ impl Store {
     pub async fn update_container(&self, c: &ContainerRow) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE containers SET status = ?, image = ?, ports = ?, exit_code = ?, reason = ?,
-             ipv4 = ?, ipv6 = ?, started_at = ?, finished_at = ? WHERE id = ?",
+             ipv4 = ?, ipv6 = ?, started_at = ?, finished_at = ?, init = ?, stop_signal = ?
+             WHERE id = ?",
         )
         .bind(c.status.as_str())
         .bind(&c.image)
@@ -199,6 +209,8 @@ impl Store {
         .bind(c.ipv6.map(|a| a.to_string()))
         .bind(c.started_at)
         .bind(c.finished_at)
+        .bind(c.init)
+        .bind(&c.stop_signal)
         .bind(&c.id)
         .execute(&self.pool)
         .await?;
@@ -322,6 +334,11 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
         read_only_rootfs: r.try_get("read_only_rootfs")?,
         disk_mib: r.try_get::<Option<i64>, _>("disk_mib")?.map(|m| m as u64),
         privileged_user: r.try_get("privileged_user")?,
+        init: r.try_get("init")?,
+        stop_signal: r.try_get("stop_signal")?,
+        stop_grace_seconds: r
+            .try_get::<Option<i64>, _>("stop_grace_seconds")?
+            .map(|g| g as u64),
     })
 }
 
@@ -354,6 +371,9 @@ mod tests {
             read_only_rootfs: false,
             disk_mib: None,
             privileged_user: false,
+            init: true,
+            stop_signal: None,
+            stop_grace_seconds: None,
         };
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
         store
@@ -385,6 +405,9 @@ mod tests {
             read_only_rootfs: true,
             disk_mib: Some(512),
             privileged_user: true,
+            init: true,
+            stop_signal: Some("SIGINT".into()),
+            stop_grace_seconds: Some(30),
         };
         store.insert_container(&row).await.expect("insert");
         assert_eq!(
@@ -394,6 +417,9 @@ mod tests {
         row.status = ContainerStatus::Running;
         row.ipv4 = Some("10.213.0.5".parse().expect("ip"));
         row.ipv6 = Some("fd62:6572:7468::5".parse().expect("ip"));
+        // What the node ran: the image brought its own init and stop signal.
+        row.init = false;
+        row.stop_signal = Some("SIGQUIT".into());
         store.update_container(&row).await.expect("update");
         assert_eq!(
             store.containers(true).await.expect("list"),

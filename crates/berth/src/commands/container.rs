@@ -72,17 +72,22 @@ const CONCURRENT_STOPS: usize = 32;
 
 /// Stops the containers concurrently (bounded), printing each result as it comes.
 pub async fn stop(args: StopArgs) -> Result<()> {
-    use futures_util::StreamExt;
     let client = Client::from_env()?;
+    let ids = targets(&client, &args).await?;
+    if ids.is_empty() {
+        println!("No containers to stop");
+        return Ok(());
+    }
     let client = &client;
     let (grace, no_wait) = (args.grace, args.no_wait);
-    let mut results = futures_util::stream::iter(&args.ids)
+    let mut results = futures_util::stream::iter(&ids)
         .map(|id| async move {
             let ended = async {
-                client.stop(id, grace).await?;
+                let stopping = client.stop(id, grace).await?;
                 if no_wait {
                     return Ok(None);
                 }
+                let grace = grace.unwrap_or(stopping.stop_grace_seconds);
                 wait_ended(client, id, grace).await.map(Some)
             };
             (id, ended.await)
@@ -92,7 +97,7 @@ pub async fn stop(args: StopArgs) -> Result<()> {
     while let Some((id, result)) = results.next().await {
         match result {
             Ok(None) => println!("Stopping {id}"),
-            Ok(Some(c)) => println!("Stopped {id} ({})", c.status),
+            Ok(Some(c)) => println!("Stopped {id} ({})", ended_words(&c)),
             Err(e) => {
                 eprintln!("error: {id}: {e:#}");
                 failed += 1;
@@ -100,17 +105,45 @@ pub async fn stop(args: StopArgs) -> Result<()> {
         }
     }
     if failed > 0 {
-        bail!(
-            "{failed} of {} containers could not be stopped",
-            args.ids.len()
-        );
+        bail!("{failed} of {} containers could not be stopped", ids.len());
     }
     Ok(())
 }
 
-async fn wait_ended(client: &Client, id: &str, grace: Option<u64>) -> Result<Container> {
-    // The server escalates to SIGKILL after its grace period; allow for that and teardown.
-    let limit = Duration::from_secs(grace.unwrap_or(30) + 30);
+/// The ids to stop: those given, or the running and starting containers `--all`,
+/// `--deployment` or `--image` picks.
+async fn targets(client: &Client, args: &StopArgs) -> Result<Vec<String>> {
+    if !args.ids.is_empty() {
+        return Ok(args.ids.clone());
+    }
+    if let Some(name) = &args.deployment {
+        let deployment = client
+            .deployments()
+            .await?
+            .into_iter()
+            .find(|d| &d.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no deployment named {name:?}"))?;
+        return Ok(deployment.containers);
+    }
+    let active = client.list(false).await?;
+    Ok(active
+        .into_iter()
+        .filter(|c| args.image.as_ref().is_none_or(|image| &c.image == image))
+        .map(|c| c.id)
+        .collect())
+}
+
+/// `STOPPED: stopped by request (SIGTERM)`.
+fn ended_words(c: &Container) -> String {
+    match &c.reason {
+        Some(reason) => format!("{}: {reason}", c.status),
+        None => c.status.to_string(),
+    }
+}
+
+async fn wait_ended(client: &Client, id: &str, grace: u64) -> Result<Container> {
+    // The server escalates to SIGKILL after the grace period; allow for that and teardown.
+    let limit = Duration::from_secs(grace + 30);
     let start = Instant::now();
     loop {
         let c = client.get(id).await?;
@@ -163,7 +196,7 @@ fn message(line: &str) -> String {
 }
 
 pub async fn token(args: TokenArgs) -> Result<()> {
-    let ttl = parse_ttl(&args.ttl)?;
+    let ttl = args.ttl;
     let token = Client::from_env()?
         .create_pod_token(
             &args.id,
@@ -247,26 +280,6 @@ pub async fn exec(args: ExecArgs) -> Result<()> {
     std::process::exit(u8::try_from(code).map_or(255, i32::from));
 }
 
-/// `600`, `90s`, `10m`, `2h`, `7d` → seconds.
-fn parse_ttl(text: &str) -> Result<u64> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let n: u64 = number.parse().map_err(|_| {
-        anyhow::anyhow!("--ttl {text:?} is not a duration like 600, 90s, 10m, 2h or 7d")
-    })?;
-    let unit = match unit.trim() {
-        "s" | "sec" | "secs" => 1,
-        "m" | "min" | "mins" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        other => anyhow::bail!("--ttl {text:?}: unknown unit {other:?} (s, m, h or d)"),
-    };
-    Ok(n.saturating_mul(unit))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,16 +292,6 @@ mod tests {
         );
         assert_eq!(message("2026-11-28T13:01:33Z stderr\n"), "\n");
         assert_eq!(message("garbage\n"), "garbage\n");
-    }
-
-    #[test]
-    fn ttls_take_units() {
-        assert_eq!(parse_ttl("600").expect("ttl"), 600);
-        assert_eq!(parse_ttl("10m").expect("ttl"), 600);
-        assert_eq!(parse_ttl("2h").expect("ttl"), 7200);
-        assert_eq!(parse_ttl("1d").expect("ttl"), 86400);
-        assert!(parse_ttl("10 parsecs").is_err());
-        assert!(parse_ttl("m").is_err());
     }
 
     #[test]

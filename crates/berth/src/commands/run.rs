@@ -136,6 +136,13 @@ fn request(args: &RunArgs) -> Result<CreateContainerRequest> {
         allow_list: args.allow_list.clone(),
         read_only_rootfs: args.read_only,
         privileged_user: args.privileged_user,
+        init: match (args.init, args.no_init) {
+            (_, true) => Some(false),
+            (true, _) => Some(true),
+            _ => None,
+        },
+        stop_signal: args.stop_signal.clone(),
+        stop_grace_seconds: args.stop_grace,
         ..Default::default()
     })
 }

@@ -32,6 +32,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         },
         runtime_binary: args.runtime_binary,
         stop_timeout: Duration::from_secs(args.stop_timeout),
+        stop_pods_on_exit: args.stop_pods_on_exit,
+        init_binary: args.init_binary,
         seccomp: !args.unsafe_no_seccomp,
         subnet_v4: args.pod_subnet_v4,
         subnet_v6,

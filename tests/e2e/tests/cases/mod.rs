@@ -16,6 +16,7 @@ mod ingress;
 mod isolation;
 mod lifecycle;
 mod logs;
+mod pid1;
 mod pod_data;
 mod process;
 mod restart;
@@ -169,6 +170,10 @@ pub fn all() -> Vec<Case> {
             run: restart::killed_server_adopts_running_pod,
         },
         Case {
+            name: "restart::server_stops_its_pods_on_exit",
+            run: restart::server_stops_its_pods_on_exit,
+        },
+        Case {
             name: "isolation::pods_cannot_reach_each_other",
             run: isolation::pods_cannot_reach_each_other,
         },
@@ -283,6 +288,30 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "cli::stop_many_at_once",
             run: cli::stop_many_at_once,
+        },
+        Case {
+            name: "pid1::httpd_stops_on_sigterm_under_runc",
+            run: pid1::httpd_stops_on_sigterm_under_runc,
+        },
+        Case {
+            name: "pid1::httpd_stops_on_sigterm_under_gvisor",
+            run: pid1::httpd_stops_on_sigterm_under_gvisor,
+        },
+        Case {
+            name: "pid1::orphans_reaped_under_runc",
+            run: pid1::orphans_reaped_under_runc,
+        },
+        Case {
+            name: "pid1::orphans_reaped_under_gvisor",
+            run: pid1::orphans_reaped_under_gvisor,
+        },
+        Case {
+            name: "pid1::stop_signal_under_runc",
+            run: pid1::stop_signal_under_runc,
+        },
+        Case {
+            name: "pid1::stop_signal_under_gvisor",
+            run: pid1::stop_signal_under_gvisor,
         },
         Case {
             name: "cli::run_busybox",

@@ -1,7 +1,8 @@
 //! A server that dies (SIGKILL: no cleanup) and starts again on the same state adopts the pods
-//! that kept running meanwhile.
+//! that kept running meanwhile; one started with `--stop-pods-on-exit` takes its pods down
+//! with it when it stops.
 //!
-//! This runs a server of its own (own state directory, ports, bridge and pod subnet), so
+//! Each case runs a server of its own (own state directory, ports, bridge and pod subnet), so
 //! killing it disturbs no other test.
 
 use std::time::Duration;
@@ -23,12 +24,19 @@ const NETWORK: PodNetwork = PodNetwork {
     subnet_v6: None,
 };
 
+/// For the `--stop-pods-on-exit` server.
+const STOPPING_NETWORK: PodNetwork = PodNetwork {
+    bridge: "berthtest9",
+    subnet_v4: "10.223.0.0/16",
+    subnet_v6: None,
+};
+
 pub fn killed_server_adopts_running_pod(env: &Env) -> Res<()> {
     let dir = own_server_dir(env, &NETWORK, "restart")?;
     let server = Server::start_with(&dir, &env.registry.host(), NETWORK)?;
     let api = Api::new(&server)?;
     let outcome = adopt_after_kill(env, &server, &api);
-    let cleanup = shut_down(&server, &api);
+    let cleanup = shut_down(&server, &api, &NETWORK);
     match (outcome, cleanup) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(e), Ok(())) => Err(server.with_log(e)),
@@ -120,6 +128,61 @@ fn adopt_after_kill(env: &Env, server: &Server, api: &Api) -> Res<()> {
     Ok(())
 }
 
+/// A server with `--stop-pods-on-exit` stops its pods when it gets SIGTERM, all at once:
+/// three pods that ignore SIGTERM with a 2 s grace take about one grace, and after a restart
+/// they are STOPPED (not adopted), each end saying it took SIGKILL.
+pub fn server_stops_its_pods_on_exit(env: &Env) -> Res<()> {
+    let dir = own_server_dir(env, &STOPPING_NETWORK, "stop-on-exit")?;
+    let args = ["--stop-pods-on-exit".to_string()];
+    let server = Server::start_with_args(&dir, &env.registry.host(), STOPPING_NETWORK, &args)?;
+    let api = Api::new(&server)?;
+    let outcome = stop_with_the_server(env, &server, &api);
+    let cleanup = shut_down(&server, &api, &STOPPING_NETWORK);
+    match (outcome, cleanup) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) => Err(server.with_log(e)),
+        (Ok(()), Err(c)) => Err(server.with_log(c)),
+        (Err(e), Err(c)) => Err(server.with_log(format!("{e}\nand cleaning up: {c}"))),
+    }
+}
+
+fn stop_with_the_server(env: &Env, server: &Server, api: &Api) -> Res<()> {
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let pod = api.launch(json!({
+            "image": env.images.busybox,
+            "entrypoint": ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"],
+            "stop_grace_seconds": 2,
+            "keep_warm_seconds": -1,
+            "env": {format!("STOP_ON_EXIT_{i}"): "1"},
+        }))?;
+        api.wait_running(&pod.id)?;
+        // Held, so the guard does not stop it first: the server is to.
+        pods.push(pod);
+    }
+    let started = std::time::Instant::now();
+    server.stop()?;
+    println!(
+        "restart: the server stopped with its 3 pods (2 s grace each) in {:.1?}",
+        started.elapsed()
+    );
+    server.restart()?;
+    for pod in &pods {
+        let id = &pod.id;
+        let c = api.get(id)?;
+        ensure!(
+            c.status == ContainerStatus::Stopped
+                && c.reason.as_deref()
+                    == Some("stopped by request (SIGTERM, then SIGKILL after 2 s grace)"),
+            "after a --stop-pods-on-exit server stopped, {id} should be STOPPED with SIGKILL \
+             after its 2 s grace; it is {} ({:?})",
+            c.status,
+            c.reason
+        );
+    }
+    Ok(())
+}
+
 /// Polls the API log of `id` until it contains `needle`; returns the log.
 fn wait_logged(api: &Api, id: &str, needle: &str) -> Res<String> {
     let mut last = String::new();
@@ -137,24 +200,24 @@ fn wait_logged(api: &Api, id: &str, needle: &str) -> Res<String> {
 
 /// Stops every pod of the test server and the server itself (starting it again first if it is
 /// down, since only a server can stop its pods), and checks that it removed its bridge.
-fn shut_down(server: &Server, api: &Api) -> Res<()> {
+fn shut_down(server: &Server, api: &Api, network: &PodNetwork) -> Res<()> {
     if !server.is_running() {
         server.restart()?;
     }
     let stopped = stop_leftovers(api);
     let exited = server.stop();
     let bridge_gone = poll(Duration::from_secs(5), Duration::from_millis(100), || {
-        (!link_exists(NETWORK.bridge)).then_some(())
+        (!link_exists(network.bridge)).then_some(())
     });
     if bridge_gone.is_none() {
-        let _ = command_output("ip", &["link", "del", NETWORK.bridge]);
+        let _ = command_output("ip", &["link", "del", network.bridge]);
     }
     stopped?;
     exited?;
     ensure!(
         bridge_gone.is_some(),
         "the test server left its bridge {} after a clean stop with no pods",
-        NETWORK.bridge
+        network.bridge
     );
     Ok(())
 }

@@ -60,7 +60,7 @@ pub fn rejects_bad_fields(env: &Env) -> Res<()> {
         spec[key] = value;
         spec
     };
-    let cases: [(&str, Value, &str); 16] = [
+    let cases: [(&str, Value, &str); 20] = [
         (
             "bad reference syntax",
             json!({"image": BAD_REFERENCE}),
@@ -98,6 +98,23 @@ pub fn rejects_bad_fields(env: &Env) -> Res<()> {
             set("keep_warm_seconds", json!(366 * 24 * 3600)),
             "keep_warm_seconds",
         ),
+        (
+            "stop signal SIGNOPE",
+            set("stop_signal", json!("SIGNOPE")),
+            "stop_signal",
+        ),
+        // It would only suspend the pod, so every stop would end in SIGKILL.
+        (
+            "stop signal SIGSTOP",
+            set("stop_signal", json!("SIGSTOP")),
+            "stop_signal",
+        ),
+        (
+            "stop grace beyond an hour",
+            set("stop_grace_seconds", json!(3601)),
+            "stop_grace_seconds",
+        ),
+        ("init \"yes\"", set("init", json!("yes")), "init"),
     ];
     let mut failures = Vec::new();
     for (what, body, field) in &cases {

@@ -368,8 +368,20 @@ pub struct TestImages {
     pub zstd: String,
     /// The testapp with USER `IMAGE_USER` and WORKDIR `IMAGE_WORKDIR` in its config.
     pub user_workdir: String,
+    /// Busybox with `STOPSIGNAL SIGINT` whose entrypoint (`STOP_SIGNAL_SCRIPT`) exits
+    /// `EXIT_ON_SIGINT` on SIGINT and `EXIT_ON_SIGTERM` on SIGTERM.
+    pub stop_signal: String,
     pub hostile: Vec<HostileImage>,
 }
+
+/// What the `stop_signal` image's entrypoint exits with on each signal.
+pub const EXIT_ON_SIGINT: i32 = 42;
+pub const EXIT_ON_SIGTERM: i32 = 43;
+
+/// The `stop_signal` image's entrypoint: it says which signal it got through its exit code.
+const STOP_SIGNAL_SCRIPT: &str = "trap 'echo got SIGINT; exit 42' INT; \
+    trap 'echo got SIGTERM; exit 43' TERM; echo waiting for a signal; \
+    while :; do sleep 0.2; done";
 
 /// A layer that tries to write outside the rootfs, and where the write would land on the host.
 pub struct HostileImage {
@@ -506,6 +518,16 @@ pub fn build_and_push(registry: &Registry, testapp: &Path) -> Res<TestImages> {
     let user_image = Image::new(&[&app_layer], user_config)?;
     registry.push("user-workdir", "latest", &user_image)?;
 
+    let stop_signal_image = Image::new(
+        &[&bb_layer],
+        json!({
+            "Entrypoint": ["/bin/sh", "-c", STOP_SIGNAL_SCRIPT],
+            "StopSignal": "SIGINT",
+            "Env": ["PATH=/bin"],
+        }),
+    )?;
+    registry.push("stop-signal", "latest", &stop_signal_image)?;
+
     let hostile = build_hostile(registry, &app_layer)?;
 
     Ok(TestImages {
@@ -517,6 +539,7 @@ pub fn build_and_push(registry: &Registry, testapp: &Path) -> Res<TestImages> {
         multiarch: reference("multiarch"),
         zstd: reference("zstd"),
         user_workdir: reference("user-workdir"),
+        stop_signal: reference("stop-signal"),
         hostile,
     })
 }
