@@ -192,7 +192,11 @@ impl ContentStore {
 
     pub fn record(&self, image: &ResolvedImage) -> Result<(), ImageError> {
         let path = self.ref_path(&image.reference);
-        let tmp = path.with_extension("json.tmp");
+        // A name of its own per write: pods created together record the same image at once,
+        // and a shared temporary file was renamed away under the others.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("json.{}.{n}.tmp", std::process::id()));
         let text = serde_json::to_vec_pretty(image).map_err(|e| ImageError::BadConfig {
             reference: image.reference.clone(),
             detail: e.to_string(),
@@ -236,6 +240,25 @@ pub(crate) fn digest_hex(digest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_image_recorded_at_once_from_many_threads_is_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(dir.path()).expect("opens");
+        let image = ResolvedImage {
+            reference: "127.0.0.1:5000/app:latest".into(),
+            manifest_digest: format!("sha256:{}", "a".repeat(64)),
+            config: ImageConfig::default(),
+            layer_digests: vec![],
+        };
+        std::thread::scope(|s| {
+            let writers: Vec<_> = (0..16).map(|_| s.spawn(|| store.record(&image))).collect();
+            for writer in writers {
+                writer.join().expect("joins").expect("records");
+            }
+        });
+        assert_eq!(store.lookup(&image.reference), Some(image));
+    }
 
     #[test]
     fn lookup_needs_every_layer() {

@@ -191,14 +191,22 @@ pub fn profile_without_env(env: &Env) -> Res<()> {
 /// Pods whose entrypoint ignores SIGTERM (the init passes it on; the shell drops it).
 const IGNORES_SIGTERM: &str = "trap '' TERM; while :; do sleep 1; done";
 
+pub fn stop_many_at_once_under_runc(env: &Env) -> Res<()> {
+    stop_many_at_once(env, "runc")
+}
+
+pub fn stop_many_at_once_under_gvisor(env: &Env) -> Res<()> {
+    stop_many_at_once(env, "gvisor")
+}
+
 /// `berth container stop --image` stops many pods at once: 20 pods that ignore SIGTERM take
 /// about one grace period, not twenty, and each one's end says it needed SIGKILL. The image
 /// is this test's own, so the filter picks its pods and nobody else's.
-pub fn stop_many_at_once(env: &Env) -> Res<()> {
+fn stop_many_at_once(env: &Env, runtime: &str) -> Res<()> {
     const PODS: usize = 20;
-    const GRACE: u64 = 3;
+    const GRACE: u64 = 10;
     let api = &env.api;
-    let tag = crate::common::random_hex(4);
+    let tag = format!("{runtime}-{}", crate::common::random_hex(4));
     let image = crate::common::images::busybox_with_page(&format!("stop many {tag}"))?;
     env.registry.push("stop-many", &tag, &image)?;
     let reference = format!("{}/stop-many:{tag}", env.registry.host());
@@ -207,6 +215,7 @@ pub fn stop_many_at_once(env: &Env) -> Res<()> {
         pods.push(api.launch(serde_json::json!({
             "image": reference,
             "entrypoint": ["/bin/sh", "-c", IGNORES_SIGTERM],
+            "runtime": runtime,
             // A name of its own: pods of one stub replace each other.
             "env": { format!("STOP_MANY_{i}"): "1" },
         }))?);
@@ -225,7 +234,9 @@ pub fn stop_many_at_once(env: &Env) -> Res<()> {
         &grace,
     ])?;
     let took = started.elapsed();
-    println!("cli: {PODS} pods ignoring SIGTERM stopped in {took:.1?} with a {GRACE} s grace");
+    println!(
+        "cli: {PODS} {runtime} pods ignoring SIGTERM stopped in {took:.1?} with a {GRACE} s grace"
+    );
     let want = format!("stopped by request (SIGTERM, then SIGKILL after {GRACE} s grace)");
     let missing: Vec<&str> = pods
         .iter()

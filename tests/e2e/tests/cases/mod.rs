@@ -286,8 +286,12 @@ pub fn all() -> Vec<Case> {
             run: lifecycle::keep_warm_idle_stop,
         },
         Case {
-            name: "cli::stop_many_at_once",
-            run: cli::stop_many_at_once,
+            name: "cli::stop_many_at_once_under_runc",
+            run: cli::stop_many_at_once_under_runc,
+        },
+        Case {
+            name: "cli::stop_many_at_once_under_gvisor",
+            run: cli::stop_many_at_once_under_gvisor,
         },
         Case {
             name: "pid1::httpd_stops_on_sigterm_under_runc",
