@@ -37,12 +37,7 @@ pub fn killed_server_adopts_running_pod(env: &Env) -> Res<()> {
     let api = Api::new(&server)?;
     let outcome = adopt_after_kill(env, &server, &api);
     let cleanup = shut_down(&server, &api, &NETWORK);
-    match (outcome, cleanup) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) => Err(server.with_log(e)),
-        (Ok(()), Err(c)) => Err(server.with_log(c)),
-        (Err(e), Err(c)) => Err(server.with_log(format!("{e}\nand cleaning up: {c}"))),
-    }
+    with_cleanup(&server, outcome, cleanup)
 }
 
 fn adopt_after_kill(env: &Env, server: &Server, api: &Api) -> Res<()> {
@@ -138,12 +133,7 @@ pub fn server_stops_its_pods_on_exit(env: &Env) -> Res<()> {
     let api = Api::new(&server)?;
     let outcome = stop_with_the_server(env, &server, &api);
     let cleanup = shut_down(&server, &api, &STOPPING_NETWORK);
-    match (outcome, cleanup) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) => Err(server.with_log(e)),
-        (Ok(()), Err(c)) => Err(server.with_log(c)),
-        (Err(e), Err(c)) => Err(server.with_log(format!("{e}\nand cleaning up: {c}"))),
-    }
+    with_cleanup(&server, outcome, cleanup)
 }
 
 fn stop_with_the_server(env: &Env, server: &Server, api: &Api) -> Res<()> {
@@ -181,6 +171,16 @@ fn stop_with_the_server(env: &Env, server: &Server, api: &Api) -> Res<()> {
         );
     }
     Ok(())
+}
+
+/// The test's outcome and its cleanup's as one result, with the server log on failure.
+fn with_cleanup(server: &Server, outcome: Res<()>, cleanup: Res<()>) -> Res<()> {
+    match (outcome, cleanup) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) => Err(server.with_log(e)),
+        (Ok(()), Err(c)) => Err(server.with_log(c)),
+        (Err(e), Err(c)) => Err(server.with_log(format!("{e}\nand cleaning up: {c}"))),
+    }
 }
 
 /// Polls the API log of `id` until it contains `needle`; returns the log.
