@@ -46,9 +46,9 @@ impl From<&str> for ImageSource {
 
 /// An image built on the server from a base and ordered steps; every step is cached.
 ///
-/// The steps run in this order: `env_vars`, `python_packages`, `commands`, then `steps` as
-/// listed (the SDK's chained `with_envs`, `add_python_packages`, `add_commands` calls, in the
-/// order they were made).
+/// The steps run in this order: `env_vars`, `conda_packages`, `python_packages`, `commands`,
+/// then `steps` as listed (the SDK's chained `with_envs`, `add_micromamba_packages`,
+/// `add_python_packages`, `add_commands` calls, in the order they were made).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSpec {
@@ -60,6 +60,14 @@ pub struct ImageSpec {
     pub python_version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub python_packages: Vec<String>,
+    /// Conda match specs ("numpy", "gdal >=3.8"), solved and installed into `/opt/conda`
+    /// (its `bin` first on the image's PATH) without any conda binary in the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conda_packages: Vec<String>,
+    /// Channels for `conda_packages`, by priority: names ("conda-forge"), `https://` or
+    /// `file://` URLs; conda-forge when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conda_channels: Vec<String>,
     /// Shell lines, each run with `sh -c`, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
@@ -76,9 +84,21 @@ pub struct ImageSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BuildStep {
-    Commands { commands: Vec<String> },
-    PythonPackages { packages: Vec<String> },
-    EnvVars { env: BTreeMap<String, String> },
+    Commands {
+        commands: Vec<String>,
+    },
+    PythonPackages {
+        packages: Vec<String>,
+    },
+    EnvVars {
+        env: BTreeMap<String, String>,
+    },
+    /// Conda packages from `channels` (conda-forge when empty), like `conda_packages`.
+    CondaPackages {
+        packages: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        channels: Vec<String>,
+    },
 }
 
 /// One line of the `POST /v1/images/build` stream (newline-delimited JSON).

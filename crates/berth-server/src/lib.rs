@@ -196,6 +196,7 @@ pub async fn run(
         max_code_bytes: config.max_code_bytes,
         volumes_dir: state_dir.join("volumes"),
         seccomp: config.seccomp,
+        conda_cache: state_dir.join("conda"),
         init_binary: find_init(config.init_binary.as_deref())?,
     })?;
     if !config.seccomp {

@@ -197,6 +197,14 @@ pub struct BuildArgs {
     /// A requirements.txt whose packages to install.
     #[arg(long, value_name = "FILE")]
     pub requirements: Option<PathBuf>,
+    /// Conda packages to install into /opt/conda (first on PATH), comma-separated match
+    /// specs like numpy or "gdal>=3.8"; no conda is needed in the image.
+    #[arg(long, value_delimiter = ',', value_name = "SPEC")]
+    pub conda_packages: Vec<String>,
+    /// Channels for --conda-packages by priority, comma-separated: names (conda-forge, the
+    /// default), https:// or file:// URLs.
+    #[arg(long, value_delimiter = ',', value_name = "CHANNEL")]
+    pub conda_channels: Vec<String>,
     /// A shell command to run in the image; repeatable, run in order.
     #[arg(long = "command", value_name = "CMD")]
     pub commands: Vec<String>,
@@ -214,6 +222,8 @@ impl BuildArgs {
             && self.python_version.is_none()
             && self.python_packages.is_empty()
             && self.requirements.is_none()
+            && self.conda_packages.is_empty()
+            && self.conda_channels.is_empty()
             && self.commands.is_empty()
             && self.build_env.is_empty()
             && self.workdir.is_none()
@@ -223,7 +233,7 @@ impl BuildArgs {
 #[derive(Subcommand)]
 pub enum ImageCommand {
     /// Build an image from a spec, streaming the build log.
-    Build(ImageBuildArgs),
+    Build(Box<ImageBuildArgs>),
     /// List the images in the server's store.
     List(ImageListArgs),
     /// Remove images and layers that nothing uses (the build cache stays).

@@ -6,7 +6,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from ._args import refuse_unknown, str_dict, str_list
 from .errors import InvalidArgument
 
-_PARAMS = ("python_version", "python_packages", "commands", "base_image", "env_vars")
+_PARAMS = ("python_version", "python_packages", "commands", "base_image", "env_vars",
+           "conda_packages", "conda_channels")
 
 
 def read_requirements(path: str) -> List[str]:
@@ -77,6 +78,8 @@ class Image:
         commands: Optional[Sequence[str]] = None,
         base_image: Optional[str] = None,
         env_vars: Union[Dict[str, str], Sequence[str], None] = None,
+        conda_packages: Optional[Sequence[str]] = None,
+        conda_channels: Optional[Sequence[str]] = None,
         **unknown: Any,
     ):
         refuse_unknown("Image", unknown, _PARAMS)
@@ -87,6 +90,10 @@ class Image:
         self.commands = str_list(commands, "commands")
         self.base_image = base_image
         self.env_vars = _envs(env_vars)
+        self.conda_packages = str_list(conda_packages, "conda_packages")
+        self.conda_channels = str_list(conda_channels, "conda_channels")
+        if self.conda_channels and not self.conda_packages:
+            raise InvalidArgument("conda_channels needs conda_packages to take from them")
         self.steps: List[Dict[str, Any]] = []
 
     def _step(self, kind: str, key: str, value: Any) -> "Image":
@@ -97,6 +104,21 @@ class Image:
     def add_python_packages(self, packages: Union[str, Sequence[str]]) -> "Image":
         """pip-installs a list, or the packages of a requirements file, as a later step."""
         return self._step("python_packages", "packages", _packages(packages))
+
+    def add_micromamba_packages(self, packages: Sequence[str],
+                                channels: Optional[Sequence[str]] = None) -> "Image":
+        """Installs conda packages (match specs like "gdal>=3.8") from `channels`
+        (conda-forge by default) into /opt/conda as a later step, its bin first on PATH.
+        The server solves and installs them itself: the image needs no conda."""
+        packages = str_list(packages, "add_micromamba_packages()")
+        if not packages:
+            return self
+        step: Dict[str, Any] = {"type": "conda_packages", "packages": packages}
+        channels = str_list(channels, "channels")
+        if channels:
+            step["channels"] = channels
+        self.steps.append(step)
+        return self
 
     def add_commands(self, commands: Sequence[str]) -> "Image":
         """Runs shell lines (each with `sh -c`) as a later step."""
@@ -128,6 +150,10 @@ class Image:
             spec["base_image"] = self.base_image
         if self.python_version is not None:
             spec["python_version"] = self.python_version
+        if self.conda_packages:
+            spec["conda_packages"] = self.conda_packages
+        if self.conda_channels:
+            spec["conda_channels"] = self.conda_channels
         if self.python_packages:
             spec["python_packages"] = self.python_packages
         if self.commands:

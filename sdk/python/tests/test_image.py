@@ -31,6 +31,27 @@ class ImageTests(unittest.TestCase):
             ],
         })
 
+    def test_conda_packages_from_the_constructor_and_the_micromamba_builder(self):
+        image = (Image(base_image="busybox", conda_packages=["hello"],
+                       conda_channels=["file:///srv/chan"])
+                 .add_micromamba_packages(["gdal>=3.8"])
+                 .add_micromamba_packages(["r-base"], channels=["conda-forge", "bioconda"])
+                 .add_micromamba_packages([]))
+        self.assertEqual(image.to_api(), {
+            "base_image": "busybox",
+            "conda_packages": ["hello"],
+            "conda_channels": ["file:///srv/chan"],
+            "steps": [
+                {"type": "conda_packages", "packages": ["gdal>=3.8"]},
+                {"type": "conda_packages", "packages": ["r-base"],
+                 "channels": ["conda-forge", "bioconda"]},
+            ],
+        })
+        with self.assertRaisesRegex(InvalidArgument, "conda_channels needs conda_packages"):
+            Image(conda_channels=["conda-forge"])
+        with self.assertRaises(InvalidArgument):
+            Image().add_micromamba_packages("numpy")
+
     def test_requirements_files_are_read_and_pip_options_refused(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "requirements.txt")

@@ -6,9 +6,11 @@
 //! supplies a [`StepRunner`] (the node agent, with the same runtime and network as pods).
 
 mod base;
+mod glibc;
 mod plan;
 mod runner;
 
 pub use base::{default_base_image, DEFAULT_BASE_REFERENCE};
+pub use glibc::image_glibc;
 pub use plan::{BuildPlan, PlanError, Step};
 pub use runner::{build, BuildError, BuildLog, StepError, StepRun, StepRunner};

@@ -34,6 +34,14 @@ pub enum Step {
     Pip { packages: Vec<String> },
     /// Environment for later steps and for the image.
     Env { vars: BTreeMap<String, String> },
+    /// Conda packages into `/opt/conda`. `lock` is the solve's exact package list, filled in
+    /// before the build (see [`BuildPlan::conda_steps`]), so the step's key changes when
+    /// the channels offer other packages for the same specs.
+    Conda {
+        packages: Vec<String>,
+        channels: Vec<String>,
+        lock: Vec<String>,
+    },
 }
 
 impl Step {
@@ -46,6 +54,7 @@ impl Step {
         match self {
             Step::Run { command } => format!("RUN {command}"),
             Step::Pip { packages } => format!("PIP INSTALL {}", packages.join(" ")),
+            Step::Conda { packages, .. } => format!("CONDA INSTALL {}", packages.join(" ")),
             Step::Env { vars } => {
                 let names: Vec<&str> = vars.keys().map(String::as_str).collect();
                 format!("ENV {}", names.join(" "))
@@ -84,6 +93,18 @@ impl BuildPlan {
         if !spec.env_vars.is_empty() {
             steps.push(env_step(&spec.env_vars, "env_vars")?);
         }
+        if !spec.conda_packages.is_empty() {
+            steps.push(conda_step(
+                &spec.conda_packages,
+                &spec.conda_channels,
+                "conda_packages",
+            )?);
+        } else if !spec.conda_channels.is_empty() {
+            return Err(invalid(
+                "conda_channels",
+                "channels without conda_packages to take from them",
+            ));
+        }
         if !spec.python_packages.is_empty() {
             steps.push(pip_step(&spec.python_packages, "python_packages")?);
         }
@@ -99,6 +120,9 @@ impl BuildPlan {
                 }
                 BuildStep::PythonPackages { packages } => steps.push(pip_step(packages, "steps")?),
                 BuildStep::EnvVars { env } => steps.push(env_step(env, "steps")?),
+                BuildStep::CondaPackages { packages, channels } => {
+                    steps.push(conda_step(packages, channels, "steps")?)
+                }
             }
         }
         if steps.len() > MAX_STEPS {
@@ -121,6 +145,13 @@ impl BuildPlan {
         })
     }
 
+    /// The conda steps, for their solves to be filled in before the build.
+    pub fn conda_steps(&mut self) -> impl Iterator<Item = &mut Step> {
+        self.steps
+            .iter_mut()
+            .filter(|s| matches!(s, Step::Conda { .. }))
+    }
+
     /// The shell line a step runs, if it runs one.
     pub fn command_of(&self, step: &Step) -> Option<String> {
         match step {
@@ -138,7 +169,7 @@ impl BuildPlan {
                     quoted.join(" ")
                 ))
             }
-            Step::Env { .. } => None,
+            Step::Env { .. } | Step::Conda { .. } => None,
         }
     }
 }
@@ -187,6 +218,36 @@ fn pip_step(packages: &[String], field: &'static str) -> Result<Step, PlanError>
         return Err(invalid(field, "the package list is empty"));
     }
     Ok(Step::Pip { packages: clean })
+}
+
+/// At most this many conda specs or channels in one step.
+const MAX_CONDA_ITEMS: usize = 256;
+
+fn conda_step(
+    packages: &[String],
+    channels: &[String],
+    field: &'static str,
+) -> Result<Step, PlanError> {
+    if packages.is_empty() {
+        return Err(invalid(field, "the conda package list is empty"));
+    }
+    if packages.len() > MAX_CONDA_ITEMS || channels.len() > MAX_CONDA_ITEMS {
+        return Err(invalid(
+            field,
+            format!("more than {MAX_CONDA_ITEMS} conda packages or channels"),
+        ));
+    }
+    for package in packages {
+        berth_conda::check_spec(package).map_err(|e| invalid(field, e.to_string()))?;
+    }
+    for channel in channels {
+        berth_conda::check_channel(channel).map_err(|e| invalid(field, e.to_string()))?;
+    }
+    Ok(Step::Conda {
+        packages: packages.iter().map(|p| p.trim().to_string()).collect(),
+        channels: channels.to_vec(),
+        lock: Vec::new(),
+    })
 }
 
 fn env_step(vars: &BTreeMap<String, String>, field: &'static str) -> Result<Step, PlanError> {
@@ -300,6 +361,38 @@ mod tests {
             }),
             "valid"
         );
+    }
+
+    #[test]
+    fn conda_packages_come_before_pip_and_are_checked() {
+        let plan = BuildPlan::from_spec(&ImageSpec {
+            conda_packages: vec!["gdal >=3.8".into()],
+            conda_channels: vec!["file:///srv/channel".into()],
+            ..spec()
+        })
+        .expect("valid");
+        assert_eq!(plan.steps[1].describe(), "CONDA INSTALL gdal >=3.8");
+        assert_eq!(plan.steps[2].describe(), "PIP INSTALL six");
+        let field = |s: ImageSpec| match BuildPlan::from_spec(&s) {
+            Err(PlanError::Invalid { field, problem }) => format!("{field}: {problem}"),
+            Ok(_) => "valid".into(),
+        };
+        assert!(field(ImageSpec {
+            conda_packages: vec!["nump*".into()],
+            ..spec()
+        })
+        .starts_with("conda_packages: conda package \"nump*\""));
+        assert!(field(ImageSpec {
+            conda_packages: vec!["numpy".into()],
+            conda_channels: vec!["http://plain.example".into()],
+            ..spec()
+        })
+        .contains("only https:// and file://"));
+        assert!(field(ImageSpec {
+            conda_channels: vec!["conda-forge".into()],
+            ..spec()
+        })
+        .starts_with("conda_channels:"));
     }
 
     #[test]

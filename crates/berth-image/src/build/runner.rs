@@ -14,6 +14,9 @@ type LockMap = std::collections::HashMap<String, std::sync::Arc<std::sync::Mutex
 static BUILD_LOCKS: std::sync::LazyLock<std::sync::Mutex<LockMap>> =
     std::sync::LazyLock::new(Default::default);
 
+/// Where conda packages put their commands.
+const CONDA_BIN: &str = "/opt/conda/bin";
+
 /// How many output lines of a failed step the error quotes.
 const FAILURE_TAIL_LINES: usize = 20;
 
@@ -78,6 +81,15 @@ pub trait StepRunner: Send + Sync {
         log: BuildLog<'_>,
         cancelled: &AtomicBool,
     ) -> Result<i32, StepError>;
+
+    /// Installs a solved conda step's packages into `dir`, which becomes the layer's
+    /// `/opt/conda`; returns how many packages.
+    fn install_conda(
+        &self,
+        lock: &berth_conda::Lock,
+        specs: &[String],
+        dir: &std::path::Path,
+    ) -> Result<usize, StepError>;
 }
 
 /// Builds `plan` on top of `base`. Each step's layer is looked up by its cache key first; a
@@ -162,6 +174,16 @@ pub fn build(
         store.mark_build_layer(&digest);
         layers.push(dest);
         layer_digests.push(digest);
+        if let Step::Conda { .. } = step {
+            // The packages' commands (and a conda python) come before the image's own.
+            let path = env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            set_env(&mut env, "PATH", &format!("{CONDA_BIN}:{path}"));
+            set_env(&mut env, "CONDA_PREFIX", berth_conda::PREFIX);
+        }
     }
     if workdir.is_none() {
         workdir = Some("/".into());
@@ -203,9 +225,6 @@ fn run_one(
     log: BuildLog<'_>,
     cancelled: &AtomicBool,
 ) -> Result<(), BuildError> {
-    let Some(command) = plan.command_of(step) else {
-        return Ok(());
-    };
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -229,15 +248,23 @@ fn run_one(
         }
         log(line);
     };
-    let run = StepRun {
-        id: format!("build-{}", &name[..12.min(name.len())]),
-        layers: layers.to_vec(),
-        upper: upper.clone(),
-        command,
-        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        workdir: workdir.unwrap_or("/").to_string(),
+    let result = match (step, plan.command_of(step)) {
+        (Step::Conda { packages, lock, .. }, _) => {
+            install_conda(runner, lock, packages, &upper, &step_log)
+        }
+        (_, Some(command)) => {
+            let run = StepRun {
+                id: format!("build-{}", &name[..12.min(name.len())]),
+                layers: layers.to_vec(),
+                upper: upper.clone(),
+                command,
+                env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                workdir: workdir.unwrap_or("/").to_string(),
+            };
+            runner.run_step(&run, &step_log, cancelled)
+        }
+        (_, None) => return Ok(()),
     };
-    let result = runner.run_step(&run, &step_log, cancelled);
     let fail = |e: BuildError| {
         let _ = std::fs::remove_dir_all(&upper);
         Err(e)
@@ -273,6 +300,29 @@ fn run_one(
             source,
         }),
     }
+}
+
+/// A conda step: its solved packages installed into `<upper>/opt/conda`. As a step's
+/// exit code, so a failure is handled (and nothing kept) like a failed command.
+fn install_conda(
+    runner: &dyn StepRunner,
+    lock: &[String],
+    specs: &[String],
+    upper: &std::path::Path,
+    log: BuildLog<'_>,
+) -> Result<i32, StepError> {
+    let lock = berth_conda::Lock {
+        packages: lock.to_vec(),
+    };
+    log(format!("Installing {}", lock.describe().join(", ")));
+    let prefix = upper.join(berth_conda::PREFIX.trim_start_matches('/'));
+    std::fs::create_dir_all(&prefix)?;
+    let count = runner.install_conda(&lock, specs, &prefix)?;
+    log(format!(
+        "Installed {count} conda packages into {}",
+        berth_conda::PREFIX
+    ));
+    Ok(0)
 }
 
 /// The key of the base: its manifest digest plus the interpreter and workdir the steps use.
@@ -401,6 +451,27 @@ mod tests {
             std::fs::write(step.upper.join("marker"), &step.command)?;
             Ok(0)
         }
+
+        fn install_conda(
+            &self,
+            lock: &berth_conda::Lock,
+            specs: &[String],
+            dir: &std::path::Path,
+        ) -> Result<usize, StepError> {
+            self.ran
+                .lock()
+                .expect("lock")
+                .push(format!("conda {}", lock.packages.join(",")));
+            if specs.iter().any(|s| s.contains("fail")) {
+                std::fs::write(dir.join("half-written"), "x")?;
+                return Err("the channel went away".into());
+            }
+            std::fs::create_dir_all(dir.join("bin"))?;
+            for spec in specs {
+                std::fs::write(dir.join("bin").join(spec), "#!/bin/sh\n")?;
+            }
+            Ok(specs.len())
+        }
     }
 
     fn setup() -> (tempfile::TempDir, ContentStore, ResolvedImage) {
@@ -440,6 +511,66 @@ mod tests {
         let log = |l: String| lines.lock().expect("lock").push(l);
         let result = build(plan, base, store, runner, &log, &AtomicBool::new(false));
         (result, lines.into_inner().expect("lines"))
+    }
+
+    fn conda_plan(spec: &str, lock: &str) -> BuildPlan {
+        let mut plan = BuildPlan::from_spec(&ImageSpec {
+            conda_packages: vec![spec.into()],
+            commands: vec!["after".into()],
+            ..ImageSpec::default()
+        })
+        .expect("plan");
+        for step in plan.conda_steps() {
+            if let Step::Conda { lock: l, .. } = step {
+                *l = vec![lock.to_string()];
+            }
+        }
+        plan
+    }
+
+    #[test]
+    fn a_conda_layer_goes_to_opt_conda_first_on_path_and_is_keyed_by_its_solve() {
+        let (_d, store, base) = setup();
+        let runner = FakeRunner::default();
+        let (built, _) = run(&store, &base, &conda_plan("hello", "hello-1.0"), &runner);
+        let (image, _) = built.expect("builds");
+        let conda_layer = store.layer_dir(&image.layer_digests[1]);
+        assert!(conda_layer.join("opt/conda/bin/hello").is_file());
+        assert!(image
+            .config
+            .env
+            .iter()
+            .any(|e| e.starts_with("PATH=/opt/conda/bin:")));
+        assert!(image
+            .config
+            .env
+            .contains(&"CONDA_PREFIX=/opt/conda".to_string()));
+        // The same solve is cached; a new package for the same spec is a new layer.
+        let (again, log) = run(&store, &base, &conda_plan("hello", "hello-1.0"), &runner);
+        assert!(again.expect("builds").1, "{log:?}");
+        run(&store, &base, &conda_plan("hello", "hello-1.1"), &runner)
+            .0
+            .expect("builds");
+        let ran = runner.ran.lock().expect("lock").clone();
+        assert_eq!(
+            ran,
+            ["conda hello-1.0", "after", "conda hello-1.1", "after"]
+        );
+    }
+
+    #[test]
+    fn a_failed_conda_install_keeps_nothing() {
+        let (_d, store, base) = setup();
+        let runner = FakeRunner::default();
+        let (result, _) = run(&store, &base, &conda_plan("fail", "fail-1"), &runner);
+        let err = result.expect_err("fails").to_string();
+        assert!(err.contains("the channel went away"), "{err}");
+        let (result, _) = run(&store, &base, &conda_plan("fail", "fail-1"), &runner);
+        assert!(result.is_err(), "a failure is not cached");
+        let tmp = std::fs::read_dir(store.tmp_path(""))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(tmp, 0, "no half-written layer is left");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use berth_api::ImageSpec;
-use berth_image::build::{self, BuildLog, BuildPlan, StepError, StepRun, StepRunner};
+use berth_conda::{Conda, Lock, System};
+use berth_image::build::{self, BuildLog, BuildPlan, Step, StepError, StepRun, StepRunner};
 use berth_image::{parse_reference, PullProgress, Puller, ResolvedImage};
 use berth_runtime::{ProcessPlan, ResourceLimits, SandboxDir};
 use rand::Rng;
@@ -43,14 +44,22 @@ pub struct Builder {
     sandboxes: Arc<Sandboxes>,
     /// The CA bundle build steps trust; `None` leaves the image's own.
     ca_bundle: Option<PathBuf>,
+    /// Solves and installs conda steps, on the host (no conda in the image).
+    conda: Conda,
 }
 
 impl Builder {
-    pub fn new(puller: Arc<Puller>, sandboxes: Arc<Sandboxes>, ca_bundle: Option<PathBuf>) -> Self {
+    pub fn new(
+        puller: Arc<Puller>,
+        sandboxes: Arc<Sandboxes>,
+        ca_bundle: Option<PathBuf>,
+        conda: Conda,
+    ) -> Self {
         Builder {
             puller,
             sandboxes,
             ca_bundle,
+            conda,
         }
     }
 
@@ -62,8 +71,9 @@ impl Builder {
         log: ProgressFn,
         cancelled: Arc<AtomicBool>,
     ) -> Result<(ResolvedImage, bool), NodeError> {
-        let plan = crate::spec::validate_image_spec(spec).map_err(NodeError::Plan)?;
+        let mut plan = crate::spec::validate_image_spec(spec).map_err(NodeError::Plan)?;
         let base = self.base(&plan, &log).await?;
+        self.solve_conda(&mut plan, &base, &log).await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             build::build(
@@ -101,6 +111,45 @@ impl Builder {
                 .map_err(NodeError::from)
             }
         }
+    }
+
+    /// Solves each conda step against its channels, for the image `base` (its glibc), and
+    /// fills in the solution: the step's cache key then covers the exact packages.
+    async fn solve_conda(
+        &self,
+        plan: &mut BuildPlan,
+        base: &ResolvedImage,
+        log: &ProgressFn,
+    ) -> Result<(), NodeError> {
+        if plan.conda_steps().next().is_none() {
+            return Ok(());
+        }
+        let system = System {
+            glibc: build::image_glibc(self.puller.store(), base),
+        };
+        for step in plan.conda_steps() {
+            let Step::Conda {
+                packages,
+                channels,
+                lock,
+            } = step
+            else {
+                continue;
+            };
+            let from = if channels.is_empty() {
+                berth_conda::DEFAULT_CHANNEL.to_string()
+            } else {
+                channels.join(", ")
+            };
+            log(format!(
+                "=> Solving conda packages {} from {from}",
+                packages.join(", ")
+            ));
+            let solved = self.conda.solve(packages, channels, &system).await?;
+            log(format!("=> Solved: {}", solved.describe().join(", ")));
+            *lock = solved.packages;
+        }
+        Ok(())
     }
 
     /// Removes build containers a stopped server left behind (their builds are gone with it).
@@ -193,6 +242,12 @@ impl Builder {
 }
 
 impl StepRunner for Builder {
+    fn install_conda(&self, lock: &Lock, specs: &[String], dir: &Path) -> Result<usize, StepError> {
+        // Builds run on a blocking thread of the server's runtime.
+        let runtime = tokio::runtime::Handle::current();
+        Ok(runtime.block_on(self.conda.install(lock, specs, dir))?)
+    }
+
     fn run_step(
         &self,
         step: &StepRun,

@@ -54,6 +54,8 @@ pub struct LocalNodeConfig {
     pub volumes_dir: PathBuf,
     /// Filter runc pods' syscalls with the default seccomp profile.
     pub seccomp: bool,
+    /// Conda repodata and packages fetched for builds.
+    pub conda_cache: PathBuf,
     /// A static init (tini) mounted into pods as PID 1; `None` runs every pod without one.
     pub init_binary: Option<PathBuf>,
 }
@@ -88,6 +90,7 @@ impl LocalNode {
             puller.clone(),
             sandboxes.clone(),
             config.build_ca,
+            berth_conda::Conda::new(config.conda_cache)?,
         ));
         builder.clean_interrupted();
         let node = Arc::new(LocalNode {

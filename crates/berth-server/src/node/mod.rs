@@ -49,6 +49,8 @@ pub enum NodeError {
     #[error("{0}")]
     Build(#[from] berth_image::build::BuildError),
     #[error("{0}")]
+    Conda(#[from] berth_conda::CondaError),
+    #[error("{0}")]
     Code(#[from] CodeError),
     #[error("the code archive {0} is not on this node; upload it first")]
     CodeMissing(String),

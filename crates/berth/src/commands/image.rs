@@ -81,6 +81,8 @@ pub fn spec(args: &BuildArgs) -> Result<ImageSpec> {
         base_image: args.base_image.clone(),
         python_version: args.python_version.clone(),
         python_packages,
+        conda_packages: args.conda_packages.clone(),
+        conda_channels: args.conda_channels.clone(),
         commands: args.commands.clone(),
         env_vars,
         workdir: args.workdir.as_ref().map(|w| w.display().to_string()),

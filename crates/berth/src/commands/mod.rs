@@ -43,7 +43,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Container(ContainerCommand::Cp(args)) => cp::cp(args).await,
         Command::Shell(args) => terminal::shell(args).await,
         Command::Ca(args) => ca::ca(args),
-        Command::Image(ImageCommand::Build(args)) => image::build(args).await,
+        Command::Image(ImageCommand::Build(args)) => image::build(*args).await,
         Command::Image(ImageCommand::List(args)) => image::list(args).await,
         Command::Image(ImageCommand::Prune) => image::prune().await,
         // Handled before the async runtime starts.

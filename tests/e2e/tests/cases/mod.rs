@@ -5,6 +5,7 @@ mod browser;
 mod builds;
 mod certs;
 mod cli;
+mod conda;
 mod deployments;
 mod docs;
 mod files;
@@ -292,6 +293,14 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "cli::stop_many_at_once_under_gvisor",
             run: cli::stop_many_at_once_under_gvisor,
+        },
+        Case {
+            name: "conda::conda_packages_from_a_local_channel",
+            run: conda::conda_packages_from_a_local_channel,
+        },
+        Case {
+            name: "conda::a_package_that_escapes_the_prefix_is_refused",
+            run: conda::a_package_that_escapes_the_prefix_is_refused,
         },
         Case {
             name: "pid1::httpd_stops_on_sigterm_under_runc",
