@@ -4,13 +4,12 @@
 //! cache follows the solution, and what cannot be solved is named.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::json;
 
 use crate::common::client::created_id;
 use crate::common::harness::Env;
-use crate::common::{command_output, indent, poll, timeouts, Res};
+use crate::common::{command_output, indent, Res};
 use crate::ensure;
 
 /// Writes a noarch conda package (a `.tar.bz2` with `info/index.json`, `info/paths.json`
@@ -100,6 +99,14 @@ pub fn conda_packages_from_a_local_channel(env: &Env) -> Res<()> {
         "hello >=1.0",
         "#!/bin/sh\necho greeter 2.1 at $0\nexec hello\n",
     )?;
+    // A stand-in for conda's python: what `python` in the pod must run.
+    add_package(
+        &channel,
+        "python",
+        "3.12.0",
+        "",
+        "#!/bin/sh\necho conda python at $0\n",
+    )?;
     let channel_url = format!("file://{}", channel.display());
     let run = |args: &[&str]| {
         let mut all = vec![
@@ -107,7 +114,7 @@ pub fn conda_packages_from_a_local_channel(env: &Env) -> Res<()> {
             "--base-image",
             &env.images.busybox,
             "--conda-packages",
-            "greeter",
+            "greeter,python",
             "--conda-channels",
             &channel_url,
             "--keep-warm-seconds",
@@ -118,7 +125,7 @@ pub fn conda_packages_from_a_local_channel(env: &Env) -> Res<()> {
     };
 
     // The package's command, found on PATH, runs its dependency's.
-    let first = run(&["--entrypoint", "sh", "-c", "greeter; sleep 3600"])?;
+    let first = run(&["--entrypoint", "sh", "-c", "greeter; python; sleep 3600"])?;
     let id = created_id(&first.stdout);
     let _pod = id.as_deref().map(|id| api.adopt(id)).transpose()?;
     ensure!(
@@ -127,8 +134,8 @@ pub fn conda_packages_from_a_local_channel(env: &Env) -> Res<()> {
         first.show()
     );
     for expected in [
-        "=> Solving conda packages greeter from file://",
-        "=> Solved: greeter 2.1, hello 1.0",
+        "=> Solving conda packages greeter, python from file://",
+        "=> Solved: greeter 2.1, hello 1.0, python 3.12.0",
         "CONDA INSTALL greeter",
     ] {
         ensure!(
@@ -138,17 +145,18 @@ pub fn conda_packages_from_a_local_channel(env: &Env) -> Res<()> {
         );
     }
     let id = id.ok_or_else(|| format!("no container id in:\n{}", first.show()))?;
-    let logs = wait_for_log(api, &id, "hello 1.0 from conda")?;
+    let logs = api.wait_logged(&id, "conda python at /opt/conda/bin/python")?;
     ensure!(
-        logs.contains("greeter 2.1 at /opt/conda/bin/greeter"),
-        "greeter should run from /opt/conda/bin (first on PATH):\n{}",
+        logs.contains("greeter 2.1 at /opt/conda/bin/greeter")
+            && logs.contains("hello 1.0 from conda"),
+        "greeter should run from /opt/conda/bin (first on PATH) and run hello:\n{}",
         indent(&logs)
     );
 
     // The same request with the same channel is a full cache hit.
     let spec = json!({
         "base_image": env.images.busybox,
-        "conda_packages": ["greeter"],
+        "conda_packages": ["greeter", "python"],
         "conda_channels": [channel_url],
     });
     let (log, result) = api.build(&spec)?;
@@ -165,7 +173,7 @@ pub fn conda_packages_from_a_local_channel(env: &Env) -> Res<()> {
     result.map_err(|e| format!("the build after hello 1.1 failed: {e}"))?;
     ensure!(
         log.iter()
-            .any(|l| l.contains("Solved: greeter 2.1, hello 1.1"))
+            .any(|l| l.contains("Solved: greeter 2.1, hello 1.1, python 3.12.0"))
             && !log.iter().any(|l| l == "=> Using cached image"),
         "after hello 1.1 was added the build should solve to it and not be cached:\n{}",
         indent(&log.join("\n"))
@@ -250,19 +258,4 @@ pub fn a_package_that_escapes_the_prefix_is_refused(env: &Env) -> Res<()> {
             Ok(())
         }
     }
-}
-
-fn wait_for_log(api: &crate::common::client::Api, id: &str, needle: &str) -> Res<String> {
-    let mut last = String::new();
-    poll(timeouts::HTTP_READY, Duration::from_millis(200), || {
-        last = api.logs(id).unwrap_or_else(|e| e);
-        last.contains(needle).then(|| last.clone())
-    })
-    .ok_or_else(|| {
-        format!(
-            "the log of {id} never showed {needle:?}:\n{}\n{}",
-            indent(&last),
-            api.describe(id)
-        )
-    })
 }

@@ -54,7 +54,7 @@ fn adopt_after_kill(env: &Env, server: &Server, api: &Api) -> Res<()> {
         body.contains(&format!("BERTH_CONTAINER_ID={id}\n")),
         "{id} did not answer its own URL: {body:?}"
     );
-    wait_logged(api, id, &before_kill)?;
+    api.wait_logged(id, &before_kill)?;
 
     server.kill()?;
     server.restart()?;
@@ -99,7 +99,7 @@ fn adopt_after_kill(env: &Env, server: &Server, api: &Api) -> Res<()> {
 
     // The log written before the kill is still there, through the API and the CLI; the app
     // started once (it was not restarted); what it writes now is still collected.
-    let logs = wait_logged(api, id, &after_restart)?;
+    let logs = api.wait_logged(id, &after_restart)?;
     ensure!(
         logs.contains(&before_kill),
         "after the restart the log of {id} lacks the line written before the kill \
@@ -181,21 +181,6 @@ fn with_cleanup(server: &Server, outcome: Res<()>, cleanup: Res<()>) -> Res<()> 
         (Ok(()), Err(c)) => Err(server.with_log(c)),
         (Err(e), Err(c)) => Err(server.with_log(format!("{e}\nand cleaning up: {c}"))),
     }
-}
-
-/// Polls the API log of `id` until it contains `needle`; returns the log.
-fn wait_logged(api: &Api, id: &str, needle: &str) -> Res<String> {
-    let mut last = String::new();
-    poll(Duration::from_secs(10), Duration::from_millis(250), || {
-        last = api.logs(id).unwrap_or_else(|e| e);
-        last.contains(needle).then(|| last.clone())
-    })
-    .ok_or_else(|| {
-        format!(
-            "the log of {id} never showed {needle}; it holds:\n{}",
-            indent(&last)
-        )
-    })
 }
 
 /// Stops every pod of the test server and the server itself (starting it again first if it is

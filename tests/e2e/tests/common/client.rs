@@ -224,6 +224,22 @@ impl Api {
         Ok(body)
     }
 
+    /// Polls the log of `id` until it contains `needle`, for up to 10 s; returns the log.
+    pub fn wait_logged(&self, id: &str, needle: &str) -> Res<String> {
+        let mut last = String::new();
+        crate::common::poll(Duration::from_secs(10), Duration::from_millis(200), || {
+            last = self.logs(id).unwrap_or_else(|e| e);
+            last.contains(needle).then(|| last.clone())
+        })
+        .ok_or_else(|| {
+            format!(
+                "the log of {id} never showed {needle:?}:\n{}\n{}",
+                indent(&last),
+                self.describe(id)
+            )
+        })
+    }
+
     /// The container and the end of its log, for failure messages.
     pub fn describe(&self, id: &str) -> String {
         let container = match self.get(id) {
