@@ -37,6 +37,8 @@ pub enum CondaError {
     Install(String),
     #[error("the conda solution is unreadable: {0}")]
     BadLock(String),
+    #[error("setting up the HTTP client for conda channels: {0}")]
+    Client(String),
 }
 
 /// Solves and installs conda packages, with a download cache of its own.
@@ -53,10 +55,7 @@ impl Conda {
         let http = reqwest::Client::builder()
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CondaError::Channels {
-                channels: String::new(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| CondaError::Client(e.to_string()))?;
         Ok(Conda { http, cache })
     }
 }

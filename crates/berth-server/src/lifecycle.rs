@@ -440,13 +440,10 @@ impl<N: Node> Lifecycle<N> {
             .and_then(|r| r.stop_signal.as_deref())
             .and_then(|name| berth_api::parse_stop_signal(name).ok())
             .unwrap_or(berth_api::DEFAULT_STOP_SIGNAL);
-        let grace = grace
-            .or_else(|| {
-                row.as_ref()
-                    .and_then(|r| r.stop_grace_seconds)
-                    .map(Duration::from_secs)
-            })
-            .unwrap_or(self.config.stop_grace);
+        let grace = grace.unwrap_or_else(|| match &row {
+            Some(r) => self.grace_of(r),
+            None => self.config.stop_grace,
+        });
         let stopped = self.node.stop(&id, signal, grace).await;
         let exit_code = match stopped.state {
             ProcessState::Exited(rec) => Some(rec.exit_code),
@@ -465,16 +462,20 @@ impl<N: Node> Lifecycle<N> {
         self.release(&id);
     }
 
+    /// The time a stop of `row` waits between its stop signal and SIGKILL: its own, else the
+    /// server's.
+    fn grace_of(&self, row: &ContainerRow) -> Duration {
+        row.stop_grace_seconds
+            .map_or(self.config.stop_grace, Duration::from_secs)
+    }
+
     /// Stops every container that is not stopped yet, all at once, and waits for them:
     /// for a server that takes its pods down with it.
     pub async fn stop_all(self: &Arc<Self>) -> Result<usize, LifecycleError> {
         let rows = self.store.containers(true).await?;
         let longest_grace = rows
             .iter()
-            .map(|r| {
-                r.stop_grace_seconds
-                    .map_or(self.config.stop_grace, Duration::from_secs)
-            })
+            .map(|r| self.grace_of(r))
             .max()
             .unwrap_or_default();
         let stops = rows.iter().map(|row| self.stop(&row.id, None));
@@ -926,6 +927,7 @@ impl<N: Node> Lifecycle<N> {
             .unwrap_or_else(|p| p.into_inner())
             .get(&row.id)
             .cloned();
+        let stop_grace_seconds = self.grace_of(&row).as_secs();
         Container {
             urls: row
                 .ports
@@ -956,9 +958,7 @@ impl<N: Node> Lifecycle<N> {
             disk_mib: row.disk_mib,
             init: row.init,
             stop_signal: row.stop_signal,
-            stop_grace_seconds: row
-                .stop_grace_seconds
-                .unwrap_or(self.config.stop_grace.as_secs()),
+            stop_grace_seconds,
         }
     }
 
