@@ -32,6 +32,7 @@ packages=(
     chromium chromium-driver        # the browser test of a notebook over HTTPS
     pebble openssl                  # ACME test server, and test certificates
     tmux                            # the test of berth shell on a real terminal
+    buildah                         # Dockerfile builds (run by the server, each RUN in runc)
     curl jq
 )
 missing=()

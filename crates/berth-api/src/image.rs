@@ -44,7 +44,8 @@ impl From<&str> for ImageSource {
     }
 }
 
-/// An image built on the server from a base and ordered steps; every step is cached.
+/// An image built on the server: from a base and ordered steps, every step cached; or from
+/// a Dockerfile (`dockerfile`, with `context` and `build_args`), which then stands alone.
 ///
 /// The steps run in this order: `env_vars`, `conda_packages`, `python_packages`, `commands`,
 /// then `steps` as listed (the SDK's chained `with_envs`, `add_micromamba_packages`,
@@ -78,6 +79,18 @@ pub struct ImageSpec {
     pub workdir: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<BuildStep>,
+    /// A Dockerfile's text, built by a real builder (buildah) on the server: multi-stage,
+    /// `ARG`, `COPY --from`, `RUN --mount=type=cache`, `USER`, `EXPOSE`, `CMD`. None of the
+    /// fields above may be set with it: the Dockerfile says everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    /// The Dockerfile's build context: the digest (`sha256:...`) of an archive uploaded with
+    /// `PUT /v1/code/{digest}`, as `COPY` and `ADD` see it; an empty context when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// `--build-arg` values for the Dockerfile's `ARG`s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, String>,
 }
 
 /// One chained builder call.

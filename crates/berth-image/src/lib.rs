@@ -5,6 +5,7 @@
 pub mod build;
 mod config;
 mod error;
+mod layout;
 mod oci;
 mod pull;
 mod reference;

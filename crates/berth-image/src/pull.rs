@@ -44,6 +44,21 @@ impl RegistryCredentials {
         RegistryCredentials(map)
     }
 
+    /// The credentials as a containers `auth.json` (what buildah reads for `FROM`).
+    pub fn auth_json(&self) -> serde_json::Value {
+        use base64::Engine;
+        let auths: serde_json::Map<String, serde_json::Value> = self
+            .0
+            .iter()
+            .map(|(host, (user, password))| {
+                let auth =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                (host.clone(), serde_json::json!({ "auth": auth }))
+            })
+            .collect();
+        serde_json::json!({ "auths": auths })
+    }
+
     fn for_registry(&self, registry: &str) -> RegistryAuth {
         match self.0.get(registry) {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
@@ -111,6 +126,10 @@ impl Puller {
 
     pub fn store(&self) -> &ContentStore {
         &self.store
+    }
+
+    pub fn options(&self) -> &PullOptions {
+        &self.options
     }
 
     /// The image for `reference`: from the store when it was pulled before (Docker's
@@ -358,7 +377,7 @@ impl Puller {
 }
 
 /// The `rootfs.diff_ids` of an image config.
-fn diff_ids(config_json: &str) -> Vec<String> {
+pub(crate) fn diff_ids(config_json: &str) -> Vec<String> {
     serde_json::from_str::<serde_json::Value>(config_json)
         .ok()
         .and_then(|v| {
@@ -371,7 +390,7 @@ fn diff_ids(config_json: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn is_layer_media_type(media_type: &str) -> bool {
+pub(crate) fn is_layer_media_type(media_type: &str) -> bool {
     media_type.starts_with("application/vnd.oci.image.layer.v1.tar")
         || media_type.starts_with("application/vnd.docker.image.rootfs.diff.tar")
 }

@@ -197,6 +197,7 @@ pub async fn run(
         volumes_dir: state_dir.join("volumes"),
         seccomp: config.seccomp,
         conda_cache: state_dir.join("conda"),
+        buildah_dir: state_dir.join("buildah"),
         init_binary: find_init(config.init_binary.as_deref())?,
     })?;
     if !config.seccomp {

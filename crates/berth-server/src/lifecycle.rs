@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_api::{ApiError, Container, ContainerStatus, ImageSource, CODE_MOUNT_PATH};
+use berth_api::{ApiError, Container, ContainerStatus, ImageSource, ImageSpec, CODE_MOUNT_PATH};
+
+use crate::spec::missing_context;
 use berth_proxy::{Activity, PodHost, Route, RouteTable};
 use futures_util::FutureExt;
 use rand::Rng;
@@ -162,6 +164,15 @@ impl<N: Node> Lifecycle<N> {
                         names.join(", ")
                     ),
                 )));
+            }
+        }
+        if let ImageSource::Spec(ImageSpec {
+            context: Some(context),
+            ..
+        }) = &spec.image
+        {
+            if !self.node.has_code(context) {
+                return Err(LifecycleError::Invalid(missing_context(context)));
             }
         }
         if let Some(code) = &spec.code {

@@ -294,6 +294,7 @@ impl PodSpec {
 pub fn image_name(image: &ImageSource) -> String {
     match image {
         ImageSource::Reference(r) => r.clone(),
+        ImageSource::Spec(spec) if spec.dockerfile.is_some() => "build of a Dockerfile".into(),
         ImageSource::Spec(spec) => format!(
             "build of {}",
             spec.base_image
@@ -301,6 +302,14 @@ pub fn image_name(image: &ImageSource) -> String {
                 .unwrap_or(berth_image::build::DEFAULT_BASE_REFERENCE)
         ),
     }
+}
+
+/// The 400 for a Dockerfile build context that was never uploaded.
+pub fn missing_context(digest: &str) -> ApiError {
+    ApiError::invalid(
+        "image.context",
+        format!("{digest} was not uploaded; PUT the context archive to /v1/code/{digest} first"),
+    )
 }
 
 /// Checks an image spec, naming the field as `image.<field>`.

@@ -183,7 +183,7 @@ impl RuntimeArg {
 }
 
 /// An image described by flags, built on the server; every step is cached.
-#[derive(Args, Default)]
+#[derive(Args, Default, Clone)]
 pub struct BuildArgs {
     /// Image to build on (default: berth's Debian base with python3).
     #[arg(long, value_name = "REF")]
@@ -214,6 +214,24 @@ pub struct BuildArgs {
     /// Working directory of the image.
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+    #[command(flatten)]
+    pub dockerfile: DockerfileArgs,
+}
+
+/// Building from a Dockerfile instead of the step flags.
+#[derive(Args, Clone, Default)]
+pub struct DockerfileArgs {
+    /// Build the image from this Dockerfile (on the server, with buildah) instead of the
+    /// other build flags.
+    #[arg(long, value_name = "PATH")]
+    pub dockerfile: Option<PathBuf>,
+    /// The build context COPY and ADD see (default: the Dockerfile's directory); its
+    /// .dockerignore is honoured.
+    #[arg(long, value_name = "DIR", requires = "dockerfile")]
+    pub context: Option<PathBuf>,
+    /// A value for one of the Dockerfile's ARGs; repeatable.
+    #[arg(long = "build-arg", value_name = "NAME=VALUE", requires = "dockerfile")]
+    pub build_args: Vec<String>,
 }
 
 impl BuildArgs {
@@ -227,6 +245,7 @@ impl BuildArgs {
             && self.commands.is_empty()
             && self.build_env.is_empty()
             && self.workdir.is_none()
+            && self.dockerfile.dockerfile.is_none()
     }
 }
 
@@ -345,6 +364,9 @@ pub struct DeployArgs {
     /// Deployment name (default: the Pod's name=); a DNS label, used in the URL.
     #[arg(long)]
     pub name: Option<String>,
+    /// Run the image of this Dockerfile instead of the Pod's own image.
+    #[command(flatten)]
+    pub dockerfile: DockerfileArgs,
 }
 
 #[derive(Subcommand)]

@@ -312,6 +312,30 @@ impl Client {
         Ok(())
     }
 
+    /// Uploads an archive to `/v1/code/{digest}` unless the server has it; returns whether
+    /// it was sent.
+    pub async fn put_code(&self, digest: &str, archive: Vec<u8>) -> Result<bool> {
+        let url = self.url(&format!("/v1/code/{digest}"));
+        let head = self
+            .http
+            .head(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the berth server at {}", self.gateway))?;
+        if head.status().is_success() {
+            return Ok(false);
+        }
+        self.send(
+            self.http
+                .put(&url)
+                .header("content-type", "application/gzip")
+                .body(archive),
+        )
+        .await?;
+        Ok(true)
+    }
+
     pub async fn images(&self) -> Result<ImageList> {
         Ok(self
             .send(self.http.get(self.url("/v1/images")))

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use berth_api::{BuildStep, ImageSpec};
 use serde::Serialize;
 
+use super::dockerfile::DockerfileBuild;
+
 const MAX_STEPS: usize = 256;
 const MAX_STEP_BYTES: usize = 64 * 1024;
 
@@ -72,10 +74,21 @@ pub struct BuildPlan {
     pub python: String,
     pub steps: Vec<Step>,
     pub workdir: Option<String>,
+    /// A Dockerfile build instead of base and steps (which are then empty).
+    pub dockerfile: Option<DockerfileBuild>,
 }
 
 impl BuildPlan {
     pub fn from_spec(spec: &ImageSpec) -> Result<Self, PlanError> {
+        if let Some(dockerfile) = DockerfileBuild::from_spec(spec)? {
+            return Ok(BuildPlan {
+                base_image: None,
+                python: "python3".into(),
+                steps: Vec::new(),
+                workdir: None,
+                dockerfile: Some(dockerfile),
+            });
+        }
         if let Some(base) = &spec.base_image {
             crate::parse_reference(base).map_err(|e| invalid("base_image", e.to_string()))?;
         }
@@ -142,6 +155,7 @@ impl BuildPlan {
             python,
             steps,
             workdir,
+            dockerfile: None,
         })
     }
 

@@ -37,6 +37,11 @@ pub async fn build<N: Node>(
 ) -> Result<Response, Failure> {
     let spec: ImageSpec = parse_body(&body)?;
     validate_image_spec(&spec).map_err(Failure)?;
+    if let Some(context) = &spec.context {
+        if !state.storage.has_code(context) {
+            return Err(Failure(crate::spec::missing_context(context)));
+        }
+    }
     if let Some(target) = &query.push {
         berth_image::parse_reference(target).map_err(|e| Failure(ApiError::invalid("push", e)))?;
     }

@@ -12,6 +12,7 @@ use berth_image::{parse_reference, PullProgress, Puller, ResolvedImage};
 use berth_runtime::{ProcessPlan, ResourceLimits, SandboxDir};
 use rand::Rng;
 
+use super::dockerfile::DockerfileBuilder;
 use super::sandboxes::{SandboxRequest, Sandboxes};
 use super::{NodeError, ProgressFn};
 
@@ -46,6 +47,8 @@ pub struct Builder {
     ca_bundle: Option<PathBuf>,
     /// Solves and installs conda steps, on the host (no conda in the image).
     conda: Conda,
+    /// Builds images from a Dockerfile, with buildah.
+    dockerfile: DockerfileBuilder,
 }
 
 impl Builder {
@@ -54,12 +57,14 @@ impl Builder {
         sandboxes: Arc<Sandboxes>,
         ca_bundle: Option<PathBuf>,
         conda: Conda,
+        dockerfile: DockerfileBuilder,
     ) -> Self {
         Builder {
             puller,
             sandboxes,
             ca_bundle,
             conda,
+            dockerfile,
         }
     }
 
@@ -72,6 +77,14 @@ impl Builder {
         cancelled: Arc<AtomicBool>,
     ) -> Result<(ResolvedImage, bool), NodeError> {
         let mut plan = crate::spec::validate_image_spec(spec).map_err(NodeError::Plan)?;
+        if let Some(dockerfile) = plan.dockerfile.take() {
+            let this = self.clone();
+            return tokio::task::spawn_blocking(move || {
+                this.dockerfile.build(&dockerfile, &*log, &cancelled)
+            })
+            .await
+            .map_err(NodeError::task("the Dockerfile build"))?;
+        }
         let base = self.base(&plan, &log).await?;
         self.solve_conda(&mut plan, &base, &log).await?;
         let this = self.clone();

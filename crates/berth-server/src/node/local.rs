@@ -21,6 +21,7 @@ use bytes::Bytes;
 use super::build::Builder;
 use super::code::CodeStore;
 use super::dns::Resolvers;
+use super::dockerfile::DockerfileBuilder;
 use super::runtimes::Runtimes;
 use super::sandboxes::{SandboxRequest, Sandboxes};
 use super::volumes::Volumes;
@@ -56,6 +57,8 @@ pub struct LocalNodeConfig {
     pub seccomp: bool,
     /// Conda repodata and packages fetched for builds.
     pub conda_cache: PathBuf,
+    /// buildah's storage, layer cache and configuration, for Dockerfile builds.
+    pub buildah_dir: PathBuf,
     /// A static init (tini) mounted into pods as PID 1; `None` runs every pod without one.
     pub init_binary: Option<PathBuf>,
 }
@@ -86,11 +89,21 @@ impl LocalNode {
             Resolvers::new(config.dns),
             config.seccomp,
         )?);
+        let code = Arc::new(CodeStore::new(config.code_dir, config.max_code_bytes)?);
+        let dockerfile = DockerfileBuilder::new(
+            puller.store().clone(),
+            sandboxes.clone(),
+            code.clone(),
+            config.buildah_dir,
+            puller.options().clone(),
+            config.build_ca.clone(),
+        )?;
         let builder = Arc::new(Builder::new(
             puller.clone(),
             sandboxes.clone(),
             config.build_ca,
             berth_conda::Conda::new(config.conda_cache)?,
+            dockerfile,
         ));
         builder.clean_interrupted();
         let node = Arc::new(LocalNode {
@@ -99,7 +112,7 @@ impl LocalNode {
             builder,
             watcher: ExitWatcher::new(),
             shim_exe: config.shim_exe,
-            code: Arc::new(CodeStore::new(config.code_dir, config.max_code_bytes)?),
+            code,
             volumes: Arc::new(Volumes::new(config.volumes_dir)?),
             init_binary: config.init_binary,
         });

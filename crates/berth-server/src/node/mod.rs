@@ -7,6 +7,7 @@
 mod build;
 mod code;
 mod dns;
+mod dockerfile;
 mod exec;
 mod files;
 mod id_ranges;
@@ -52,6 +53,8 @@ pub enum NodeError {
     Conda(#[from] berth_conda::CondaError),
     #[error("{0}")]
     Code(#[from] CodeError),
+    #[error("{0}")]
+    Dockerfile(#[from] dockerfile::DockerfileError),
     #[error("the code archive {0} is not on this node; upload it first")]
     CodeMissing(String),
     #[error("{}", .0.error.message)]

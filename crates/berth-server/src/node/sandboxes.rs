@@ -177,6 +177,12 @@ impl Sandboxes {
         })
     }
 
+    /// A network namespace with open egress for a builder that runs its own containers
+    /// (a Dockerfile build's `RUN` steps); [`Sandboxes::remove`] takes it down.
+    pub fn open_network(&self, id: &str) -> Result<PathBuf, NodeError> {
+        Ok(self.network.setup(id, &berth_net::Egress::Open)?.netns)
+    }
+
     /// Removes the runtime state, mounts and network of `id`. Idempotent.
     pub fn remove(&self, id: &str) -> Result<(), NodeError> {
         let mapped = sandbox::read_idmap_record(&self.dir(id)).ok().flatten();

@@ -11,6 +11,25 @@ pub fn deploy(args: DeployArgs) -> Result<()> {
     if let Some(name) = &args.name {
         sdk_args.extend(["--name", name.as_str()]);
     }
+    let dockerfile = args
+        .dockerfile
+        .dockerfile
+        .as_ref()
+        .map(|p| p.display().to_string());
+    let context = args
+        .dockerfile
+        .context
+        .as_ref()
+        .map(|p| p.display().to_string());
+    if let Some(path) = &dockerfile {
+        sdk_args.extend(["--dockerfile", path.as_str()]);
+    }
+    if let Some(dir) = &context {
+        sdk_args.extend(["--context", dir.as_str()]);
+    }
+    for arg in &args.dockerfile.build_args {
+        sdk_args.extend(["--build-arg", arg.as_str()]);
+    }
     crate::commands::python::run_sdk(&sdk_args)
 }
 

@@ -9,9 +9,10 @@ use crate::cli::{BuildArgs, Format, ImageBuildArgs, ImageListArgs};
 use crate::client::Client;
 
 pub async fn build(args: ImageBuildArgs) -> Result<()> {
-    let spec = spec(&args.build)?;
+    let client = Client::from_env()?;
+    let spec = uploaded_spec(&args.build, &client).await?;
     let mut progress = crate::commands::progress::Progress::new();
-    let image = Client::from_env()?
+    let image = client
         .build(&spec, args.push.as_deref(), &mut |line| progress.line(line))
         .await?;
     progress.finish();
@@ -62,8 +63,55 @@ pub async fn prune() -> Result<()> {
     Ok(())
 }
 
-/// The image spec the build flags describe.
+/// The image spec the build flags describe, with a Dockerfile's context packed and
+/// uploaded (unless the server has it already).
+pub async fn uploaded_spec(args: &BuildArgs, client: &Client) -> Result<ImageSpec> {
+    let mut spec = spec(args)?;
+    if let Some(path) = &args.dockerfile.dockerfile {
+        let dir = match &args.dockerfile.context {
+            Some(dir) => dir.clone(),
+            None => match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => ".".into(),
+            },
+        };
+        let packed = crate::commands::context::pack(&dir)?;
+        let uploaded = client.put_code(&packed.digest, packed.archive).await?;
+        if uploaded {
+            println!(
+                "=> Uploaded the build context {} ({} files, {:.1} MB)",
+                dir.display(),
+                packed.files,
+                packed.bytes as f64 / 1_000_000.0
+            );
+        }
+        spec.context = Some(packed.digest);
+    }
+    Ok(spec)
+}
+
+/// The image spec the build flags describe (a Dockerfile's context not yet uploaded).
 pub fn spec(args: &BuildArgs) -> Result<ImageSpec> {
+    if let Some(path) = &args.dockerfile.dockerfile {
+        let dockerfile = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+        let mut build_args = BTreeMap::new();
+        for pair in &args.dockerfile.build_args {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--build-arg {pair:?} is not NAME=VALUE"))?;
+            build_args.insert(k.to_string(), v.to_string());
+        }
+        // The other build flags go too, so the server names any that cannot go with it.
+        return Ok(ImageSpec {
+            dockerfile: Some(dockerfile),
+            build_args,
+            ..spec(&BuildArgs {
+                dockerfile: Default::default(),
+                ..args.clone()
+            })?
+        });
+    }
     let mut python_packages = args.python_packages.clone();
     if let Some(path) = &args.requirements {
         let text = std::fs::read_to_string(path)
@@ -87,6 +135,9 @@ pub fn spec(args: &BuildArgs) -> Result<ImageSpec> {
         env_vars,
         workdir: args.workdir.as_ref().map(|w| w.display().to_string()),
         steps: Vec::new(),
+        dockerfile: None,
+        context: None,
+        build_args: BTreeMap::new(),
     })
 }
 

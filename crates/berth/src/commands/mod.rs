@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod container;
+pub mod context;
 pub mod cp;
 pub mod deploy;
 pub mod image;

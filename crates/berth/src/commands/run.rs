@@ -19,10 +19,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         return crate::commands::python::run_sdk(&["run", app]);
     }
     let client = Client::from_env()?;
-    let req = request(&args)?;
+    let mut req = request(&args)?;
     let text = args.format == Format::Text;
     let mut progress = Progress::new();
-    if let ImageSource::Spec(spec) = &req.image {
+    if let ImageSource::Spec(spec) = &mut req.image {
+        *spec = crate::commands::image::uploaded_spec(&args.build, &client).await?;
         // Build first, streaming the log; the create that follows is then a cache hit.
         client
             .build(spec, None, &mut |line| {
