@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 /// What a pod runs: a registry reference, or an image berth builds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
+// A request-sized wire type, made once per request: a box would only cost an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ImageSource {
     /// `busybox`, `jupyter/base-notebook:latest`, `127.0.0.1:5000/app@sha256:...`.
     Reference(String),

@@ -8,7 +8,8 @@ import sys
 from types import ModuleType
 from typing import List, Optional, Tuple
 
-from .errors import AppLoadError, BerthError
+from .errors import AppLoadError, BerthError, InvalidArgument
+from .image import Image
 from .pod import Pod
 
 
@@ -61,6 +62,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "the deployment; returns once it serves at <name>-<port>.<domain>.")
     deploy.add_argument("app", help="FILE.py:NAME (default NAME: pod)")
     deploy.add_argument("--name", help="deployment name (default: the Pod's name=)")
+    deploy.add_argument("--dockerfile", help="run this Dockerfile's image instead of the Pod's own")
+    deploy.add_argument("--context", help="the Dockerfile's build context (default: its directory)")
+    deploy.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
+                        help="a value for one of the Dockerfile's ARGs; repeatable")
     run = verbs.add_parser(
         "run", help="create the Pod once and print its URLs",
         description="Build the image, sync the working directory and create one container; "
@@ -69,6 +74,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         pod = load_pod(args.app)
+        if args.verb == "deploy" and args.dockerfile:
+            build_args = {}
+            for pair in args.build_arg:
+                name, sep, value = pair.partition("=")
+                if not sep:
+                    raise InvalidArgument("--build-arg %r is not NAME=VALUE" % pair)
+                build_args[name] = value
+            pod.image = Image.from_dockerfile(args.dockerfile, args.context, build_args)
+        elif args.verb == "deploy" and (args.context or args.build_arg):
+            raise InvalidArgument("--context and --build-arg need --dockerfile")
         if args.verb == "deploy":
             pod.deploy(args.name)
             return 0

@@ -1,4 +1,4 @@
-"""`.berthignore`: gitignore syntax (comments, `!` negation, `/` anchors, trailing `/` for
+"""`.berthignore` (and `.dockerignore`, read from the root): gitignore syntax (comments, `!` negation, `/` anchors, trailing `/` for
 directories, `*`, `?`, `[...]`, `**`); the last matching pattern decides."""
 
 import re
@@ -51,7 +51,10 @@ def _glob_to_regex(glob: str) -> str:
     return "".join(out)
 
 
-def parse(text: str) -> List[Rule]:
+def parse(text: str, anchored: bool = False) -> List[Rule]:
+    """Rules of an ignore file; `anchored` reads every pattern from the root, as Docker
+    reads `.dockerignore` (gitignore, and so `.berthignore`, anchors only patterns with a
+    slash)."""
     rules = []
     for raw in text.splitlines():
         line = raw.rstrip()
@@ -67,10 +70,12 @@ def parse(text: str) -> List[Rule]:
         if not line:
             continue
         # A slash at the start or in the middle anchors the pattern at the root.
-        anchored = "/" in line
+        from_root = anchored or "/" in line
         line = line.lstrip("/")
+        if line.startswith("./"):
+            line = line[2:]
         body = _glob_to_regex(line)
-        prefix = "" if anchored else "(?:.*/)?"
+        prefix = "" if from_root else "(?:.*/)?"
         rules.append(Rule(re.compile("^%s%s$" % (prefix, body)), negate, dir_only))
     return rules
 

@@ -1,10 +1,12 @@
 """`Image`: a registry image, or an image built on the server from a base and cached steps."""
 
+import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ._args import refuse_unknown, str_dict, str_list
 from .errors import InvalidArgument
+from .sync import pack
 
 _PARAMS = ("python_version", "python_packages", "commands", "base_image", "env_vars",
            "conda_packages", "conda_channels")
@@ -95,6 +97,46 @@ class Image:
         if self.conda_channels and not self.conda_packages:
             raise InvalidArgument("conda_channels needs conda_packages to take from them")
         self.steps: List[Dict[str, Any]] = []
+        # Set by from_dockerfile(): the Dockerfile's text, its context directory and args.
+        self.dockerfile: Optional[str] = None
+        self.context_dir: Optional[str] = None
+        self.build_args: Dict[str, str] = {}
+        self.context: Optional[str] = None  # the context's digest once uploaded
+
+    @classmethod
+    def from_dockerfile(cls, path: str, context_dir: Optional[str] = None,
+                        build_args: Optional[Dict[str, str]] = None) -> "Image":
+        """The image a Dockerfile describes, built on the server (multi-stage, ARG,
+        COPY --from, RUN --mount=type=cache, USER, EXPOSE, CMD). `context_dir` (default: the
+        Dockerfile's directory) is what COPY and ADD see, with its .dockerignore honoured;
+        it is uploaded when the pod is created, and only if the server lacks it."""
+        if not isinstance(path, str):
+            raise InvalidArgument("from_dockerfile() takes the Dockerfile's path (a string)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise InvalidArgument("dockerfile: cannot read %s: %s" % (path, e.strerror)) from None
+        image = cls()
+        image.dockerfile = text
+        image.context_dir = context_dir if context_dir is not None else (os.path.dirname(path) or ".")
+        image.build_args = str_dict(build_args, "build_args")
+        return image
+
+    def upload_context(self, client: Any) -> Optional[str]:
+        """Packs and uploads a Dockerfile's context unless the server has it; returns how
+        it went (for the log), or None when there is nothing to upload."""
+        if self.dockerfile is None or self.context_dir is None:
+            return None
+        packed = pack(self.context_dir, dockerfile_context=True)
+        path = "/v1/code/%s" % packed.digest
+        if client.status("HEAD", path) == 200:
+            where = "already on the server"
+        else:
+            client.upload(path, packed.archive, "application/gzip")
+            where = "uploaded"
+        self.context = packed.digest
+        return "   build context %s: %d files (%s)" % (self.context_dir, packed.files, where)
 
     def _step(self, kind: str, key: str, value: Any) -> "Image":
         if value:  # an empty step would only add a cache layer that does nothing
@@ -141,11 +183,17 @@ class Image:
     @property
     def is_custom(self) -> bool:
         """Whether it starts from an image of the user's rather than berth's default base."""
-        return self.base_image is not None
+        return self.base_image is not None or self.dockerfile is not None
 
     def to_api(self) -> Union[str, Dict[str, Any]]:
         """The API's `image`: a reference string, or an image spec object."""
         spec: Dict[str, Any] = {}
+        if self.dockerfile is not None:
+            spec["dockerfile"] = self.dockerfile
+            if self.context:
+                spec["context"] = self.context
+            if self.build_args:
+                spec["build_args"] = self.build_args
         if self.base_image is not None:
             spec["base_image"] = self.base_image
         if self.python_version is not None:
@@ -167,4 +215,6 @@ class Image:
         return spec
 
     def __repr__(self) -> str:
+        if self.dockerfile is not None:
+            return "Image.from_dockerfile(context_dir=%r)" % (self.context_dir,)
         return "Image(%r)" % (self.to_api(),)

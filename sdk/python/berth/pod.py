@@ -207,9 +207,12 @@ class Pod:
 
     def _build(self, out: Output) -> None:
         """Step 1: build the image spec (its log as it comes), or check the reference."""
-        image = self.image.to_api()
         # Printed at once, before the server answers; its own copy of the line is dropped.
         out.line("=> Building image")
+        uploaded = self.image.upload_context(self.client)
+        if uploaded:
+            out.line(uploaded)
+        image = self.image.to_api()
         if isinstance(image, dict):
             done = False
             for event in self.client.stream_lines("POST", "/v1/images/build", image):

@@ -47,15 +47,18 @@ def _link_stays_inside(root: str, full: str) -> bool:
     return target == real_root or target.startswith(real_root + os.sep)
 
 
-def collect(root: str) -> Tuple[List[Tuple[str, str]], List[str]]:
+def collect(root: str, dockerfile_context: bool = False) -> Tuple[List[Tuple[str, str]], List[str]]:
     """(kind, relative path) of everything to sync, sorted, where kind is dir, file or link;
-    and the symlinks left out."""
+    and the symlinks left out. A Dockerfile's context follows `.dockerignore` alone (no
+    directory is skipped by default, as Docker sends them all)."""
     rules = []
+    name = ".dockerignore" if dockerfile_context else ".berthignore"
     try:
-        with open(os.path.join(root, ".berthignore"), encoding="utf-8") as f:
-            rules = ignore.parse(f.read())
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            rules = ignore.parse(f.read(), anchored=dockerfile_context)
     except OSError:
         pass
+    always_skipped = set() if dockerfile_context else ALWAYS_SKIPPED_DIRS
     entries = []
     skipped = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -68,7 +71,8 @@ def collect(root: str) -> Tuple[List[Tuple[str, str]], List[str]]:
             if os.path.islink(full):
                 filenames.append(d)  # packed as a link, never followed
                 continue
-            if d in ALWAYS_SKIPPED_DIRS or _is_virtualenv(full) or ignore.ignored(rules, rel, True):
+            skipped_by_default = d in always_skipped or (not dockerfile_context and _is_virtualenv(full))
+            if skipped_by_default or ignore.ignored(rules, rel, True):
                 continue
             kept.append(d)
             entries.append(("dir", rel))
@@ -76,7 +80,7 @@ def collect(root: str) -> Tuple[List[Tuple[str, str]], List[str]]:
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             rel = rel_dir + name
-            if name.endswith(".pyc") or ignore.ignored(rules, rel, False):
+            if (name.endswith(".pyc") and not dockerfile_context) or ignore.ignored(rules, rel, False):
                 continue
             if os.path.islink(full):
                 if _link_stays_inside(root, full):
@@ -88,23 +92,31 @@ def collect(root: str) -> Tuple[List[Tuple[str, str]], List[str]]:
     return sorted(entries, key=lambda e: e[1]), sorted(skipped)
 
 
-def pack(root: str = ".") -> Packed:
-    """The working directory as a deterministic gzip'd tar, with its digest and sizes."""
+def pack(root: str = ".", dockerfile_context: bool = False) -> Packed:
+    """The working directory (or, with `dockerfile_context`, a Dockerfile's build context)
+    as a deterministic gzip'd tar, with its digest and sizes."""
     root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise SyncError("%s is not a directory" % root)
     try:
-        return _pack(root)
+        return _pack(root, dockerfile_context)
     except OSError as e:  # a file vanished or is unreadable mid-walk
         raise SyncError("cannot pack %s: %s" % (root, e)) from None
 
 
-def _pack(root: str) -> Packed:
-    entries, skipped = collect(root)
+def _pack(root: str, dockerfile_context: bool) -> Packed:
+    entries, skipped = collect(root, dockerfile_context)
+    if skipped and dockerfile_context:
+        # A COPY of it would quietly miss: refused, as the server refuses it.
+        raise SyncError("the build context %s has a symlink out of it: %s; copy what it points "
+                        "to into the context instead" % (root, skipped[0]))
     limit = limit_bytes()
     total = sum(os.path.getsize(os.path.join(root, p)) for kind, p in entries if kind == "file")
     if total > limit:
         raise SyncError(
             "the working directory %s holds %.1f MiB to sync, over the %.0f MiB limit: "
-            "add large paths to .berthignore" % (root, total / 2**20, limit / 2**20)
+            "add large paths to %s" % (root, total / 2**20, limit / 2**20,
+                                       ".dockerignore" if dockerfile_context else ".berthignore")
         )
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz:

@@ -134,3 +134,35 @@ class PodRequestTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DockerfileImageTests(unittest.TestCase):
+    def test_from_dockerfile_sends_the_text_args_and_uploaded_context(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "Dockerfile")
+            with open(path, "w") as f:
+                f.write("FROM busybox\nCOPY . /app\n")
+            image = Image.from_dockerfile(path, build_args={"V": "1"})
+            self.assertEqual(image.context_dir, d)
+            self.assertTrue(image.is_custom)
+            self.assertEqual(image.to_api(), {"dockerfile": "FROM busybox\nCOPY . /app\n",
+                                              "build_args": {"V": "1"}})
+
+            class Client:
+                sent = []
+
+                def status(self, method, path):
+                    return 404
+
+                def upload(self, path, data, content_type):
+                    self.sent.append(path)
+
+            client = Client()
+            self.assertIn("uploaded", image.upload_context(client))
+            self.assertEqual(client.sent, ["/v1/code/%s" % image.context])
+            self.assertEqual(image.to_api()["context"], image.context)
+
+    def test_a_missing_dockerfile_is_a_clear_error(self):
+        with self.assertRaises(InvalidArgument) as caught:
+            Image.from_dockerfile("/nonexistent/Dockerfile")
+        self.assertIn("dockerfile: cannot read /nonexistent/Dockerfile", str(caught.exception))

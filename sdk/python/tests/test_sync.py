@@ -116,3 +116,36 @@ class PackTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DockerfileContextTests(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.root = self.dir.name
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def write(self, rel, text="x"):
+        path = os.path.join(self.root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+
+    def test_dockerignore_reads_patterns_from_the_root_and_nothing_is_skipped_by_default(self):
+        for rel in ("node_modules/a", "sub/node_modules/b", "notes.md", "README.md", ".git/HEAD"):
+            self.write(rel)
+        self.write(".dockerignore", "node_modules\n*.md\n!README.md\n")
+        got = names(pack(self.root, dockerfile_context=True))
+        self.assertIn("sub/node_modules/b", got)  # only the root's node_modules
+        self.assertIn("README.md", got)
+        self.assertIn(".git/HEAD", got)  # Docker sends .git unless told not to
+        self.assertNotIn("node_modules/a", got)
+        self.assertNotIn("notes.md", got)
+
+    def test_a_symlink_out_of_the_context_is_refused(self):
+        self.write("Dockerfile", "FROM busybox\n")
+        os.symlink("/etc/passwd", os.path.join(self.root, "passwd"))
+        with self.assertRaises(SyncError) as caught:
+            pack(self.root, dockerfile_context=True)
+        self.assertIn("symlink out of it: passwd", str(caught.exception))

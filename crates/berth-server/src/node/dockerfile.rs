@@ -80,7 +80,7 @@ impl DockerfileBuilder {
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).map_err(NodeError::io(&path))?;
         }
-        Ok(DockerfileBuilder {
+        let builder = DockerfileBuilder {
             store,
             sandboxes,
             code,
@@ -88,7 +88,9 @@ impl DockerfileBuilder {
             pull,
             ca_bundle,
             running: Mutex::default(),
-        })
+        };
+        builder.remove_interrupted();
+        Ok(builder)
     }
 
     /// Builds the Dockerfile, or finds its image in the store. Blocking.
@@ -183,7 +185,14 @@ impl DockerfileBuilder {
         let iid = work.join("image-id");
         let mut cmd = self.buildah();
         cmd.arg("build")
-            .args(["--isolation", "oci", "--layers", "--http-proxy=false"])
+            // --force-rm: a failed step's container (and its mount) goes too.
+            .args([
+                "--isolation",
+                "oci",
+                "--layers",
+                "--force-rm",
+                "--http-proxy=false",
+            ])
             .arg(format!("--network=ns:{}", netns.display()))
             .args([
                 "--memory",
@@ -243,8 +252,27 @@ impl DockerfileBuilder {
             .arg(self.dir.join("storage"))
             .arg("--runroot")
             .arg(self.dir.join("run"))
-            .args(["--storage-driver", "overlay"]);
+            .args(["--storage-driver", "overlay"])
+            // No private bind mount of the storage directory over itself, which the driver
+            // would leave behind after every run.
+            .args(["--storage-opt", "overlay.skip_mount_home=true"]);
         cmd
+    }
+
+    /// Removes the working containers (and their mounts) of builds a stopped server left
+    /// behind. Only at start, when no build runs.
+    fn remove_interrupted(&self) {
+        if !self.dir.join("storage").is_dir() {
+            return;
+        }
+        let mut cmd = self.buildah();
+        cmd.args(["rm", "--all"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Err(e) = cmd.status() {
+            tracing::warn!("removing interrupted Dockerfile builds: {e}");
+        }
     }
 
     /// The server's registry settings in buildah's terms: `--insecure-registry` and

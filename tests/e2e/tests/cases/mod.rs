@@ -7,6 +7,7 @@ mod certs;
 mod cli;
 mod conda;
 mod deployments;
+mod dockerfile;
 mod docs;
 mod files;
 mod fuzz;
@@ -61,6 +62,18 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "tls::authorized_pods_need_a_token",
             run: tls::authorized_pods_need_a_token,
+        },
+        Case {
+            name: "dockerfile::multi_stage_build_runs_as_a_pod",
+            run: dockerfile::multi_stage_build_runs_as_a_pod,
+        },
+        Case {
+            name: "dockerfile::a_failing_run_gives_its_code_and_output",
+            run: dockerfile::a_failing_run_gives_its_code_and_output,
+        },
+        Case {
+            name: "dockerfile::hostile_contexts_are_refused",
+            run: dockerfile::hostile_contexts_are_refused,
         },
         Case {
             name: "guide::notebook_pod",

@@ -10,7 +10,7 @@ use crate::common::{random_hex, timeouts, Res};
 use crate::ensure;
 
 /// A gzip'd tar of `(path, content)` files, names written as given (hostile ones too).
-fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(super) fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     for (path, data) in files {
@@ -28,11 +28,11 @@ fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
         .expect("finish an in-memory archive")
 }
 
-fn digest(bytes: &[u8]) -> String {
+pub(super) fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-fn put_code(env: &Env, digest: &str, body: Vec<u8>) -> Res<(StatusCode, String)> {
+pub(super) fn put_code(env: &Env, digest: &str, body: Vec<u8>) -> Res<(StatusCode, String)> {
     env.api.send(
         env.api
             .request(Method::PUT, &format!("/v1/code/{digest}"))
