@@ -4,6 +4,7 @@
 mod cgroup;
 pub mod disk;
 mod driver;
+pub mod env_wrapper;
 mod error;
 mod files;
 pub mod idmap;

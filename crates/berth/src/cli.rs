@@ -47,6 +47,23 @@ pub enum Command {
     /// Per-container monitor process, started by the server (not for direct use).
     #[command(hide = true)]
     Shim(ShimArgs),
+    /// An OCI runtime in front of runc that adds berth's build variables to each
+    /// container's process; buildah's runtime for Dockerfile builds (not for direct use).
+    #[command(hide = true)]
+    EnvRuntime(EnvRuntimeArgs),
+}
+
+#[derive(Args)]
+pub struct EnvRuntimeArgs {
+    /// The runtime to hand every call on to.
+    #[arg(long)]
+    pub runtime: PathBuf,
+    /// NAME=VALUE lines to add to each container's environment.
+    #[arg(long)]
+    pub env_file: PathBuf,
+    /// The runtime call itself, as the builder made it.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Args)]

@@ -21,6 +21,11 @@ fn main() {
     if let cli::Command::Shim(args) = &cli.command {
         std::process::exit(commands::shim::run(args));
     }
+    if let cli::Command::EnvRuntime(args) = &cli.command {
+        let error = berth_runtime::env_wrapper::run(&args.runtime, &args.env_file, &args.args);
+        eprintln!("berth env-runtime: {error}");
+        std::process::exit(1);
+    }
     let log_guard = init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -21,7 +21,7 @@ use super::{NodeError, ProgressFn};
 const BUILD_CA_PATH: &str = "/etc/berth-build/ca-certificates.crt";
 
 /// Variables that point common tools at the build CA bundle.
-const CA_VARIABLES: [&str; 6] = [
+pub(super) const CA_VARIABLES: [&str; 6] = [
     "SSL_CERT_FILE",
     "PIP_CERT",
     "REQUESTS_CA_BUNDLE",

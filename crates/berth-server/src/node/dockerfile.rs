@@ -61,6 +61,8 @@ pub struct DockerfileBuilder {
     dir: PathBuf,
     pull: PullOptions,
     ca_bundle: Option<PathBuf>,
+    /// The berth binary: `berth env-runtime` is buildah's runtime when there is a CA bundle.
+    berth_exe: PathBuf,
     /// The same build asked for twice at once runs once.
     running: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -73,6 +75,7 @@ impl DockerfileBuilder {
         dir: PathBuf,
         pull: PullOptions,
         ca_bundle: Option<PathBuf>,
+        berth_exe: PathBuf,
     ) -> Result<Self, NodeError> {
         for sub in ["work", "tmp"] {
             let path = dir.join(sub);
@@ -87,6 +90,7 @@ impl DockerfileBuilder {
             dir,
             pull,
             ca_bundle,
+            berth_exe,
             running: Mutex::default(),
         };
         builder.remove_interrupted();
@@ -207,8 +211,12 @@ impl DockerfileBuilder {
             .arg("--iidfile")
             .arg(&iid);
         if let Some(ca) = &self.ca_bundle {
+            // The bundle for RUN steps, and through berth's runtime wrapper the variables
+            // that point tools at it: in each step's process, never in the image's config.
             cmd.arg("--volume")
-                .arg(format!("{}:{RUN_CA_PATH}:ro", ca.display()));
+                .arg(format!("{}:{RUN_CA_PATH}:ro", ca.display()))
+                .arg("--runtime")
+                .arg(self.dir.join("runtime"));
         }
         for (name, value) in &build.build_args {
             cmd.arg("--build-arg").arg(format!("{name}={value}"));
@@ -278,20 +286,43 @@ impl DockerfileBuilder {
     /// The server's registry settings in buildah's terms: `--insecure-registry` and
     /// `--registry-mirror` apply to `FROM`, credentials from `BERTH_REGISTRY_AUTH`.
     fn write_config(&self) -> Result<(), NodeError> {
+        let env: String = super::build::CA_VARIABLES
+            .iter()
+            .map(|v| format!("{v}={RUN_CA_PATH}\n"))
+            .collect();
+        let runtime = format!(
+            "#!/bin/sh\nexec {} env-runtime --runtime runc --env-file {} -- \"$@\"\n",
+            shell_quote(&self.berth_exe.display().to_string()),
+            shell_quote(&self.dir.join("run-env").display().to_string()),
+        );
         let files = [
-            ("registries.conf", registries_conf(&self.pull)),
-            ("auth.json", self.pull.credentials.auth_json().to_string()),
+            ("registries.conf", registries_conf(&self.pull), 0o600),
+            (
+                "auth.json",
+                self.pull.credentials.auth_json().to_string(),
+                0o600,
+            ),
+            ("run-env", env, 0o644),
+            ("runtime", runtime, 0o755),
         ];
-        for (name, text) in files {
+        for (name, text, mode) in files {
+            use std::os::unix::fs::PermissionsExt;
             let path = self.dir.join(name);
             let tmp = self
                 .dir
                 .join(format!(".{name}.{:08x}", rand::rng().random::<u32>()));
             std::fs::write(&tmp, text).map_err(NodeError::io(&tmp))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                .map_err(NodeError::io(&tmp))?;
             std::fs::rename(&tmp, &path).map_err(NodeError::io(&path))?;
         }
         Ok(())
     }
+}
+
+/// Single-quotes a word for `sh`.
+fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 /// registries.conf (v2) for the server's pull options. Short names mean Docker Hub, as

@@ -97,6 +97,7 @@ impl LocalNode {
             config.buildah_dir,
             puller.options().clone(),
             config.build_ca.clone(),
+            config.shim_exe.clone(),
         )?;
         let builder = Arc::new(Builder::new(
             puller.clone(),

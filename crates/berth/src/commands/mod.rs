@@ -48,6 +48,6 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Image(ImageCommand::List(args)) => image::list(args).await,
         Command::Image(ImageCommand::Prune) => image::prune().await,
         // Handled before the async runtime starts.
-        Command::Shim(_) => Ok(()),
+        Command::Shim(_) | Command::EnvRuntime(_) => Ok(()),
     }
 }

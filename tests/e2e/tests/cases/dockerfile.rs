@@ -17,8 +17,9 @@ ARG BASE
 FROM ${BASE} AS first
 ARG GREETING=hi
 RUN busybox mkdir -p /out && echo "$GREETING from the first stage" > /out/made.txt
+RUN [ -s "$SSL_CERT_FILE" ] && echo "ca at $SSL_CERT_FILE" > /out/ca.txt
 FROM ${BASE}
-COPY --from=first /out/made.txt /srv/made.txt
+COPY --from=first /out/made.txt /out/ca.txt /srv/
 COPY site/ /srv/
 USER 1000
 EXPOSE 8080
@@ -35,8 +36,8 @@ fn write(dir: &Path, rel: &str, text: &str) -> Res<()> {
 
 /// A multi-stage Dockerfile whose base is in the test registry, run with `berth run
 /// --dockerfile`: the first stage's file and a context file are served through the pod's
-/// URL on the EXPOSEd port, as the Dockerfile's USER; the same build again is a cache hit
-/// that runs nothing.
+/// URL on the EXPOSEd port, as the Dockerfile's USER; RUN steps see the host CA, the image
+/// keeps no trace of it; the same build again is a cache hit that runs nothing.
 pub fn multi_stage_build_runs_as_a_pod(env: &Env) -> Res<()> {
     let api = &env.api;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -72,7 +73,7 @@ pub fn multi_stage_build_runs_as_a_pod(env: &Env) -> Res<()> {
     for expected in [
         "=> Uploaded the build context",
         "=> Building image from the Dockerfile",
-        "COPY --from=first /out/made.txt /srv/made.txt",
+        "COPY --from=first /out/made.txt /out/ca.txt /srv/",
         "=> Image built: berth-build/",
     ] {
         ensure!(
@@ -92,6 +93,27 @@ pub fn multi_stage_build_runs_as_a_pod(env: &Env) -> Res<()> {
     ensure!(
         made.trim() == format!("{greeting} from the first stage"),
         "the first stage's file reads {made:?}"
+    );
+    // RUN steps find the host's CA bundle through the variables berth gives them...
+    let ca = pod.wait_http_ok(8080, "/ca.txt")?;
+    ensure!(
+        ca.trim() == "ca at /dev/berth-build-ca.crt",
+        "a RUN step saw the build CA as {ca:?}"
+    );
+    // ...which the image does not keep.
+    let env_out = api.cli(&[
+        "container",
+        "exec",
+        &pod.id,
+        "--",
+        "sh",
+        "-c",
+        "echo \"[$SSL_CERT_FILE]\"",
+    ])?;
+    ensure!(
+        env_out.stdout.trim() == "[]",
+        "the build CA variable reached the image: {}",
+        env_out.show()
     );
     let served = pod.wait_http_ok(8080, "/hello.txt")?;
     ensure!(served.trim() == page, "the context's file reads {served:?}");
