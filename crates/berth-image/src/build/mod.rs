@@ -16,4 +16,4 @@ pub use base::{default_base_image, DEFAULT_BASE_REFERENCE};
 pub use dockerfile::DockerfileBuild;
 pub use glibc::image_glibc;
 pub use plan::{BuildPlan, PlanError, Step};
-pub use runner::{build, BuildError, BuildLog, StepError, StepRun, StepRunner};
+pub use runner::{build, BuildError, BuildLock, BuildLog, StepError, StepRun, StepRunner};

@@ -8,11 +8,45 @@ use sha2::{Digest, Sha256};
 use super::plan::{BuildPlan, Step};
 use crate::{ContentStore, ImageConfig, ResolvedImage};
 
-type LockMap = std::collections::HashMap<String, std::sync::Arc<std::sync::Mutex<()>>>;
+/// The images being built now, by reference (see [`BuildLock`]).
+static IN_PROGRESS: std::sync::LazyLock<(
+    std::sync::Mutex<std::collections::HashSet<String>>,
+    std::sync::Condvar,
+)> = std::sync::LazyLock::new(Default::default);
 
-/// One lock per image key (see [`build`]).
-static BUILD_LOCKS: std::sync::LazyLock<std::sync::Mutex<LockMap>> =
-    std::sync::LazyLock::new(Default::default);
+/// Held while an image is built: a concurrent build of the same image waits for it, and
+/// then finds it in the store, instead of building it again.
+pub struct BuildLock {
+    reference: String,
+}
+
+impl BuildLock {
+    pub fn acquire(reference: &str, log: BuildLog<'_>) -> BuildLock {
+        let (building, done) = &*IN_PROGRESS;
+        let mut building = building.lock().unwrap_or_else(|p| p.into_inner());
+        if building.contains(reference) {
+            log("=> Waiting for the same image, already being built".into());
+            while building.contains(reference) {
+                building = done.wait(building).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        building.insert(reference.to_string());
+        BuildLock {
+            reference: reference.to_string(),
+        }
+    }
+}
+
+impl Drop for BuildLock {
+    fn drop(&mut self) {
+        let (building, done) = &*IN_PROGRESS;
+        building
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.reference);
+        done.notify_all();
+    }
+}
 
 /// Where conda packages put their commands.
 const CONDA_BIN: &str = "/opt/conda/bin";
@@ -111,18 +145,7 @@ pub fn build(
         log("=> Using cached image".into());
         return Ok((image, true));
     }
-    // Concurrent requests for the same image build it once; the others then hit the cache.
-    let lock = {
-        let mut locks = BUILD_LOCKS.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(final_key.clone()).or_default().clone()
-    };
-    let _guard = match lock.try_lock() {
-        Ok(guard) => guard,
-        Err(_) => {
-            log("=> Waiting for the same image, already being built".into());
-            lock.lock().unwrap_or_else(|p| p.into_inner())
-        }
-    };
+    let _building = BuildLock::acquire(&reference, log);
     if let Some(image) = store.lookup(&reference) {
         log("=> Using cached image".into());
         return Ok((image, true));
@@ -571,6 +594,29 @@ mod tests {
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(tmp, 0, "no half-written layer is left");
+    }
+
+    #[test]
+    fn a_second_build_of_the_same_image_waits_for_the_first() {
+        let first = BuildLock::acquire("berth-build/lock-test", &|_| {});
+        let waited = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let second = s.spawn(|| {
+                let log = |line: String| {
+                    assert!(line.contains("Waiting"), "{line}");
+                    waited.store(true, Ordering::SeqCst);
+                };
+                let _lock = BuildLock::acquire("berth-build/lock-test", &log);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(!second.is_finished(), "the second build went ahead");
+            drop(first);
+            second.join().expect("joins");
+        });
+        assert!(waited.load(Ordering::SeqCst));
+        // Other images never wait.
+        let _a = BuildLock::acquire("berth-build/lock-a", &|_| panic!("waited"));
+        let _b = BuildLock::acquire("berth-build/lock-b", &|_| panic!("waited"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! cache sits in front of it: the same Dockerfile, context and build args are the stored
 //! image, and buildah does not run at all.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_image::build::{BuildLog, DockerfileBuild};
+use berth_image::build::{BuildLock, BuildLog, DockerfileBuild};
 use berth_image::{ContentStore, PullOptions, ResolvedImage};
 use rand::Rng;
 
@@ -63,8 +63,6 @@ pub struct DockerfileBuilder {
     ca_bundle: Option<PathBuf>,
     /// The berth binary: `berth env-runtime` is buildah's runtime when there is a CA bundle.
     berth_exe: PathBuf,
-    /// The same build asked for twice at once runs once.
-    running: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl DockerfileBuilder {
@@ -91,7 +89,6 @@ impl DockerfileBuilder {
             pull,
             ca_bundle,
             berth_exe,
-            running: Mutex::default(),
         };
         builder.remove_interrupted();
         Ok(builder)
@@ -109,17 +106,7 @@ impl DockerfileBuilder {
             log("=> Using cached image".into());
             return Ok((image, true));
         }
-        let lock = {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            running.entry(reference.clone()).or_default().clone()
-        };
-        let _guard = match lock.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => {
-                log("=> Waiting for the same image, already being built".into());
-                lock.lock().unwrap_or_else(|p| p.into_inner())
-            }
-        };
+        let _building = BuildLock::acquire(&reference, log);
         if let Some(image) = self.store.lookup(&reference) {
             log("=> Using cached image".into());
             return Ok((image, true));
