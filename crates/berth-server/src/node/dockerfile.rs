@@ -112,15 +112,24 @@ impl DockerfileBuilder {
             return Ok((image, true));
         }
         let context = match &build.context {
-            Some(digest) => self
-                .code
-                .path(digest)
-                .ok_or_else(|| DockerfileError::ContextMissing(digest.clone()))?,
-            None => PathBuf::new(),
+            Some(digest) => Some(
+                self.code
+                    .path(digest)
+                    .ok_or_else(|| DockerfileError::ContextMissing(digest.clone()))?,
+            ),
+            None => None,
         };
         let id = format!("{ID_PREFIX}{:08x}", rand::rng().random::<u32>());
         let work = self.dir.join("work").join(&id);
-        let result = self.build_in(build, &id, &work, &context, &reference, log, cancelled);
+        let result = self.build_in(
+            build,
+            &id,
+            &work,
+            context.as_deref(),
+            &reference,
+            log,
+            cancelled,
+        );
         let _ = std::fs::remove_dir_all(&work);
         let cleanup = self.sandboxes.remove(&id);
         let _ = std::fs::remove_dir_all(self.sandboxes.dir(&id).path());
@@ -151,7 +160,7 @@ impl DockerfileBuilder {
         build: &DockerfileBuild,
         id: &str,
         work: &Path,
-        context: &Path,
+        context: Option<&Path>,
         reference: &str,
         log: BuildLog<'_>,
         cancelled: &AtomicBool,
@@ -159,12 +168,13 @@ impl DockerfileBuilder {
         std::fs::create_dir_all(work).map_err(NodeError::io(work))?;
         let dockerfile = work.join("Dockerfile");
         std::fs::write(&dockerfile, &build.text).map_err(NodeError::io(&dockerfile))?;
-        let context = if context.as_os_str().is_empty() {
-            let empty = work.join("context");
-            std::fs::create_dir_all(&empty).map_err(NodeError::io(&empty))?;
-            empty
-        } else {
-            context.to_path_buf()
+        let context = match context {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                let empty = work.join("context");
+                std::fs::create_dir_all(&empty).map_err(NodeError::io(&empty))?;
+                empty
+            }
         };
         self.write_config()?;
         // The directory marks the build for `clean_interrupted` should the server stop.
