@@ -131,6 +131,14 @@ class Client:
     def upload(self, path: str, data: bytes, content_type: str) -> Any:
         return self._json(self._read(self._open("PUT", path, data, content_type, timeout=600)))
 
+    def put_code(self, digest: str, archive: bytes) -> bool:
+        """Uploads a packed archive to /v1/code unless the server has it; whether it was sent."""
+        path = "/v1/code/%s" % digest
+        if self.status("HEAD", path) == 200:
+            return False
+        self.upload(path, archive, "application/gzip")
+        return True
+
     def upload_file(self, path: str, f, size: int) -> Any:
         """PUTs an open binary file, streamed (urllib reads it in blocks)."""
         req = urllib.request.Request(

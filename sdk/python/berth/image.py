@@ -129,12 +129,7 @@ class Image:
         if self.dockerfile is None or self.context_dir is None:
             return None
         packed = pack(self.context_dir, dockerfile_context=True)
-        path = "/v1/code/%s" % packed.digest
-        if client.status("HEAD", path) == 200:
-            where = "already on the server"
-        else:
-            client.upload(path, packed.archive, "application/gzip")
-            where = "uploaded"
+        where = "uploaded" if client.put_code(packed.digest, packed.archive) else "already on the server"
         self.context = packed.digest
         return "   build context %s: %d files (%s)" % (self.context_dir, packed.files, where)
 

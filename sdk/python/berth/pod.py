@@ -237,12 +237,8 @@ class Pod:
         packed = pack(os.getcwd())
         for rel in packed.skipped_links:
             out.line("   skipped %s: a symlink out of the directory" % rel)
-        path = "/v1/code/%s" % packed.digest
-        if self.client.status("HEAD", path) == 200:
-            where = "already on the server"
-        else:
-            self.client.upload(path, packed.archive, "application/gzip")
-            where = "uploaded"
+        sent = self.client.put_code(packed.digest, packed.archive)
+        where = "uploaded" if sent else "already on the server"
         out.line("   %d files, %s (%s)" % (packed.files, _human(packed.bytes), where))
         return packed.digest
 

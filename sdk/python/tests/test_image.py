@@ -151,15 +151,13 @@ class DockerfileImageTests(unittest.TestCase):
             class Client:
                 sent = []
 
-                def status(self, method, path):
-                    return 404
-
-                def upload(self, path, data, content_type):
-                    self.sent.append(path)
+                def put_code(self, digest, archive):
+                    self.sent.append(digest)
+                    return True
 
             client = Client()
             self.assertIn("uploaded", image.upload_context(client))
-            self.assertEqual(client.sent, ["/v1/code/%s" % image.context])
+            self.assertEqual(client.sent, [image.context])
             self.assertEqual(image.to_api()["context"], image.context)
 
     def test_a_missing_dockerfile_is_a_clear_error(self):
