@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 packages=${1:-six,idna}
 bin=target/release/berth
 [ -x "$bin" ] || bin=target/debug/berth
-[ -x "$bin" ] || { echo "build berth first (cargo build --release -p berth)" >&2; exit 1; }
+[ -x "$bin" ] || { echo "build berth first (cargo build --release -p berth -p berth-shim)" >&2; exit 1; }
 
 work=$(mktemp -d)
 api=127.0.0.1:17471

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BERTH:-target/release/berth}
 runs=${BENCH_RUNS:-10}
-[ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth) or set BERTH" >&2; exit 1; }
+[ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth -p berth-shim) or set BERTH" >&2; exit 1; }
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive number, not $runs" >&2; exit 1; }
 for tool in docker-registry skopeo curl python3 jq; do
     command -v "$tool" >/dev/null || { echo "$tool is missing: bash scripts/install.sh --deps-only" >&2; exit 1; }
@@ -105,12 +105,14 @@ podman_run() { # podman_run: sets run_ms, the ms from podman run to the first 20
 
 echo "=> berth: a warm-up run (pulls the image), then $runs runs"
 berth_run warmup
+phases_before=$(phase_sums)
 berth_times=()
 for i in $(seq "$runs"); do
     berth_run "$i"
     berth_times+=("$run_ms")
 done
 read -r b_min b_med b_max < <(printf '%s\n' "${berth_times[@]}" | stats)
+phases_line=$(start_phases "$phases_before" "$(phase_sums)")
 
 gvisor_line="runsc not installed: no gVisor figures"
 if command -v runsc >/dev/null; then
@@ -163,6 +165,7 @@ fi
 echo
 echo "create -> first HTTP 200, cached busybox httpd image, $runs runs ($bin)"
 printf 'berth create -> first 200:  min %6d  median %8.1f  max %6d ms  (runc, seccomp, egress rules)\n' "$b_min" "$b_med" "$b_max"
+echo "  server-side mean per phase (runc runs, ms): $phases_line"
 echo "$gvisor_line"
 printf 'deployment cold start:      min %6d  median %8.1f  max %6d ms  (request -> first byte after scale-to-zero)\n' \
     "$c_min" "$c_med" "$c_max"

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BERTH:-target/release/berth}
 runs=${BENCH_RUNS:-10}
-[ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth) or set BERTH" >&2; exit 1; }
+[ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth -p berth-shim) or set BERTH" >&2; exit 1; }
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive number, not $runs" >&2; exit 1; }
 for tool in docker-registry skopeo curl python3 jq; do
     command -v "$tool" >/dev/null || { echo "$tool is missing: bash scripts/install.sh --deps-only" >&2; exit 1; }

@@ -22,7 +22,7 @@ rounds=${BENCH_ROUNDS:-3}
 # Two event-loop threads, as nginx runs two workers here; 0 measures the default (the
 # server's shared runtime).
 ingress_threads=${BENCH_INGRESS_THREADS:-2}
-[ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth) or set BERTH" >&2; exit 1; }
+[ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth -p berth-shim) or set BERTH" >&2; exit 1; }
 for tool in docker-registry skopeo mmdebstrap wrk h2load nginx caddy openssl curl python3; do
     command -v "$tool" >/dev/null || { echo "$tool is missing (apt install wrk nghttp2-client nginx-light caddy; scripts/install.sh --deps-only)" >&2; exit 1; }
 done

@@ -72,9 +72,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 step "Building berth (release)"
-(cd "$here" && cargo build --release --locked -p berth 2>&1 | grep -E '^(error|warning: unused)' || true)
-test -x "$here/target/release/berth" || { echo "error: the build failed; run cargo build -p berth to see why" >&2; exit 1; }
-install -m 0755 "$here/target/release/berth" /usr/local/bin/berth
+(cd "$here" && cargo build --release --locked -p berth -p berth-shim 2>&1 | grep -E '^(error|warning: unused)' || true)
+test -x "$here/target/release/berth" && test -x "$here/target/release/berth-shim" || { echo "error: the build failed; run cargo build -p berth to see why" >&2; exit 1; }
+install -m 0755 "$here/target/release/berth" "$here/target/release/berth-shim" /usr/local/bin/
 step "Installed /usr/local/bin/berth ($(/usr/local/bin/berth --version))"
 
 # The SDK is pure Python with no dependencies: copied into the site-packages of the python3

@@ -41,3 +41,16 @@ stats() { # stats < numbers -> "min median max"
         m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
         printf "%d %.1f %d\n", a[1], m, a[NR]}'
 }
+
+phase_sums() { # "phase sum count" per start phase the server has timed so far (/metrics)
+    curl -sS "http://$api/metrics" | awk '
+        /^berth_start_phase_seconds_sum/ {split($1, a, "\""); sum[a[2]] = $2}
+        /^berth_start_phase_seconds_count/ {split($1, a, "\""); n[a[2]] = $2}
+        END {for (p in sum) print p, sum[p], n[p]}'
+}
+
+start_phases() { # start_phases BEFORE AFTER (phase_sums outputs): mean ms per phase between
+    awk 'NR == FNR {s[$1] = $2; n[$1] = $3; next}
+        $3 > n[$1] {printf "%s %.1f  ", $1, ($2 - s[$1]) * 1000 / ($3 - n[$1])}' \
+        <(printf '%s\n' "$1") <(printf '%s\n' "$2")
+}

@@ -172,6 +172,12 @@ impl Network {
         })
     }
 
+    /// Replaces the egress rules of a namespace [`Network::setup`] made (a network made
+    /// ahead with the default policy, given to a pod with another).
+    pub fn set_egress(&self, pod: &PodNetwork, egress: &Egress) -> Result<(), NetError> {
+        egress::apply(&pod.netns, egress, pod.ipv6.is_some())
+    }
+
     /// Releases the pod's addresses, NAT rules, veth and namespace. Safe to call again, and
     /// for a pod whose setup stopped half-way.
     pub fn teardown(&self, id: &str) -> Result<(), NetError> {

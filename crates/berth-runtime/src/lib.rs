@@ -1,5 +1,5 @@
 //! Running containers: OCI runtime specs (only this crate writes them), the runc/runsc
-//! drivers, overlay root filesystems, cgroup readings and the `berth shim` monitor.
+//! drivers, overlay root filesystems, cgroup readings and the `berth-shim` monitor.
 
 mod cgroup;
 pub mod disk;
@@ -8,6 +8,7 @@ pub mod env_wrapper;
 mod error;
 mod files;
 pub mod idmap;
+mod log_pump;
 mod pod_files;
 mod rootfs;
 pub mod sandbox;
@@ -21,6 +22,7 @@ pub use driver::{tty_process, OciRuntime, RuntimeKind};
 pub use error::RuntimeError;
 pub use files::{ExitRecord, ShimFiles};
 pub use idmap::IdRange;
+pub use log_pump::pidfd_open;
 pub use nix::sys::signal::Signal;
 pub use pod_files::{
     FileEntry, FileKind, Listing, NewFile, OpenedFile, PodFiles, PodFilesError, MAX_LIST_ENTRIES,

@@ -1,21 +1,18 @@
-//! `berth shim`: one small monitor process per container (the conmon / containerd-shim
+//! `berth-shim`: one small monitor process per container (the conmon / containerd-shim
 //! model). It creates and starts the container through the OCI runtime, owns the container's
 //! stdout and stderr (written with timestamps to the log file), reaps the container's init as
 //! a child subreaper, records its exit status and any OOM kill, and removes the runtime's
 //! record. It ignores the signals that stop the server, so containers outlive a restart.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
+use nix::sys::wait::WaitStatus;
 
 use crate::{oom_kill_count, ExitRecord, OciRuntime, RuntimeError, RuntimeKind, ShimFiles};
 
@@ -33,7 +30,7 @@ pub struct ShimConfig {
 }
 
 impl ShimConfig {
-    /// The flags `berth shim` takes, in the order its parser expects them.
+    /// The flags `berth-shim` takes.
     pub fn to_args(&self) -> Vec<String> {
         vec![
             "--id".into(),
@@ -53,6 +50,36 @@ impl ShimConfig {
         ]
     }
 
+    /// Reads the flags [`ShimConfig::to_args`] wrote.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut flags = std::collections::HashMap::new();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            flags.insert(flag, value);
+        }
+        let mut take = |flag: &str| {
+            flags
+                .remove(flag)
+                .ok_or_else(|| format!("{flag} is missing"))
+        };
+        let config = ShimConfig {
+            id: take("--id")?,
+            bundle: take("--bundle")?.into(),
+            dir: take("--dir")?.into(),
+            runtime: take("--runtime")?
+                .parse()
+                .map_err(|e| format!("--runtime: {e}"))?,
+            runtime_binary: take("--runtime-binary")?.into(),
+            runtime_root: take("--runtime-root")?.into(),
+            cgroups_path: take("--cgroup")?,
+        };
+        match flags.keys().next() {
+            Some(unknown) => Err(format!("unknown flag {unknown}")),
+            None => Ok(config),
+        }
+    }
+
     fn runtime(&self) -> OciRuntime {
         OciRuntime::new(self.runtime, &self.runtime_binary, &self.runtime_root)
     }
@@ -61,15 +88,14 @@ impl ShimConfig {
 const READY_PREFIX: &str = "started ";
 const FAILED_PREFIX: &str = "failed ";
 
-/// Starts a detached shim for the container (`exe` is the berth binary) and waits until the
+/// Starts a detached shim for the container (`exe` is the berth-shim binary) and waits until the
 /// container runs. Returns the host pid of the container's init.
 pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
     let files = ShimFiles::new(&config.dir);
     let shim_log =
         File::create(files.shim_log()).map_err(crate::error::io_err(files.shim_log()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("shim")
-        .args(config.to_args())
+    cmd.args(config.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(shim_log))
@@ -115,7 +141,7 @@ pub fn launch(exe: &Path, config: &ShimConfig) -> Result<i32, RuntimeError> {
     })
 }
 
-/// The body of `berth shim`. Returns the shim's exit code.
+/// The body of `berth-shim`. Returns the shim's exit code.
 pub fn run(config: &ShimConfig) -> i32 {
     // Detach from the server: the first process exits and the server reaps it; the forked
     // shim is adopted by init (or the host's subreaper) and owns the container from here.
@@ -155,7 +181,7 @@ pub fn run(config: &ShimConfig) -> i32 {
         .append(true)
         .open(files.log())
     {
-        Ok(f) => Arc::new(Mutex::new(f)),
+        Ok(f) => f,
         Err(e) => {
             report(&format!(
                 "{FAILED_PREFIX}opening {}: {e}",
@@ -164,7 +190,7 @@ pub fn run(config: &ShimConfig) -> i32 {
             return 1;
         }
     };
-    let (pid, copiers) = match create_and_start(config, &runtime, &files, &log) {
+    let (pid, stdout, stderr) = match create_and_start(config, &runtime, &files) {
         Ok(started) => started,
         Err(message) => {
             let _ = runtime.delete(&config.id);
@@ -175,15 +201,7 @@ pub fn run(config: &ShimConfig) -> i32 {
     report(&format!("{READY_PREFIX}{pid}"));
     silence_stdout();
 
-    let status = wait_for(pid);
-    reap_stragglers(STRAGGLER_WAIT);
-    // Output still in the pipes belongs to the log; don't wait on a stray holder forever.
-    for copier in copiers {
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while !copier.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    let status = crate::log_pump::run(pid, stdout, stderr, log, true);
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, code) => (code, None),
         WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
@@ -201,26 +219,23 @@ pub fn run(config: &ShimConfig) -> i32 {
         finished_at: time::OffsetDateTime::now_utc().unix_timestamp(),
     };
     if let Err(e) = files.write_exit(&record) {
-        eprintln!("berth shim {}: recording exit: {e}", config.id);
+        eprintln!("berth-shim {}: recording exit: {e}", config.id);
     }
     if let Err(e) = runtime.delete(&config.id) {
-        eprintln!("berth shim {}: {e}", config.id);
+        eprintln!("berth-shim {}: {e}", config.id);
     }
     0
 }
 
+/// Creates and starts the container with its output going to two pipes; returns the init's
+/// pid and the pipes' read ends.
 fn create_and_start(
     config: &ShimConfig,
     runtime: &OciRuntime,
     files: &ShimFiles,
-    log: &Arc<Mutex<File>>,
-) -> Result<(i32, Vec<std::thread::JoinHandle<()>>), String> {
+) -> Result<(i32, OwnedFd, OwnedFd), String> {
     let (out_r, out_w) = pipe().map_err(|e| format!("creating the stdout pipe: {e}"))?;
     let (err_r, err_w) = pipe().map_err(|e| format!("creating the stderr pipe: {e}"))?;
-    let copiers = vec![
-        copy_lines(out_r, "stdout", log.clone()),
-        copy_lines(err_r, "stderr", log.clone()),
-    ];
     let explain = |e: RuntimeError| match files.runtime_error() {
         Some(reason) => reason,
         None => e.to_string(),
@@ -240,83 +255,11 @@ fn create_and_start(
     runtime
         .start(&config.id, &files.runtime_log())
         .map_err(explain)?;
-    Ok((pid, copiers))
+    Ok((pid, out_r, err_r))
 }
 
 fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-}
-
-/// Copies one output stream into the log, a timestamped line per output line.
-fn copy_lines(
-    fd: OwnedFd,
-    stream: &'static str,
-    log: Arc<Mutex<File>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(File::from(fd));
-        let mut buf = Vec::with_capacity(4096);
-        loop {
-            buf.clear();
-            // Cap a line at 64 KiB so an endless line cannot exhaust the shim's memory.
-            match (&mut reader).take(64 * 1024).read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let text = String::from_utf8_lossy(&buf);
-            let text = text.trim_end_matches(['\n', '\r']);
-            let line = format!("{} {stream} {text}\n", timestamp());
-            if let Ok(mut file) = log.lock() {
-                let _ = file.write_all(line.as_bytes());
-            }
-        }
-    })
-}
-
-fn timestamp() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-/// How long the runtime's other processes get to end after the container did.
-const STRAGGLER_WAIT: Duration = Duration::from_secs(2);
-
-/// Reaps the children that end just after the container (gVisor's gofer and sandbox
-/// helpers, orphans of the container): left as zombies they look alive to `runsc delete`,
-/// which then waits seconds for them to go.
-fn reap_stragglers(limit: Duration) {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        match waitpid(
-            Pid::from_raw(-1),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        ) {
-            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(WaitStatus::StillAlive) => return,
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            // No children left.
-            Err(_) => return,
-        }
-    }
-}
-
-/// Reaps children until `pid` exits; other children are orphans we adopted as subreaper.
-fn wait_for(pid: i32) -> WaitStatus {
-    loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(status @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _)))
-                if p.as_raw() == pid =>
-            {
-                return status
-            }
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            // No children left: the container is gone without a status we could read.
-            Err(_) => return WaitStatus::StillAlive,
-        }
-    }
 }
 
 fn report(line: &str) {

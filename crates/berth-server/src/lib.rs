@@ -10,6 +10,7 @@ mod node;
 mod profile;
 mod secrets;
 mod spec;
+mod start_metrics;
 mod state;
 mod storage;
 mod store;
@@ -123,11 +124,15 @@ pub struct ServerConfig {
     pub init_binary: Option<PathBuf>,
     /// Filter runc pods' syscalls (off only to measure the filter's cost).
     pub seccomp: bool,
+    /// Pod networks kept ready ahead of creates; 0 makes each on its create's path.
+    pub warm_networks: usize,
     pub subnet_v4: Ipv4Net,
     pub subnet_v6: Option<Ipv6Net>,
     pub bridge: String,
     pub cni_bin_dir: PathBuf,
-    /// The berth binary, run as `berth shim` for each container.
+    /// The berth binary (`berth env-runtime` for Dockerfile builds).
+    pub berth_exe: PathBuf,
+    /// The berth-shim binary, one running per container.
     pub shim_exe: PathBuf,
     pub profile_path: PathBuf,
     /// The CA bundle build steps trust (not baked into images); `None` for the image's own.
@@ -190,6 +195,7 @@ pub async fn run(
         network,
         runtime,
         shim_exe: config.shim_exe.clone(),
+        berth_exe: config.berth_exe.clone(),
         build_ca: config.build_ca_bundle.clone(),
         dns: config.dns.clone(),
         code_dir: state_dir.join("code"),
@@ -199,6 +205,7 @@ pub async fn run(
         conda_cache: state_dir.join("conda"),
         buildah_dir: state_dir.join("buildah"),
         init_binary: find_init(config.init_binary.as_deref())?,
+        warm_networks: config.warm_networks,
     })?;
     if !config.seccomp {
         tracing::warn!(

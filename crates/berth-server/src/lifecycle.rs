@@ -19,6 +19,7 @@ use crate::node::{
 };
 use crate::secrets::Secrets;
 use crate::spec::PodSpec;
+use crate::start_metrics::StartMetrics;
 use crate::state;
 use crate::store::{ContainerRow, Store, StoreError};
 
@@ -80,6 +81,7 @@ pub struct Lifecycle<N: Node> {
     busy: Mutex<HashSet<String>>,
     /// Serialises read-modify-write of container rows.
     write: tokio::sync::Mutex<()>,
+    start_metrics: StartMetrics,
 }
 
 /// What a container's end adds when forks failed at its pids limit while it ran.
@@ -143,7 +145,13 @@ impl<N: Node> Lifecycle<N> {
             progress: Mutex::default(),
             busy: Mutex::default(),
             write: tokio::sync::Mutex::new(()),
+            start_metrics: StartMetrics::default(),
         })
+    }
+
+    /// Where the time of each start went, for `/metrics`.
+    pub fn start_metrics(&self) -> &StartMetrics {
+        &self.start_metrics
     }
 
     /// Records the container as PENDING and starts it in the background.
@@ -249,6 +257,7 @@ impl<N: Node> Lifecycle<N> {
     }
 
     async fn start(self: Arc<Self>, id: String, stub_id: String, spec: PodSpec) {
+        let began = std::time::Instant::now();
         let (phase, line) = match &spec.image {
             ImageSource::Reference(r) => (ContainerStatus::Pulling, format!("Pulling image {r}")),
             ImageSource::Spec(_) => (ContainerStatus::Building, "Building image".to_string()),
@@ -262,10 +271,12 @@ impl<N: Node> Lifecycle<N> {
             let id = id.clone();
             Arc::new(move |line| this.set_progress(&id, line))
         };
+        let preparing = std::time::Instant::now();
         let image = match self.node.prepare_image(&spec.image, progress).await {
             Ok(image) => image,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
+        self.start_metrics.observe("image", preparing.elapsed());
         if self
             .transition(&id, ContainerStatus::Starting, |_| {})
             .await
@@ -316,6 +327,9 @@ impl<N: Node> Lifecycle<N> {
             Ok(started) => started,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
+        for (phase, took) in &started.phases {
+            self.start_metrics.observe(phase, *took);
+        }
         let running = self
             .transition(&id, ContainerStatus::Running, |row| {
                 row.image = image_name;
@@ -331,6 +345,7 @@ impl<N: Node> Lifecycle<N> {
         match running {
             Ok(row) => {
                 self.add_route(&row);
+                self.start_metrics.observe("total", began.elapsed());
                 // An end the node pushed before the row said RUNNING was not ours to take
                 // then; take it now.
                 let state = self.node.state(&id).await;
@@ -1140,6 +1155,7 @@ mod tests {
                 ipv6: None,
                 init: req.init,
                 stop_signal: req.stop_signal.unwrap_or_else(|| "SIGTERM".into()),
+                phases: vec![("network".into(), Duration::from_millis(1))],
             })
         }
 

@@ -44,9 +44,6 @@ pub enum Command {
     Shell(ShellArgs),
     /// Print the path of berth's local CA certificate and how to trust it.
     Ca(CaArgs),
-    /// Per-container monitor process, started by the server (not for direct use).
-    #[command(hide = true)]
-    Shim(ShimArgs),
     /// An OCI runtime in front of runc that adds berth's build variables to each
     /// container's process; buildah's runtime for Dockerfile builds (not for direct use).
     #[command(hide = true)]
@@ -148,6 +145,10 @@ pub struct ServerArgs {
     /// (bench/hardening.sh); never on a server that runs untrusted code.
     #[arg(long, hide = true)]
     pub unsafe_no_seccomp: bool,
+    /// Pod networks (namespace, addresses, firewall rules) kept ready ahead of creates, so a
+    /// create skips making one; 0 makes each on its create's path.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub warm_networks: u16,
     /// IPv4 subnet for pod addresses.
     #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V4)]
     pub pod_subnet_v4: ipnet::Ipv4Net,
@@ -587,24 +588,6 @@ pub struct LogsArgs {
     /// Show each line's time and stream.
     #[arg(long)]
     pub timestamps: bool,
-}
-
-#[derive(Args)]
-pub struct ShimArgs {
-    #[arg(long)]
-    pub id: String,
-    #[arg(long)]
-    pub bundle: PathBuf,
-    #[arg(long)]
-    pub dir: PathBuf,
-    #[arg(long)]
-    pub runtime: String,
-    #[arg(long)]
-    pub runtime_binary: PathBuf,
-    #[arg(long)]
-    pub runtime_root: PathBuf,
-    #[arg(long)]
-    pub cgroup: String,
 }
 
 #[cfg(test)]

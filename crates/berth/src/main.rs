@@ -16,11 +16,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = cli::Cli::parse();
-    // The shim must stay a plain single-threaded process (it reaps children as a subreaper),
-    // so it runs before any async runtime exists.
-    if let cli::Command::Shim(args) = &cli.command {
-        std::process::exit(commands::shim::run(args));
-    }
     if let cli::Command::EnvRuntime(args) = &cli.command {
         let error = berth_runtime::env_wrapper::run(&args.runtime, &args.env_file, &args.args);
         eprintln!("berth env-runtime: {error}");

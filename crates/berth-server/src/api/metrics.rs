@@ -75,6 +75,7 @@ pub async fn metrics<N: Node>(State(state): State<Arc<AppState<N>>>) -> Response
         state.metrics.retain_pods(|id| live.contains(id));
     }
     pod_series(&mut out, &state.metrics);
+    state.lifecycle.start_metrics().render(&mut out);
     body_response(StatusCode::OK, "text/plain; version=0.0.4", Body::from(out))
 }
 

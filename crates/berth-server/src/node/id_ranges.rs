@@ -60,16 +60,33 @@ impl IdRanges {
         ))))
     }
 
-    /// Gives back the range container `id` held (found from its start); not held is fine.
-    pub fn release(&self, id: &str, range_start: u32) {
-        let Some(slot) = range_start
+    /// Hands the range `from` holds (found from its start) to `to`: a network made ahead
+    /// becomes a container's. The slot file is replaced whole, so it always names one.
+    pub fn transfer(&self, from: &str, to: &str, range_start: u32) -> Result<(), NodeError> {
+        let Some(path) = self.slot_path(range_start) else {
+            return Ok(());
+        };
+        if !std::fs::read_to_string(&path).is_ok_and(|holder| holder == from) {
+            return Ok(());
+        }
+        let staged = path.with_extension("new");
+        std::fs::write(&staged, to).map_err(NodeError::io(&staged))?;
+        std::fs::rename(&staged, &path).map_err(NodeError::io(&path))
+    }
+
+    fn slot_path(&self, range_start: u32) -> Option<PathBuf> {
+        range_start
             .checked_sub(BASE)
             .map(|offset| offset / SIZE)
             .filter(|slot| *slot < SLOTS)
-        else {
+            .map(|slot| self.dir.join(slot.to_string()))
+    }
+
+    /// Gives back the range container `id` held (found from its start); not held is fine.
+    pub fn release(&self, id: &str, range_start: u32) {
+        let Some(path) = self.slot_path(range_start) else {
             return;
         };
-        let path = self.dir.join(slot.to_string());
         if std::fs::read_to_string(&path).is_ok_and(|holder| holder == id) {
             let _ = std::fs::remove_file(&path);
         }
@@ -100,7 +117,18 @@ mod tests {
             "only the holder releases"
         );
         ranges.release("pod-a", a.host_start);
+        ranges
+            .transfer("pod-a", "pod-b", b.host_start)
+            .expect("transfer");
         ranges.release("pod-a", b.host_start);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("userns"))
+                .expect("dir")
+                .count(),
+            1,
+            "a transferred range belongs to its new holder"
+        );
+        ranges.release("pod-b", b.host_start);
         assert_eq!(
             std::fs::read_dir(dir.path().join("userns"))
                 .expect("dir")

@@ -1,5 +1,5 @@
 //! The node on this machine: pulls and builds images into the local store, starts pods
-//! through the shared sandbox path and a `berth shim` each, and watches the shims for ends.
+//! through the shared sandbox path and a `berth-shim` each, and watches the shims for ends.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -42,8 +42,10 @@ pub struct LocalNodeConfig {
     pub puller: Puller,
     pub network: Network,
     pub runtime: OciRuntime,
-    /// The berth binary, run as `berth shim`.
+    /// The berth-shim binary, one running per container.
     pub shim_exe: PathBuf,
+    /// The berth binary, run as `berth env-runtime` by Dockerfile builds.
+    pub berth_exe: PathBuf,
     /// The CA bundle build steps trust; `None` leaves the image's own.
     pub build_ca: Option<PathBuf>,
     /// Resolvers for pods (`--dns`); empty to follow the host.
@@ -61,6 +63,8 @@ pub struct LocalNodeConfig {
     pub buildah_dir: PathBuf,
     /// A static init (tini) mounted into pods as PID 1; `None` runs every pod without one.
     pub init_binary: Option<PathBuf>,
+    /// Pod networks kept ready ahead of creates (`--warm-networks`).
+    pub warm_networks: usize,
 }
 
 pub struct LocalNode {
@@ -88,6 +92,7 @@ impl LocalNode {
             ),
             Resolvers::new(config.dns),
             config.seccomp,
+            config.warm_networks,
         )?);
         let code = Arc::new(CodeStore::new(config.code_dir, config.max_code_bytes)?);
         let dockerfile = DockerfileBuilder::new(
@@ -97,7 +102,7 @@ impl LocalNode {
             config.buildah_dir,
             puller.options().clone(),
             config.build_ca.clone(),
-            config.shim_exe.clone(),
+            config.berth_exe,
         )?;
         let builder = Arc::new(Builder::new(
             puller.clone(),
@@ -118,6 +123,7 @@ impl LocalNode {
             init_binary: config.init_binary,
         });
         node.watch_surviving_shims();
+        node.sandboxes.start_warming()?;
         Ok(node)
     }
 
@@ -206,6 +212,7 @@ impl LocalNode {
             runtime_root: runtime.root().to_path_buf(),
             cgroups_path: Sandboxes::cgroups_path(id),
         };
+        let launching = std::time::Instant::now();
         if let Err(error) = shim::launch(&self.shim_exe, &shim_config) {
             // The sandbox is whole; a shim that failed leaves it (and runtime state) behind.
             return Err(match self.sandboxes.remove(id) {
@@ -228,6 +235,11 @@ impl LocalNode {
             ipv6: None,
             init,
             stop_signal: stop_signal.as_str().to_string(),
+            phases: vec![
+                ("network".into(), prepared.network_took),
+                ("rootfs".into(), prepared.rootfs_took),
+                ("runtime".into(), launching.elapsed()),
+            ],
         };
         for addr in prepared.addrs {
             match addr {
@@ -313,7 +325,9 @@ impl Node for Arc<LocalNode> {
         let id = req.container_id.clone();
         let started = tokio::task::spawn_blocking(move || {
             // On error each step has undone itself: nothing of the container is left.
-            node.start_blocking(&req)
+            let started = node.start_blocking(&req);
+            node.sandboxes.refill_warm();
+            started
         })
         .await
         .map_err(NodeError::task("the start"))??;

@@ -17,6 +17,7 @@ mod runtimes;
 mod sandboxes;
 mod tty;
 mod volumes;
+mod warm;
 mod watch;
 
 use std::collections::{BTreeMap, HashSet};
@@ -185,6 +186,8 @@ pub struct Started {
     pub init: bool,
     /// The signal a stop sends first: the pod's, the image's STOPSIGNAL, or SIGTERM.
     pub stop_signal: String,
+    /// How long each part of the start took on the node ("network", "rootfs", "runtime").
+    pub phases: Vec<(String, Duration)>,
 }
 
 /// How a stop went.

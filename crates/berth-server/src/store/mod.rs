@@ -13,7 +13,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use berth_api::ContainerStatus;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 use crate::spec::PodSpec;
@@ -76,6 +76,10 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed server
+            // loses nothing, a power cut may lose the last transitions, which the recovery
+            // at start reconciles against the node anyway. A create writes five rows.
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

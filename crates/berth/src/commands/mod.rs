@@ -11,7 +11,6 @@ pub mod python;
 pub mod resources;
 pub mod run;
 pub mod server;
-pub mod shim;
 pub mod table;
 pub mod terminal;
 
@@ -48,6 +47,6 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Image(ImageCommand::List(args)) => image::list(args).await,
         Command::Image(ImageCommand::Prune) => image::prune().await,
         // Handled before the async runtime starts.
-        Command::Shim(_) | Command::EnvRuntime(_) => Ok(()),
+        Command::EnvRuntime(_) => Ok(()),
     }
 }

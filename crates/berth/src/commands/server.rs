@@ -19,6 +19,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         ),
     };
     let tls = tls_config(&args);
+    let berth_exe = std::env::current_exe().context("locating the berth binary")?;
     let config = ServerConfig {
         state_dir: args.state_dir,
         api_listen: args.api_listen,
@@ -35,11 +36,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         stop_pods_on_exit: args.stop_pods_on_exit,
         init_binary: args.init_binary,
         seccomp: !args.unsafe_no_seccomp,
+        warm_networks: args.warm_networks.into(),
         subnet_v4: args.pod_subnet_v4,
         subnet_v6,
         bridge: args.bridge,
         cni_bin_dir: args.cni_bin_dir,
-        shim_exe: std::env::current_exe().context("locating the berth binary for its shims")?,
+        shim_exe: shim_binary(&berth_exe)?,
+        berth_exe,
         profile_path: berth_api::default_profile_path(),
         build_ca_bundle: match args.build_ca_bundle.as_str() {
             "none" | "" => None,
@@ -100,4 +103,16 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// `berth-shim`, installed beside `berth` (scripts/install.sh, or `cargo build --bins`).
+fn shim_binary(berth_exe: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let shim = berth_exe.with_file_name("berth-shim");
+    anyhow::ensure!(
+        shim.is_file(),
+        "{} is missing: berth-shim is installed beside berth (bash scripts/install.sh, or \
+         cargo build --workspace --bins)",
+        shim.display()
+    );
+    Ok(shim)
 }

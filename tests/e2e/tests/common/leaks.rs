@@ -227,10 +227,10 @@ fn shim_processes() -> Res<BTreeSet<String>> {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let is_berth = argv
+        let is_shim = argv
             .first()
-            .is_some_and(|a0| Path::new(a0).file_name().is_some_and(|f| f == "berth"));
-        if is_berth && argv.get(1).is_some_and(|a| a == "shim") {
+            .is_some_and(|a0| Path::new(a0).file_name().is_some_and(|f| f == "berth-shim"));
+        if is_shim {
             shims.insert(format!("pid {pid}: {}", argv.join(" ")));
         }
     }

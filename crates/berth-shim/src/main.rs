@@ -1,0 +1,18 @@
+//! `berth-shim`: the monitor `berth server` starts for each container (see
+//! `berth_runtime::shim`). A binary of its own rather than a subcommand of `berth`: it
+//! links only what a shim does, uses the system allocator and one thread, so it starts in
+//! a few milliseconds and each one left running holds well under 1 MiB of its own memory.
+
+use berth_runtime::shim::{self, ShimConfig};
+
+fn main() {
+    let config = match ShimConfig::from_args(std::env::args().skip(1)) {
+        Ok(config) => config,
+        Err(e) => {
+            // The server reads this line; a person running the binary by hand reads it too.
+            println!("failed berth-shim is started by berth server only: {e}");
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(shim::run(&config));
+}
