@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Pod start benchmark: from the create request to the first HTTP 200 through the pod URL, for a
-# busybox httpd image already in the server's store (one untimed warm-up run pulls it first).
-# BENCH_RUNS runs (default 10), each a pod of its own, stopped before the next; prints
-# min / median / max in ms; then the same under gVisor (`"runtime": "gvisor"`) if runsc is
-# installed, with the ratio gVisor / runc. If podman is installed, the same for
-#   podman run -d --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 -p PORT:80
-# with the same image, and the ratio berth / podman of the medians. Then a deployment of the
-# same image: its cold start, from a request after scale-to-zero (its container stopped) to the
-# first byte of the answer, which the wake-on-request path holds until the pod accepts.
-# Starts its own registry (docker-registry, the image pushed with skopeo) and its own berth
-# server (temporary state, its own ports, subnet and bridge); stops every pod and container it
-# made and removes everything else. Needs root and scripts/install.sh --deps-only.
+# Pod start benchmark, every figure against a peer measured in the same run. Images are in
+# the store already (an untimed warm-up run of each pulls it); each run is a pod of its own,
+# stopped before the next; BENCH_RUNS runs (default 10) of each; min / median / max in ms.
+#   1. create request -> first HTTP 200 through the pod URL, busybox httpd and python3's
+#      http.server (a Debian rootfs made with mmdebstrap), vs
+#      `podman run -d --runtime runc -p PORT:80` (with the ulimits this host needs) -> first
+#      200 on its published port, same images;
+#   2. create -> the process's first log line (it prints one, then execs httpd) and
+#      create -> first 200, vs the floor: `runc run -d` of a prepared bundle (the same
+#      rootfs, no seccomp, no user namespace) in a network namespace made beforehand;
+#   3. a deployment's cold start (request -> first byte after scale-to-zero) vs 1.;
+#   4. create -> first 200 under gVisor, if runsc is installed.
+# Also prints the server's mean time per start phase (/metrics) over the runc runs.
+# Starts its own registry (docker-registry, images pushed with skopeo) and berth server
+# (temporary state, its own ports, subnet and bridge); stops every pod and container it made
+# and removes everything else. Needs root and scripts/install.sh --deps-only.
 #   BERTH=path/to/berth BENCH_RUNS=10 bench/create.sh   (default BERTH: target/release/berth)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +22,7 @@ bin=${BERTH:-target/release/berth}
 runs=${BENCH_RUNS:-10}
 [ -x "$bin" ] || { echo "no berth binary at $bin: build it (cargo build --release -p berth -p berth-shim) or set BERTH" >&2; exit 1; }
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive number, not $runs" >&2; exit 1; }
-for tool in docker-registry skopeo curl python3 jq; do
+for tool in docker-registry skopeo mmdebstrap runc curl jq; do
     command -v "$tool" >/dev/null || { echo "$tool is missing: bash scripts/install.sh --deps-only" >&2; exit 1; }
 done
 
@@ -28,17 +32,24 @@ ingress_port=17482
 registry=127.0.0.1:17483
 podman_port=17484
 bridge=berthbench1
-image=$registry/bench/busybox-httpd:latest
+floor_ns=berthfloor$$
+floor_host=bfh$$
+floor_ip=10.221.0.2
+busybox=$registry/bench/busybox-httpd:latest
+python=$registry/bench/python-http:latest
 pods=()
 podman_cids=()
-podman_pulled=
+podman_images=()
+floor_ids=()
 . bench/lib/image.sh
 . bench/lib/api.sh
 
 cleanup() {
     set +e
     for cid in "${podman_cids[@]}"; do podman rm -f -t 0 "$cid" >/dev/null 2>&1; done
-    [ -n "$podman_pulled" ] && podman rmi -f "$image" >/dev/null 2>&1
+    for img in "${podman_images[@]}"; do podman rmi -f "$img" >/dev/null 2>&1; done
+    for id in "${floor_ids[@]}"; do runc --root "$work/runc" delete -f "$id" >/dev/null 2>&1; done
+    ip netns del "$floor_ns" 2>/dev/null
     if [ -n "${server:-}" ]; then
         # The server leaves running pods running when it stops: stop them first.
         [ -n "${deployed:-}" ] && api_call DELETE /v1/deployments/bench-web >/dev/null
@@ -55,9 +66,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "=> Registry and image"
+echo "=> Registry and images (busybox httpd; python3 on Debian, made with mmdebstrap)"
 start_registry "$registry"
-
 # A one-layer OCI image: busybox-static serving /www on port 80.
 root=$work/rootfs
 mkdir -p "$root/bin" "$root/www" "$root/tmp" "$root/etc"
@@ -66,10 +76,16 @@ for applet in sh httpd; do ln -s busybox "$root/bin/$applet"; done
 echo "hello from the create benchmark" >"$root/www/index.html"
 echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 chmod 1777 "$root/tmp"
-push_rootfs "$root" "$image" '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]' 80
+push_rootfs "$root" "$busybox" '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]' 80
+py_root=$work/python-rootfs
+mmdebstrap --quiet --variant=apt --include=python3-minimal bookworm "$py_root" >"$work/mmdebstrap.log" 2>&1 \
+    || { tail -20 "$work/mmdebstrap.log" >&2; exit 1; }
+mkdir -p "$py_root/www" && echo "hello from python" >"$py_root/www/index.html"
+push_rootfs "$py_root" "$python" '["python3", "-m", "http.server", "80", "-d", "/www"]' 80
+rm -rf "$py_root"
 
 echo "=> berth server ($bin)"
-BERTH_PROFILE=$work/profile.json "$bin" server --state-dir "$work/state" --api-listen "$api" \
+"$bin" server --state-dir "$work/state" --api-listen "$api" \
     --ingress-listen "127.0.0.1:$ingress_port" --domain berth.bench --insecure-registry "$registry" \
     --stop-timeout 1 --pod-subnet-v4 10.217.0.0/16 --pod-subnet-v6 none --bridge "$bridge" \
     >"$work/server.log" 2>&1 &
@@ -78,11 +94,14 @@ for _ in $(seq 100); do curl -fsS "http://$api/healthz" >/dev/null 2>&1 && break
 curl -fsS "http://$api/healthz" >/dev/null || { tail -20 "$work/server.log" >&2; exit 1; }
 token=$(cat "$work/state/admin-token")
 
-berth_run() { # berth_run TAG [RUNTIME]: sets run_ms, the ms from the create request to the first 200
-    local start created id url runtime=${2:-runc}
+LOG_FIRST='["/bin/sh", "-c", "echo up; exec /bin/httpd -f -p 80 -h /www"]'
+
+berth_run() { # berth_run IMAGE TAG [RUNTIME] [ENTRYPOINT-JSON]: sets run_ms (create -> first 200)
+    local start created id url runtime=${3:-runc} entry=
+    [ -n "${4:-}" ] && entry=", \"entrypoint\": $4"
     start=$(now_us)
     created=$(api_call POST /v1/containers \
-        "{\"image\": \"$image\", \"ports\": [80], \"keep_warm_seconds\": -1, \"runtime\": \"$runtime\", \"env\": {\"BENCH_RUN\": \"$1-$$\"}}")
+        "{\"image\": \"$1\", \"ports\": [80], \"keep_warm_seconds\": -1, \"runtime\": \"$runtime\", \"env\": {\"BENCH_RUN\": \"$2-$$\"}$entry}")
     # jq, not Python: an interpreter's start inside the timed span would count as berth's.
     id=$(jq -er .id <<<"$created") || { echo "create failed: $created" >&2; return 1; }
     pods+=("$id")
@@ -92,81 +111,155 @@ berth_run() { # berth_run TAG [RUNTIME]: sets run_ms, the ms from the create req
     stop_pod "$id"
 }
 
-podman_run() { # podman_run: sets run_ms, the ms from podman run to the first 200
+berth_log_run() { # berth_log_run TAG: sets run_ms (create -> the process's first log line)
+    local start id
+    start=$(now_us)
+    id=$(api_call POST /v1/containers \
+        "{\"image\": \"$busybox\", \"ports\": [80], \"keep_warm_seconds\": -1, \"entrypoint\": $LOG_FIRST, \"env\": {\"BENCH_RUN\": \"$1-$$\"}}" | jq -er .id)
+    pods+=("$id")
+    # A followed log ends at once while the pod has none yet: ask again until "up" came.
+    until curl -sSN --max-time 5 -H "Authorization: Bearer $token" \
+        "http://$api/v1/containers/$id/logs?follow=true" 2>/dev/null | grep -q -m1 up; do :; done
+    run_ms=$((($(now_us) - start) / 1000))
+    stop_pod "$id"
+}
+
+podman_run() { # podman_run IMAGE: sets run_ms, the ms from podman run to the first 200
     local start cid
     start=$(now_us)
     cid=$(podman run -d --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
-        -p "127.0.0.1:$podman_port:80" "$image")
+        -p "127.0.0.1:$podman_port:80" "$1")
     podman_cids+=("$cid")
     first_200 "http://127.0.0.1:$podman_port/"
     run_ms=$((($(now_us) - start) / 1000))
     podman rm -f -t 0 "$cid" >/dev/null
 }
 
-echo "=> berth: a warm-up run (pulls the image), then $runs runs"
-berth_run warmup
+# The floor: a bundle over the busybox rootfs as `runc spec` makes it (no seccomp, no user
+# namespace), joining a namespace with a veth to the host, made before the clock starts.
+setup_floor() {
+    mkdir -p "$work/floor" "$work/runc"
+    (cd "$work/floor" && runc spec)
+    jq --arg root "$root" --arg ns "/run/netns/$floor_ns" --argjson args "$LOG_FIRST" '
+        .process.terminal = false | .process.args = $args | .root = {path: $root, readonly: false}
+        | .linux.namespaces |= map(if .type == "network" then .path = $ns else . end)' \
+        "$work/floor/config.json" >"$work/floor/config.new" && mv "$work/floor/config.new" "$work/floor/config.json"
+    ip netns add "$floor_ns"
+    ip link add "$floor_host" type veth peer name eth0 netns "$floor_ns"
+    ip addr add 10.221.0.1/30 dev "$floor_host"
+    ip link set "$floor_host" up
+    ip -n "$floor_ns" addr add "$floor_ip/30" dev eth0
+    ip -n "$floor_ns" link set eth0 up
+    ip -n "$floor_ns" link set lo up
+}
+
+floor_run() { # floor_run N: sets log_ms (runc run -d -> first log line) and run_ms (-> first 200)
+    local start id=berthfloor-$$-$1 out=$work/floor-$1.log
+    floor_ids+=("$id")
+    start=$(now_us)
+    runc --root "$work/runc" run -d --bundle "$work/floor" "$id" </dev/null >"$out" 2>&1
+    until grep -q up "$out"; do :; done
+    log_ms=$((($(now_us) - start) / 1000))
+    first_200 "http://$floor_ip/"
+    run_ms=$((($(now_us) - start) / 1000))
+    runc --root "$work/runc" delete -f "$id" >/dev/null
+}
+
+series() { # series NAME CMD...: runs CMD $runs times, collecting $run_ms into the array NAME
+    local -n into=$1
+    shift
+    into=()
+    for i in $(seq "$runs"); do
+        "$@" "$i"
+        into+=("$run_ms")
+    done
+}
+
+med() { printf '%s\n' "$@" | stats | cut -d' ' -f2; }
+line() { # line LABEL VALUES...: "LABEL min median max"
+    local label=$1 min m max
+    shift
+    read -r min m max < <(printf '%s\n' "$@" | stats)
+    printf '%-40s min %6d  median %8.1f  max %6d ms\n' "$label" "$min" "$m" "$max"
+}
+ratio() { awk -v a="$2" -v b="$3" -v label="$1" 'BEGIN {printf "  %-58s %.2fx\n", label, a / b}'; }
+
+echo "=> berth, busybox httpd: a warm-up run (pulls the image), then $runs runs"
+berth_run "$busybox" warmup
 phases_before=$(phase_sums)
-berth_times=()
-for i in $(seq "$runs"); do
-    berth_run "$i"
-    berth_times+=("$run_ms")
-done
-read -r b_min b_med b_max < <(printf '%s\n' "${berth_times[@]}" | stats)
+series b_busybox berth_run "$busybox"
 phases_line=$(start_phases "$phases_before" "$(phase_sums)")
 
-gvisor_line="runsc not installed: no gVisor figures"
+echo "=> berth, python http.server: a warm-up run, then $runs runs"
+berth_run "$python" warmup
+series b_python berth_run "$python"
+
+echo "=> berth, create -> first log line: $runs runs"
+series b_log berth_log_run
+
+echo "=> the floor, runc run -d in a prepared namespace: $runs runs"
+setup_floor
+f_log=() f_200=()
+for i in $(seq "$runs"); do
+    floor_run "$i"
+    f_log+=("$log_ms")
+    f_200+=("$run_ms")
+done
+
+gvisor_lines="runsc not installed: no gVisor figures"
 if command -v runsc >/dev/null; then
     echo "=> berth under gVisor: a warm-up run, then $runs runs"
-    berth_run gvisor-warmup gvisor
-    gvisor_times=()
-    for i in $(seq "$runs"); do
-        berth_run "gvisor-$i" gvisor
-        gvisor_times+=("$run_ms")
-    done
-    read -r g_min g_med g_max < <(printf '%s\n' "${gvisor_times[@]}" | stats)
-    gvisor_line=$(awk -v b="$b_med" -v g="$g_med" -v min="$g_min" -v max="$g_max" 'BEGIN {
-        printf "berth gVisor -> first 200:  min %6d  median %8.1f  max %6d ms\n", min, g, max
-        printf "ratio gVisor / runc (medians): %.2fx (what the user-space kernel costs at start)", g / b}')
+    berth_run "$busybox" gvisor-warmup gvisor
+    runs_gvisor() { berth_run "$busybox" "gvisor-$1" gvisor; }
+    series g_busybox runs_gvisor
+    gvisor_lines="$(line "berth gVisor create -> first 200" "${g_busybox[@]}")
+$(ratio "gVisor / runc (what the user-space kernel costs at start)" "$(med "${g_busybox[@]}")" "$(med "${b_busybox[@]}")")"
 fi
 
-echo "=> berth: a deployment of the image, then $runs cold starts after scale-to-zero"
+echo "=> berth: a deployment of busybox httpd, then $runs cold starts after scale-to-zero"
 deployed=1
 api_call POST /v1/deployments \
-    "{\"name\": \"bench-web\", \"pod\": {\"image\": \"$image\", \"ports\": [80], \"keep_warm_seconds\": -1}}" >/dev/null
+    "{\"name\": \"bench-web\", \"pod\": {\"image\": \"$busybox\", \"ports\": [80], \"keep_warm_seconds\": -1}}" >/dev/null
 dep_url="http://bench-web-80.berth.bench:$ingress_port/"
 first_200 "$dep_url" --connect-to "::127.0.0.1:"
-cold_times=()
+cold=()
 for _ in $(seq "$runs"); do
     for id in $(live_ids); do stop_pod "$id"; done
     read -r code ttfb < <(curl -s -o /dev/null -w '%{http_code} %{time_starttransfer}\n' --max-time 90 \
         --connect-to "::127.0.0.1:" "$dep_url")
     [ "$code" = 200 ] || { echo "a cold request to the deployment answered $code" >&2; exit 1; }
-    cold_times+=("$(awk -v s="$ttfb" 'BEGIN {printf "%d", s * 1000}')")
+    cold+=("$(awk -v s="$ttfb" 'BEGIN {printf "%d", s * 1000}')")
 done
-read -r c_min c_med c_max < <(printf '%s\n' "${cold_times[@]}" | stats)
 
-podman_line="podman not installed: no ratio"
+podman_lines="podman not installed: no podman figures"
 if command -v podman >/dev/null; then
-    echo "=> podman: pull, a warm-up run, then $runs runs"
-    podman pull -q --tls-verify=false "$image" >/dev/null
-    podman_pulled=1
-    podman_run
-    podman_times=()
-    for _ in $(seq "$runs"); do
-        podman_run
-        podman_times+=("$run_ms")
+    echo "=> podman: pull, a warm-up run, then $runs runs of each image"
+    for img in "$busybox" "$python"; do
+        podman pull -q --tls-verify=false "$img" >/dev/null
+        podman_images+=("$img")
+        podman_run "$img"
     done
-    read -r p_min p_med p_max < <(printf '%s\n' "${podman_times[@]}" | stats)
-    podman_line=$(awk -v b="$b_med" -v p="$p_med" -v min="$p_min" -v max="$p_max" 'BEGIN {
-        printf "podman run -> first 200:   min %6d  median %8.1f  max %6d ms\n", min, p, max
-        printf "ratio berth / podman (medians): %.2fx", b / p}')
+    podman_busybox() { podman_run "$busybox"; }
+    podman_python() { podman_run "$python"; }
+    series p_busybox podman_busybox
+    series p_python podman_python
+    podman_lines="$(line "podman run -> first 200, busybox" "${p_busybox[@]}")
+$(line "podman run -> first 200, python" "${p_python[@]}")
+$(ratio "berth / podman, busybox httpd (target <= 0.35)" "$(med "${b_busybox[@]}")" "$(med "${p_busybox[@]}")")
+$(ratio "berth / podman, python http.server" "$(med "${b_python[@]}")" "$(med "${p_python[@]}")")"
 fi
 
 echo
-echo "create -> first HTTP 200, cached busybox httpd image, $runs runs ($bin)"
-printf 'berth create -> first 200:  min %6d  median %8.1f  max %6d ms  (runc, seccomp, egress rules)\n' "$b_min" "$b_med" "$b_max"
-echo "  server-side mean per phase (runc runs, ms): $phases_line"
-echo "$gvisor_line"
-printf 'deployment cold start:      min %6d  median %8.1f  max %6d ms  (request -> first byte after scale-to-zero)\n' \
-    "$c_min" "$c_med" "$c_max"
-echo "$podman_line"
+echo "pod start, cached images, $runs runs each ($bin; runc $(runc --version | awk 'NR == 1 {print $3}'))"
+line "berth create -> first 200, busybox" "${b_busybox[@]}"
+echo "  server-side mean per phase (ms): $phases_line"
+line "berth create -> first 200, python" "${b_python[@]}"
+line "berth create -> first log line" "${b_log[@]}"
+line "floor: runc run -d -> first log line" "${f_log[@]}"
+line "floor: runc run -d -> first 200" "${f_200[@]}"
+ratio "berth / floor, first log line" "$(med "${b_log[@]}")" "$(med "${f_log[@]}")"
+ratio "berth / floor, first 200 (target <= 1.5)" "$(med "${b_busybox[@]}")" "$(med "${f_200[@]}")"
+line "deployment cold start" "${cold[@]}"
+ratio "cold start / create -> first 200 (target <= 1.2)" "$(med "${cold[@]}")" "$(med "${b_busybox[@]}")"
+echo "$gvisor_lines"
+echo "$podman_lines"

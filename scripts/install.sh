@@ -4,6 +4,7 @@
 #
 #   scripts/install.sh               packages + release build into /usr/local/bin/berth
 #   scripts/install.sh --deps-only   packages only (CI builds the tests itself)
+#   scripts/install.sh --bench-deps  packages, and the peers bench/ measures berth against
 #   scripts/install.sh --quickstart  packages + build, then start the server and launch a demo pod
 set -euo pipefail
 
@@ -35,6 +36,13 @@ packages=(
     buildah                         # Dockerfile builds (run by the server, each RUN in runc)
     curl jq
 )
+if [ "$mode" = "--bench-deps" ]; then
+    packages+=(
+        podman                      # the peer engine of bench/create.sh, pull.sh, density.sh
+        nginx-light caddy           # the peer proxies of bench/ingress.sh
+        wrk nghttp2-client          # load generators (HTTP/1.1; h2load for HTTP/2)
+    )
+fi
 missing=()
 for p in "${packages[@]}"; do
     [[ $p == \#* ]] && continue
@@ -50,6 +58,16 @@ fi
 # tests and the demo run their own instances on loopback instead.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
     systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+
+if [ "$mode" = "--bench-deps" ]; then
+    # Debian's nginx and caddy packages start services on :80; the benches run their own.
+    for unit in nginx caddy; do
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+            systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
+    exit 0
 fi
 
 if [ "$mode" = "--deps-only" ]; then

@@ -1,4 +1,4 @@
-# Shared by the benchmarks: a registry on loopback, and a one-layer OCI image pushed to it.
+# Shared by the benchmarks: a registry on loopback, and OCI images pushed to it.
 # Source it; it needs $work (a scratch directory) and docker-registry, skopeo, curl.
 
 start_registry() { # start_registry ADDR: a docker-registry on ADDR, its pid in $registry_pid
@@ -23,31 +23,42 @@ CONF
 }
 
 push_rootfs() { # push_rootfs ROOTFS IMAGE CMD-JSON PORT: ROOTFS as a one-layer image
-    local root=$1 image=$2 cmd=$3 port=$4 oci=$work/oci-$RANDOM arch diff_id
+    push_layers "$2" "$3" "$4" "$1"
+}
+
+push_layers() { # push_layers IMAGE CMD-JSON PORT DIR...: an image with one layer per DIR
+    local image=$1 cmd=$2 port=$3 oci=$work/oci-$RANDOM arch n=0 dir
+    shift 3
     mkdir -p "$oci/blobs/sha256"
-    tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$oci/layer.tar" .
-    diff_id=$(sha256sum "$oci/layer.tar" | cut -d' ' -f1)
-    gzip -n -1 "$oci/layer.tar"
     _blob() {
         local hex size
         hex=$(sha256sum "$1" | cut -d' ' -f1)
         size=$(stat -c %s "$1")
-        cp "$1" "$oci/blobs/sha256/$hex"
+        mv "$1" "$oci/blobs/sha256/$hex"
         echo "sha256:$hex $size"
     }
-    local layer_digest layer_size config_digest config_size manifest_digest manifest_size
-    read -r layer_digest layer_size < <(_blob "$oci/layer.tar.gz")
+    local diff_ids=() layers=() digest size
+    for dir in "$@"; do
+        n=$((n + 1))
+        tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$dir" \
+            -cf "$oci/layer$n.tar" .
+        diff_ids+=("\"sha256:$(sha256sum "$oci/layer$n.tar" | cut -d' ' -f1)\"")
+        gzip -n -1 "$oci/layer$n.tar"
+        read -r digest size < <(_blob "$oci/layer$n.tar.gz")
+        layers+=("{\"mediaType\": \"application/vnd.oci.image.layer.v1.tar+gzip\", \"digest\": \"$digest\", \"size\": $size}")
+    done
+    local config_digest config_size manifest_digest manifest_size
     case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
     cat >"$oci/config.json" <<CONF
 {"architecture": "$arch", "os": "linux",
  "config": {"Cmd": $cmd, "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "ExposedPorts": {"$port/tcp": {}}},
- "rootfs": {"type": "layers", "diff_ids": ["sha256:$diff_id"]}}
+ "rootfs": {"type": "layers", "diff_ids": [$(IFS=,; echo "${diff_ids[*]}")]}}
 CONF
     read -r config_digest config_size < <(_blob "$oci/config.json")
     cat >"$oci/manifest.json" <<CONF
 {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
  "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "$config_digest", "size": $config_size},
- "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "$layer_digest", "size": $layer_size}]}
+ "layers": [$(IFS=,; echo "${layers[*]}")]}
 CONF
     read -r manifest_digest manifest_size < <(_blob "$oci/manifest.json")
     echo '{"imageLayoutVersion": "1.0.0"}' >"$oci/oci-layout"
@@ -57,4 +68,5 @@ CONF
  "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}
 CONF
     skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:latest" "docker://$image"
+    rm -rf "$oci"
 }

@@ -20,13 +20,38 @@ use crate::ensure;
 const PORT: u16 = 8080;
 
 /// The pod's address of one family, read from inside its network namespace.
-fn pod_address(id: &str, v6: bool) -> Res<String> {
-    let ns = format!("berth-{}", id.trim_start_matches("pod-"));
+/// The pod's address, read inside the network namespace its bundle names (which need not
+/// follow its id: a network made ahead of the create has a name of its own).
+fn pod_address(env: &Env, id: &str, v6: bool) -> Res<String> {
+    let bundle = env
+        .server
+        .state_dir
+        .join("containers")
+        .join(id)
+        .join("bundle/config.json");
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&bundle).map_err(|e| format!("{}: {e}", bundle.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", bundle.display()))?;
+    let ns = spec["linux"]["namespaces"]
+        .as_array()
+        .and_then(|all| all.iter().find(|n| n["type"] == "network"))
+        .and_then(|n| n["path"].as_str())
+        .ok_or_else(|| format!("{} names no network namespace", bundle.display()))?
+        .to_string();
     let family = if v6 { "-6" } else { "-4" };
     let out = command_output(
-        "ip",
+        "nsenter",
         &[
-            "netns", "exec", &ns, "ip", "-o", family, "addr", "show", "dev", "eth0", "scope",
+            &format!("--net={ns}"),
+            "ip",
+            "-o",
+            family,
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+            "scope",
             "global",
         ],
     )?;
@@ -334,7 +359,7 @@ pub fn pods_cannot_reach_each_other(env: &Env) -> Res<()> {
     server.wait_http_ok(PORT, "/")?;
     let mut targets = Vec::new();
     for v6 in [false, true] {
-        let target = socket(&pod_address(&server.id, v6)?, PORT)?;
+        let target = socket(&pod_address(env, &server.id, v6)?, PORT)?;
         // The host reaches the pod directly: the address is right and the app listens.
         ensure!(
             TcpStream::connect_timeout(&target, Duration::from_secs(3)).is_ok(),
