@@ -78,7 +78,7 @@ echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 chmod 1777 "$root/tmp"
 push_rootfs "$root" "$busybox" '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]' 80
 py_root=$work/python-rootfs
-mmdebstrap --quiet --variant=apt --include=python3-minimal bookworm "$py_root" >"$work/mmdebstrap.log" 2>&1 \
+mmdebstrap --quiet --variant=apt --include=python3 bookworm "$py_root" >"$work/mmdebstrap.log" 2>&1 \
     || { tail -20 "$work/mmdebstrap.log" >&2; exit 1; }
 mkdir -p "$py_root/www" && echo "hello from python" >"$py_root/www/index.html"
 push_rootfs "$py_root" "$python" '["python3", "-m", "http.server", "80", "-d", "/www"]' 80
@@ -118,8 +118,9 @@ berth_log_run() { # berth_log_run TAG: sets run_ms (create -> the process's firs
         "{\"image\": \"$busybox\", \"ports\": [80], \"keep_warm_seconds\": -1, \"entrypoint\": $LOG_FIRST, \"env\": {\"BENCH_RUN\": \"$1-$$\"}}" | jq -er .id)
     pods+=("$id")
     # A followed log ends at once while the pod has none yet: ask again until "up" came.
-    until curl -sSN --max-time 5 -H "Authorization: Bearer $token" \
-        "http://$api/v1/containers/$id/logs?follow=true" 2>/dev/null | grep -q -m1 up; do :; done
+    # (grep's status, not curl's: curl fails once grep has stopped reading.)
+    until grep -q -m1 up < <(curl -sSN --max-time 5 -H "Authorization: Bearer $token" \
+        "http://$api/v1/containers/$id/logs?follow=true" 2>/dev/null); do :; done
     run_ms=$((($(now_us) - start) / 1000))
     stop_pod "$id"
 }

@@ -136,9 +136,44 @@ impl OciRuntime {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<(), RuntimeError> {
+        self.launch("create", id, bundle, pid_file, log, stdout, stderr)
+    }
+
+    /// `run --detach`: `create` and `start` in one runtime process, one fewer exec on the
+    /// path of every pod start. runc only; others create, then start.
+    pub fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<(), RuntimeError> {
+        if self.kind != RuntimeKind::Runc {
+            self.create(id, bundle, pid_file, log, stdout, stderr)?;
+            return self.start(id, log);
+        }
+        self.launch("run", id, bundle, pid_file, log, stdout, stderr)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &self,
+        verb: &'static str,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<(), RuntimeError> {
         let mut cmd = self.command(Some(log));
-        cmd.arg("create")
-            .arg("--bundle")
+        cmd.arg(verb);
+        if verb == "run" {
+            cmd.arg("--detach");
+        }
+        cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file)
@@ -150,7 +185,7 @@ impl OciRuntime {
         if status.success() {
             Ok(())
         } else {
-            Err(self.failure("create", id, status.to_string(), String::new()))
+            Err(self.failure(verb, id, status.to_string(), String::new()))
         }
     }
 

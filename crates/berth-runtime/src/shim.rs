@@ -227,7 +227,7 @@ pub fn run(config: &ShimConfig) -> i32 {
     0
 }
 
-/// Creates and starts the container with its output going to two pipes; returns the init's
+/// Creates and starts the container (one `runc run --detach`) with its output going to two pipes; returns the init's
 /// pid and the pipes' read ends.
 fn create_and_start(
     config: &ShimConfig,
@@ -241,7 +241,7 @@ fn create_and_start(
         None => e.to_string(),
     };
     runtime
-        .create(
+        .run_detached(
             &config.id,
             &config.bundle,
             &files.pid(),
@@ -252,9 +252,6 @@ fn create_and_start(
         .map_err(explain)?;
     let pid = ShimFiles::read_pid(&files.pid())
         .ok_or_else(|| format!("{} wrote no pid file", runtime.kind().default_binary()))?;
-    runtime
-        .start(&config.id, &files.runtime_log())
-        .map_err(explain)?;
     Ok((pid, out_r, err_r))
 }
 

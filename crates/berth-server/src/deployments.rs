@@ -22,14 +22,13 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::readiness;
 use crate::node::{LogStream, Node};
 use crate::spec::PodSpec;
 use crate::store::{ContainerRow, DeploymentRow, Store, StoreError, VersionRow};
 
 /// How often a starting container is checked for readiness.
 const READY_POLL: Duration = Duration::from_millis(50);
-/// How long one readiness probe may take to connect.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a replaced version's open connections may take to finish before it stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// What a 503 tells clients to wait before retrying a wake.
@@ -278,11 +277,18 @@ impl<N: Node> Deployments<N> {
             if port.is_some_and(|p| !container.ports.is_empty() && !container.ports.contains(&p)) {
                 return Err(NotReady::NoSuchPort);
             }
+            // Armed before the lookup: a route added after it still wakes us at once.
+            let inserted = self.routes.inserted();
+            tokio::pin!(inserted);
+            inserted.as_mut().enable();
             if container.status == ContainerStatus::Running {
                 if let Some(route) = self.lifecycle.route_of(container_id).await {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     match port.or_else(|| route.ports.first().copied()) {
                         None => return Ok(route),
-                        Some(p) if accepts(&route, p).await => return Ok(route),
+                        Some(p) if readiness::until_accepting(&route, p, left).await => {
+                            return Ok(route)
+                        }
                         Some(_) => {}
                     }
                 }
@@ -290,7 +296,8 @@ impl<N: Node> Deployments<N> {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NotReady::TimedOut);
             }
-            tokio::time::sleep(READY_POLL).await;
+            // The container's route, or a while to look at its row again.
+            let _ = tokio::time::timeout(READY_POLL, inserted).await;
         }
     }
 
@@ -529,18 +536,6 @@ fn unavailable(message: String) -> MissOutcome {
         message,
         retry_after_seconds: RETRY_AFTER_SECONDS,
     }
-}
-
-/// Whether the pod accepts a TCP connection on `port` (on any of its addresses).
-async fn accepts(route: &Route, port: u16) -> bool {
-    for addr in route.socket_addrs(port) {
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
-        {
-            return true;
-        }
-    }
-    false
 }
 
 /// The ingress asks here for a pod host with no route: a deployment's name wakes it; a

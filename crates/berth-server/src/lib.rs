@@ -8,6 +8,7 @@ mod images;
 mod lifecycle;
 mod node;
 mod profile;
+mod readiness;
 mod secrets;
 mod spec;
 mod start_metrics;

@@ -32,6 +32,9 @@ const START_WAIT_INTERVAL: Duration = Duration::from_millis(200);
 const STOP_ALL_SLACK: Duration = Duration::from_secs(20);
 /// How long a request for a pod that is still starting waits for it.
 const START_WAIT_LIMIT: Duration = Duration::from_secs(30);
+/// How long a request that waited for its pod to start then waits for the port to accept;
+/// past it the request goes on and the proxy says the pod is not accepting yet.
+const ACCEPT_WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -82,6 +85,8 @@ pub struct Lifecycle<N: Node> {
     /// Serialises read-modify-write of container rows.
     write: tokio::sync::Mutex<()>,
     start_metrics: StartMetrics,
+    /// Woken at every status change, for those who wait on one.
+    transitions: tokio::sync::Notify,
 }
 
 /// What a container's end adds when forks failed at its pids limit while it ran.
@@ -146,6 +151,7 @@ impl<N: Node> Lifecycle<N> {
             busy: Mutex::default(),
             write: tokio::sync::Mutex::new(()),
             start_metrics: StartMetrics::default(),
+            transitions: tokio::sync::Notify::new(),
         })
     }
 
@@ -580,6 +586,7 @@ impl<N: Node> Lifecycle<N> {
         row.status = to;
         change(&mut row);
         self.store.update_container(&row).await?;
+        self.transitions.notify_waiters();
         match &row.reason {
             Some(reason) if to.is_terminal() => {
                 tracing::info!(container = %id, "{from} → {to} ({reason})")
@@ -904,7 +911,19 @@ impl<N: Node> Lifecycle<N> {
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
         while follow && row.status.is_starting() {
-            tokio::time::sleep(START_WAIT_INTERVAL).await;
+            // Armed before the read: a change after it still wakes us at once.
+            let changed = self.transitions.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            row = self
+                .store
+                .container(id)
+                .await?
+                .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+            if !row.status.is_starting() {
+                break;
+            }
+            let _ = tokio::time::timeout(START_WAIT_INTERVAL, changed).await;
             row = self
                 .store
                 .container(id)
@@ -1052,6 +1071,8 @@ impl<N: Node> Lifecycle<N> {
             tokio::pin!(inserted);
             inserted.as_mut().enable();
             if let Some(route) = self.routes.lookup(&pod.stub_id, pod.port) {
+                // Just started: let the app listen before the request goes on.
+                crate::readiness::until_accepting(&route, pod.port, ACCEPT_WAIT_LIMIT).await;
                 return Some(route);
             }
             if !self.stub_is_starting(&pod.stub_id).await {

@@ -13,8 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::watch::current_state;
 use super::{LogStream, NodeError, ProcessState};
 
-/// How often a followed log looks for new lines.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a followed log looks for new lines: soon after a line (output comes in bursts,
+/// and a pod's first lines matter most), backing off to the slowest while it is quiet.
+const FOLLOW_FIRST: Duration = Duration::from_millis(5);
+const FOLLOW_SLOWEST: Duration = Duration::from_millis(200);
 
 pub fn stream(files: ShimFiles, follow: bool) -> LogStream {
     let path = files.log();
@@ -23,6 +25,7 @@ pub fn stream(files: ShimFiles, follow: bool) -> LogStream {
         let files = files.clone();
         async move {
             let offset = offset?;
+            let mut interval = FOLLOW_FIRST;
             loop {
                 let chunk = match read_from(&path, offset).await {
                     Ok(chunk) => chunk,
@@ -40,7 +43,8 @@ pub fn stream(files: ShimFiles, follow: bool) -> LogStream {
                         Err(e) => Some((Err(e), None)),
                     };
                 }
-                tokio::time::sleep(FOLLOW_INTERVAL).await;
+                tokio::time::sleep(interval).await;
+                interval = (interval * 2).min(FOLLOW_SLOWEST);
             }
         }
     })
