@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
@@ -172,30 +172,52 @@ impl Puller {
         }
 
         let diff_ids = diff_ids(&config_json);
-        let mut state = PullProgress {
+        let state = Mutex::new(PullProgress {
             layers_total: manifest.layers.len(),
             bytes_total: manifest.layers.iter().map(|l| l.size.max(0) as u64).sum(),
             ..PullProgress::default()
-        };
-        progress(state);
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            self.fetch_layer(&name, &source, layer, &mut state, progress)
-                .await?;
-            // What a push of an image built on this one needs to list the layer as it is.
-            if let Some(diff_id) = diff_ids.get(i) {
-                self.store.remember_layer_blob(
-                    &layer.digest,
-                    &crate::LayerBlob {
-                        media_type: layer.media_type.clone(),
-                        digest: layer.digest.clone(),
-                        size: layer.size.max(0) as u64,
-                        diff_id: diff_id.clone(),
-                    },
-                )?;
-            }
-            state.layers_done += 1;
-            progress(state);
-        }
+        });
+        progress(*lock_progress(&state));
+        // Layers come in at once, a few at a time: one downloads while another unpacks.
+        let (name_ref, source_ref, state_ref, diff_ids_ref) = (&name, &source, &state, &diff_ids);
+        let fetches: Vec<_> = manifest
+            .layers
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, layer)| {
+                let (name, source, state, diff_ids) =
+                    (name_ref, source_ref, state_ref, diff_ids_ref);
+                async move {
+                    let layer = &layer;
+                    self.fetch_layer(name, source, layer, state, progress)
+                        .await?;
+                    // What a push of an image built on this one needs to list the layer.
+                    if let Some(diff_id) = diff_ids.get(i) {
+                        self.store.remember_layer_blob(
+                            &layer.digest,
+                            &crate::LayerBlob {
+                                media_type: layer.media_type.clone(),
+                                digest: layer.digest.clone(),
+                                size: layer.size.max(0) as u64,
+                                diff_id: diff_id.clone(),
+                            },
+                        )?;
+                    }
+                    let now = {
+                        let mut s = lock_progress(state);
+                        s.layers_done += 1;
+                        *s
+                    };
+                    progress(now);
+                    Ok::<(), ImageError>(())
+                }
+            })
+            .collect();
+        futures_util::stream::iter(fetches)
+            .buffer_unordered(PARALLEL_LAYERS)
+            .try_collect::<Vec<()>>()
+            .await?;
 
         let image = ResolvedImage {
             reference: name,
@@ -288,7 +310,7 @@ impl Puller {
         name: &str,
         source: &Reference,
         layer: &OciDescriptor,
-        state: &mut PullProgress,
+        state: &Mutex<PullProgress>,
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<(), ImageError> {
         let lock = {
@@ -298,7 +320,7 @@ impl Puller {
         let _guard = lock.lock().await;
         let dest = self.store.layer_dir(&layer.digest);
         if dest.is_dir() {
-            state.bytes_done += layer.size.max(0) as u64;
+            lock_progress(state).bytes_done += layer.size.max(0) as u64;
             return Ok(());
         }
         let blob = self.store.blob_path(&layer.digest);
@@ -306,7 +328,7 @@ impl Puller {
             self.download(name, source, layer, &blob, state, progress)
                 .await?;
         } else {
-            state.bytes_done += layer.size.max(0) as u64;
+            lock_progress(state).bytes_done += layer.size.max(0) as u64;
         }
         let digest = layer.digest.clone();
         let unpacked = tokio::task::spawn_blocking(move || unpack_layer(&blob, &dest))
@@ -331,7 +353,7 @@ impl Puller {
         source: &Reference,
         layer: &OciDescriptor,
         blob: &std::path::Path,
-        state: &mut PullProgress,
+        state: &Mutex<PullProgress>,
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<(), ImageError> {
         let tmp = self.store.tmp_path(&format!(
@@ -355,10 +377,14 @@ impl Puller {
             })?;
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io_err(&tmp))?;
-            state.bytes_done += chunk.len() as u64;
-            if state.bytes_done - last_report > 4 << 20 {
-                last_report = state.bytes_done;
-                progress(*state);
+            let now = {
+                let mut s = lock_progress(state);
+                s.bytes_done += chunk.len() as u64;
+                *s
+            };
+            if now.bytes_done - last_report > 4 << 20 {
+                last_report = now.bytes_done;
+                progress(now);
             }
         }
         file.flush().await.map_err(io_err(&tmp))?;
@@ -374,6 +400,13 @@ impl Puller {
         }
         tokio::fs::rename(&tmp, blob).await.map_err(io_err(blob))
     }
+}
+
+/// Layers of one image fetched at once (Docker and containerd default to 3).
+const PARALLEL_LAYERS: usize = 3;
+
+fn lock_progress(state: &Mutex<PullProgress>) -> std::sync::MutexGuard<'_, PullProgress> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The `rootfs.diff_ids` of an image config.

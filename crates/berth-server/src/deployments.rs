@@ -22,8 +22,8 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use crate::lifecycle::{Lifecycle, LifecycleError};
-use crate::readiness;
 use crate::node::{LogStream, Node};
+use crate::readiness;
 use crate::spec::PodSpec;
 use crate::store::{ContainerRow, DeploymentRow, Store, StoreError, VersionRow};
 
