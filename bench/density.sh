@@ -39,8 +39,9 @@ stop_all() { # stops every live pod, many at a time
     local ids
     ids=$(live_ids)
     [ -n "$ids" ] || return 0
-    printf '%s\n' $ids | xargs -P 16 -I{} curl -sS -o /dev/null -X POST -H "Authorization: Bearer $token" \
-        -H 'content-type: application/json' -d '{}' "http://$api/v1/containers/{}/stop"
+    # (ID is xargs' placeholder: `{}` would also replace the empty JSON body)
+    printf '%s\n' $ids | xargs -P 16 -I ID curl -sS -o /dev/null -X POST -H "Authorization: Bearer $token" \
+        -H 'content-type: application/json' -d '{}' "http://$api/v1/containers/ID/stop"
     for _ in $(seq 600); do
         [ -z "$(live_ids)" ] && return 0
         sleep 0.2

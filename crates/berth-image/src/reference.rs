@@ -36,6 +36,10 @@ fn canonical_registry(registry: &str) -> &str {
 }
 
 /// Parses `text` into a fully qualified reference (registry, repository, tag or digest).
+///
+/// Hand-written over Docker's grammar (distribution/reference) rather than through
+/// `Reference::from_str`: that compiles a Unicode regex of about 30 MB on first use and
+/// keeps it for the life of the server.
 pub fn parse_reference(text: &str) -> Result<Reference, ImageError> {
     let invalid = |reason: String| ImageError::InvalidReference {
         reference: text.to_string(),
@@ -49,8 +53,148 @@ pub fn parse_reference(text: &str) -> Result<Reference, ImageError> {
             "the reference is longer than 1024 characters".into(),
         ));
     }
-    let reference: Reference = text.parse().map_err(|e| invalid(format!("{e}")))?;
-    Ok(reference)
+    let (rest, digest) = match text.split_once('@') {
+        Some((rest, digest)) => (rest, Some(check_digest(digest).map_err(invalid)?)),
+        None => (text, None),
+    };
+    // A tag is after the last colon that follows the last slash (a colon before it is a port).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => {
+            let (name, tag) = (&rest[..last_slash + i], &rest[last_slash + i + 1..]);
+            (name, Some(check_tag(tag).map_err(invalid)?))
+        }
+        None => (rest, None),
+    };
+    let (registry, path) = split_registry(name).map_err(invalid)?;
+    for component in path.split('/') {
+        check_path_component(component).map_err(invalid)?;
+    }
+    let repository = if registry == DOCKER_HUB && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path.to_string()
+    };
+    if repository.len() > 255 {
+        return Err(invalid(
+            "the repository name is longer than 255 characters".into(),
+        ));
+    }
+    let registry = registry.to_string();
+    Ok(match (tag, digest) {
+        (Some(tag), Some(digest)) => {
+            Reference::with_tag_and_digest(registry, repository, tag.into(), digest.into())
+        }
+        (None, Some(digest)) => Reference::with_digest(registry, repository, digest.into()),
+        (tag, None) => {
+            Reference::with_tag(registry, repository, tag.unwrap_or("latest").to_string())
+        }
+    })
+}
+
+const DOCKER_HUB: &str = "docker.io";
+
+/// Splits `name` into its registry and repository path the way Docker does: the first
+/// component names a registry when it has a dot or a port, or is `localhost`.
+fn split_registry(name: &str) -> Result<(&str, &str), String> {
+    match name.split_once('/') {
+        Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
+            check_registry(first)?;
+            Ok((canonical_registry(first), path))
+        }
+        _ => Ok((DOCKER_HUB, name)),
+    }
+}
+
+/// `host[:port]`, the host being dot-separated labels of letters, digits and inner dashes.
+fn check_registry(registry: &str) -> Result<(), String> {
+    let (host, port) = match registry.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (registry, None),
+    };
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if !host.split('.').all(label_ok) {
+        return Err(format!("{registry:?} is not a valid registry host"));
+    }
+    if let Some(port) = port {
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{registry:?} has an invalid port"));
+        }
+    }
+    Ok(())
+}
+
+/// Lowercase letters and digits, joined by one `.`, one or two `_`, or any number of `-`.
+fn check_path_component(component: &str) -> Result<(), String> {
+    let bad = || {
+        Err(format!(
+            "{component:?} is not a valid repository name component \
+             (lowercase letters and digits, separated by '.', '_', '__' or dashes)"
+        ))
+    };
+    let mut separator = String::new();
+    let mut after_alnum = false;
+    for c in component.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if !matches!(separator.as_str(), "" | "." | "_" | "__")
+                && !separator.bytes().all(|b| b == b'-')
+            {
+                return bad();
+            }
+            separator.clear();
+            after_alnum = true;
+        } else if matches!(c, '.' | '_' | '-') && after_alnum {
+            separator.push(c);
+        } else {
+            return bad();
+        }
+    }
+    if !after_alnum || !separator.is_empty() {
+        return bad();
+    }
+    Ok(())
+}
+
+/// A word character, then up to 127 word characters, dots and dashes.
+fn check_tag(tag: &str) -> Result<&str, String> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = tag.as_bytes();
+    let ok = matches!(bytes.first(), Some(&b) if word(b))
+        && bytes.len() <= 128
+        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-');
+    if ok {
+        Ok(tag)
+    } else {
+        Err(format!(
+            "{tag:?} is not a valid tag (up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-')"
+        ))
+    }
+}
+
+/// `sha256:`, `sha384:` or `sha512:` and the hex digest of that length.
+fn check_digest(digest: &str) -> Result<&str, String> {
+    let (algorithm, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| format!("{digest:?} is not a digest (ALGORITHM:HEX)"))?;
+    let want = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        other => return Err(format!("digest algorithm {other:?} is not supported")),
+    };
+    if hex.len() != want || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "a {algorithm} digest is {want} hex digits, not {hex:?}"
+        ));
+    }
+    Ok(digest)
 }
 
 /// The reference to actually pull from, after applying mirrors.
@@ -99,9 +243,50 @@ mod tests {
 
     #[test]
     fn bad_syntax_is_refused() {
-        for bad in ["", "UPPER CASE::bad", "a//b", "x:y:z:"] {
+        for bad in [
+            "",
+            "UPPER CASE::bad",
+            "a//b",
+            "x:y:z:",
+            "Busybox",
+            "Library/busybox",
+            "busybox:",
+            "busybox:.tag",
+            "busybox@sha256:abc",
+            "busybox@md5:0123456789abcdef0123456789abcdef",
+            "-bad.io/app",
+            "host.io:port/app",
+            "a..b",
+            "a_",
+            "a___b",
+            "app/",
+            "/app",
+            "café",
+        ] {
             assert!(parse_reference(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn tags_ports_and_separators() {
+        let r = parse_reference("localhost:5000/team/app_name__x.y-z:v1.2-rc_3").expect("parses");
+        assert_eq!(r.registry(), "localhost:5000");
+        assert_eq!(r.repository(), "team/app_name__x.y-z");
+        assert_eq!(r.tag(), Some("v1.2-rc_3"));
+        let r = parse_reference("localhost/app").expect("parses");
+        assert_eq!((r.registry(), r.repository()), ("localhost", "app"));
+        // A colon in the first component without a slash after it is a tag, not a port.
+        let r = parse_reference("test.com:5000").expect("parses");
+        assert_eq!(r.repository(), "library/test.com");
+        assert_eq!(r.tag(), Some("5000"));
+        let r = parse_reference("index.docker.io/library/busybox").expect("parses");
+        assert_eq!(r.registry(), "docker.io");
+        let d = "sha256:".to_string() + &"b".repeat(64);
+        let r = parse_reference(&format!("busybox:1.36@{d}")).expect("parses");
+        assert_eq!(r.tag(), Some("1.36"));
+        assert_eq!(r.digest(), Some(d.as_str()));
+        assert!(parse_reference(&format!("a/{}", "b".repeat(260))).is_err());
+        assert!(parse_reference(&format!("busybox:{}", "t".repeat(129))).is_err());
     }
 
     #[test]
