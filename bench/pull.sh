@@ -26,7 +26,7 @@ api=127.0.0.1:17491
 registry=127.0.0.1:17493
 bridge=berthbench2
 image=$registry/bench/layers:latest
-podman_pulled=
+podman_roots=()
 . bench/lib/image.sh
 . bench/lib/api.sh
 
@@ -39,7 +39,11 @@ stop_server() {
 
 cleanup() {
     set +e
-    [ -n "$podman_pulled" ] && podman rmi -f "$image" >/dev/null 2>&1
+    for root in "${podman_roots[@]}"; do
+        podman --root "$root/root" --runroot "$root/run" rmi -af >/dev/null 2>&1
+        # podman may bind-mount its overlay directory onto itself
+        grep -o " $root/[^ ]*" /proc/mounts | sort -r | xargs -r -n 1 umount -l 2>/dev/null
+    done
     stop_server
     [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
     if grep -q " $work" /proc/mounts; then
@@ -62,19 +66,20 @@ for i in 1 2 3 4 5; do
     dirs+=("$work/layer$i")
 done
 push_layers "$image" '["/bin/true"]' 80 "${dirs[@]}"
-rm -rf "$work"/layer*
 bytes=$(skopeo inspect --raw --tls-verify=false "docker://$image" | jq '[.layers[].size] | add')
 layers=$(skopeo inspect --raw --tls-verify=false "docker://$image" | jq '.layers | length')
 echo "   $layers layers, $((bytes / 1000000)) MB compressed"
 
-berth_pull() { # sets run_ms: one pull into a fresh server's empty store
-    rm -rf "$work/state"
-    "$bin" server --state-dir "$work/state" --api-listen "$api" --ingress-listen 127.0.0.1:17492 \
+# Every run pulls into a store of its own, and the stores are removed only at the end: ext4
+# makes new inodes slowly for a while after many were deleted (its allocator skips the
+# recently deleted ones), which would bill one run for the clean-up of the one before.
+berth_pull() { # berth_pull RUN, sets run_ms: one pull into a fresh server's empty store
+    "$bin" server --state-dir "$work/state-$1" --api-listen "$api" --ingress-listen 127.0.0.1:17492 \
         --domain berth.bench --insecure-registry "$registry" --stop-timeout 1 --warm-networks 0 \
         --pod-subnet-v4 10.219.0.0/16 --pod-subnet-v6 none --bridge "$bridge" >>"$work/server.log" 2>&1 &
     server=$!
     for _ in $(seq 100); do curl -fsS "http://$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-    token=$(cat "$work/state/admin-token")
+    token=$(cat "$work/state-$1/admin-token")
     local before id status
     before=$(phase_sums)
     id=$(api_call POST /v1/containers "{\"image\": \"$image\", \"keep_warm_seconds\": -1}" | jq -er .id)
@@ -92,29 +97,27 @@ berth_pull() { # sets run_ms: one pull into a fresh server's empty store
     stop_server
 }
 
-skopeo_pull() { # sets run_ms
-    rm -rf "$work/oci"
+skopeo_pull() { # skopeo_pull RUN, sets run_ms
     local start
     start=$(now_us)
-    skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$image" "oci:$work/oci:latest"
+    skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$image" "oci:$work/oci-$1:latest"
     run_ms=$((($(now_us) - start) / 1000))
 }
 
-podman_pull() { # sets run_ms
-    podman rmi -f "$image" >/dev/null 2>&1 || true
+podman_pull() { # podman_pull RUN, sets run_ms: into a storage of its own, like berth's
     local start
+    podman_roots+=("$work/podman-$1")
     start=$(now_us)
-    podman pull -q --tls-verify=false "$image" >/dev/null
+    podman --root "$work/podman-$1/root" --runroot "$work/podman-$1/run" pull -q --tls-verify=false "$image" >/dev/null
     run_ms=$((($(now_us) - start) / 1000))
-    podman_pulled=1
 }
 
 b=() s=() p=()
 for i in $(seq "$runs"); do
     echo "=> run $i of $runs"
-    berth_pull; b+=("$run_ms")
-    skopeo_pull; s+=("$run_ms")
-    if command -v podman >/dev/null; then podman_pull; p+=("$run_ms"); fi
+    berth_pull "$i"; b+=("$run_ms")
+    skopeo_pull "$i"; s+=("$run_ms")
+    if command -v podman >/dev/null; then podman_pull "$i"; p+=("$run_ms"); fi
 done
 read -r b_min b_med b_max < <(printf '%s\n' "${b[@]}" | stats)
 read -r s_min s_med s_max < <(printf '%s\n' "${s[@]}" | stats)

@@ -3,6 +3,7 @@
 //! Only this crate talks to registries or reads layer tarballs.
 
 pub mod build;
+mod chunk_reader;
 mod config;
 mod error;
 mod layout;
@@ -18,4 +19,4 @@ pub use oci::LayerBlob;
 pub use pull::{PullOptions, PullProgress, Puller, RegistryCredentials};
 pub use reference::{parse_reference, RegistryMirror};
 pub use store::{ContentStore, Prune, ResolvedImage};
-pub use unpack::{unpack_layer, Compression, UnpackError};
+pub use unpack::{unpack_layer, Compression, PendingLayer, UnpackError};

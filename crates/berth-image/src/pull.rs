@@ -12,12 +12,15 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
+use crate::chunk_reader::ChunkReader;
 use crate::error::io_err;
 use crate::reference::apply_mirrors;
 use crate::store::digest_hex;
-use crate::{unpack_layer, ContentStore, ImageConfig, ImageError, RegistryMirror, ResolvedImage};
+use crate::{
+    unpack_layer, ContentStore, ImageConfig, ImageError, PendingLayer, RegistryMirror,
+    ResolvedImage, UnpackError,
+};
 
 /// Credentials per registry host, from `BERTH_REGISTRY_AUTH="host=user:password,..."`.
 #[derive(Debug, Clone, Default)]
@@ -325,19 +328,15 @@ impl Puller {
         }
         let blob = self.store.blob_path(&layer.digest);
         if !blob.is_file() {
-            self.download(name, source, layer, &blob, state, progress)
-                .await?;
-        } else {
-            lock_progress(state).bytes_done += layer.size.max(0) as u64;
+            return self
+                .download_and_unpack(name, source, layer, &blob, &dest, state, progress)
+                .await;
         }
+        lock_progress(state).bytes_done += layer.size.max(0) as u64;
         let digest = layer.digest.clone();
         let unpacked = tokio::task::spawn_blocking(move || unpack_layer(&blob, &dest))
             .await
-            .map_err(|e| ImageError::Registry {
-                reference: name.to_string(),
-                registry: source.registry().to_string(),
-                detail: format!("unpack task failed: {e}"),
-            })?;
+            .map_err(|e| task_failed(name, source, e))?;
         unpacked.map_err(|source| ImageError::Unpack {
             reference: name.to_string(),
             digest,
@@ -346,13 +345,18 @@ impl Puller {
         Ok(())
     }
 
-    /// Streams a blob to a temporary file, checks its sha256 and moves it into place.
-    async fn download(
+    /// Streams a blob to a temporary file and, at the same time, unpacks it beside `dest`;
+    /// the blob and the layer move into place only when the blob's sha256 is right. The
+    /// unpack reads bytes not yet verified, which is safe: it treats every archive as
+    /// hostile, and what it wrote is removed if the digest turns out wrong.
+    #[allow(clippy::too_many_arguments)]
+    async fn download_and_unpack(
         &self,
         name: &str,
         source: &Reference,
         layer: &OciDescriptor,
         blob: &std::path::Path,
+        dest: &std::path::Path,
         state: &Mutex<PullProgress>,
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<(), ImageError> {
@@ -366,17 +370,37 @@ impl Puller {
             .pull_blob_stream(source, layer)
             .await
             .map_err(|e| classify(name, source, e))?;
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(io_err(&tmp))?
+            .into_std()
+            .await;
+        let (chunks, received) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let layer_dest = dest.to_path_buf();
+        let unpacker = tokio::task::spawn_blocking(move || {
+            let mut reader = ChunkReader::new(received, file);
+            // Returning early drops the reader, which ends the download below.
+            let (pending, _) = PendingLayer::unpack(&mut reader, &layer_dest)?;
+            let file = reader.finish().map_err(UnpackError::Archive)?;
+            Ok::<_, UnpackError>((pending, file))
+        });
+
         let mut hasher = Sha256::new();
         let mut last_report = 0u64;
+        let mut broken = None;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ImageError::Unreachable {
-                reference: name.to_string(),
-                registry: source.registry().to_string(),
-                detail: format!("download of {} broke: {e}", layer.digest),
-            })?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    broken = Some(ImageError::Unreachable {
+                        reference: name.to_string(),
+                        registry: source.registry().to_string(),
+                        detail: format!("download of {} broke: {e}", layer.digest),
+                    });
+                    break;
+                }
+            };
             hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(io_err(&tmp))?;
             let now = {
                 let mut s = lock_progress(state);
                 s.bytes_done += chunk.len() as u64;
@@ -386,19 +410,57 @@ impl Puller {
                 last_report = now.bytes_done;
                 progress(now);
             }
+            if chunks.send(chunk).await.is_err() {
+                break; // the unpack stopped; its error says why
+            }
         }
-        file.flush().await.map_err(io_err(&tmp))?;
+        drop(chunks);
+        let unpacked = unpacker.await.map_err(|e| task_failed(name, source, e))?;
+        let failed = |error: ImageError| {
+            let _ = std::fs::remove_file(&tmp);
+            Err(error)
+        };
+        // A broken download explains a truncated archive: it is reported first.
+        if let Some(error) = broken {
+            return failed(error);
+        }
+        let (pending, file) = match unpacked {
+            Ok(unpacked) => unpacked,
+            Err(source) => {
+                return failed(ImageError::Unpack {
+                    reference: name.to_string(),
+                    digest: layer.digest.clone(),
+                    source,
+                })
+            }
+        };
         drop(file);
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != layer.digest {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(ImageError::Registry {
+            return failed(ImageError::Registry {
                 reference: name.to_string(),
                 registry: source.registry().to_string(),
                 detail: format!("layer {} arrived with digest {actual}", layer.digest),
             });
         }
-        tokio::fs::rename(&tmp, blob).await.map_err(io_err(blob))
+        tokio::fs::rename(&tmp, blob).await.map_err(io_err(blob))?;
+        pending.commit().map_err(|source| ImageError::Unpack {
+            reference: name.to_string(),
+            digest: layer.digest.clone(),
+            source,
+        })
+    }
+}
+
+/// Chunks of a blob between its download and its unpack: enough to ride out a slow write,
+/// few enough to keep the memory of a pull small.
+const CHUNKS_IN_FLIGHT: usize = 64;
+
+fn task_failed(name: &str, source: &Reference, e: tokio::task::JoinError) -> ImageError {
+    ImageError::Registry {
+        reference: name.to_string(),
+        registry: source.registry().to_string(),
+        detail: format!("unpack task failed: {e}"),
     }
 }
 

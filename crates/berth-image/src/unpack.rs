@@ -61,14 +61,36 @@ impl Compression {
 /// The layer is written to a sibling temporary directory and renamed into place only when
 /// complete, so a failed or interrupted unpack never leaves a half-written layer behind.
 pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Compression, UnpackError> {
-    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    let result = (|| {
-        fs::create_dir_all(&tmp).map_err(UnpackError::Archive)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+    let file = fs::File::open(blob).map_err(UnpackError::Archive)?;
+    let (pending, compression) = PendingLayer::unpack(file, dest)?;
+    pending.commit()?;
+    Ok(compression)
+}
+
+/// A layer unpacked into a temporary directory beside its destination, not yet in place:
+/// a pull unpacks while the blob downloads and commits only once its digest checked out.
+/// Dropped uncommitted, it removes what it wrote.
+#[derive(Debug)]
+pub struct PendingLayer {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl PendingLayer {
+    /// Unpacks the (possibly compressed) layer tarball read from `stream` for `dest`.
+    pub fn unpack(stream: impl Read, dest: &Path) -> Result<(Self, Compression), UnpackError> {
+        let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let pending = PendingLayer {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        };
+        fs::create_dir_all(&pending.tmp).map_err(UnpackError::Archive)?;
+        fs::set_permissions(&pending.tmp, fs::Permissions::from_mode(0o755))
             .map_err(UnpackError::Archive)?;
-        let file = fs::File::open(blob).map_err(UnpackError::Archive)?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut reader = BufReader::with_capacity(1 << 20, stream);
         let compression = Compression::sniff(reader.fill_buf().map_err(UnpackError::Archive)?);
         let stream: Box<dyn Read> = match compression {
             Compression::None => Box::new(reader),
@@ -77,14 +99,24 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Compression, UnpackError
                 zstd::stream::read::Decoder::with_buffer(reader).map_err(UnpackError::Archive)?,
             ),
         };
-        unpack_tar(stream, &tmp)?;
-        fs::rename(&tmp, dest).map_err(UnpackError::Archive)?;
-        Ok(compression)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
+        unpack_tar(stream, &pending.tmp)?;
+        Ok((pending, compression))
     }
-    result
+
+    /// Moves the layer into place.
+    pub fn commit(mut self) -> Result<(), UnpackError> {
+        fs::rename(&self.tmp, &self.dest).map_err(UnpackError::Archive)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingLayer {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
 }
 
 fn unpack_tar(stream: impl Read, root: &Path) -> Result<(), UnpackError> {
@@ -135,6 +167,11 @@ fn unpack_tar(stream: impl Read, root: &Path) -> Result<(), UnpackError> {
                 make_fifo(&target, entry.header()).map_err(entry_err)?;
                 continue;
             }
+            EntryType::Regular | EntryType::Continuous => {
+                remove_existing(&target, false).map_err(entry_err)?;
+                write_file(&mut entry, &target).map_err(entry_err)?;
+                continue;
+            }
             EntryType::Link => {
                 let link = entry
                     .link_name_bytes()
@@ -160,6 +197,67 @@ fn unpack_tar(stream: impl Read, root: &Path) -> Result<(), UnpackError> {
         entry.unpack(&target).map_err(entry_err)?;
     }
     Ok(())
+}
+
+/// Large writes of whole pages: the tar crate's unpack writes a file 8 KiB at a time in the
+/// pieces the decompressor hands out, which made the kernel zero and copy each page twice.
+const FILE_WRITE_CHUNK: usize = 1 << 20;
+
+/// A regular file from `entry` at `path` (which must not exist), with the entry's mode
+/// (setuid and setgid included, as `preserve_permissions` does), owner and mtime.
+fn write_file(entry: &mut tar::Entry<'_, impl Read>, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let header = entry.header();
+    let mode = header.mode().unwrap_or(0o644) & 0o7777;
+    let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
+    let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
+    let mtime = header.mtime().ok();
+    let expected = entry.size();
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut buf = vec![0u8; FILE_WRITE_CHUNK.min(expected as usize).max(1)];
+    let mut written = 0u64;
+    loop {
+        let filled = fill(entry, &mut buf)?;
+        if filled == 0 {
+            break;
+        }
+        io::Write::write_all(&mut file, &buf[..filled])?;
+        written += filled as u64;
+    }
+    if written != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the archive ended {} bytes into a {expected}-byte file",
+                written
+            ),
+        ));
+    }
+    if let Some(mtime) = mtime {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        file.set_times(fs::FileTimes::new().set_modified(at).set_accessed(at))?;
+    }
+    // Owner first: a chown clears the setuid and setgid bits the chmod then sets.
+    std::os::unix::fs::fchown(&file, uid, gid)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+}
+
+/// Reads into `buf` until it is full or the stream ends; the bytes read.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// A named pipe at `path` with the entry's permission bits and owner (no setuid/setgid).
@@ -294,7 +392,13 @@ mod tests {
         let blob = layer(|b| {
             let mut h = file_header(5);
             h.set_mode(0o755);
+            h.set_mtime(1_000_000);
             b.append_data(&mut h, "usr/bin/app", &b"hello"[..])
+                .expect("append");
+            let big: Vec<u8> = (0..3 * FILE_WRITE_CHUNK + 17).map(|i| i as u8).collect();
+            let mut h = file_header(big.len() as u64);
+            h.set_mode(0o4711);
+            b.append_data(&mut h, "usr/bin/big", &big[..])
                 .expect("append");
             let mut l = header(EntryType::Symlink, 0);
             b.append_link(&mut l, "bin", "usr/bin").expect("link");
@@ -307,10 +411,44 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o755);
+        let modified = fs::metadata(dest.join("usr/bin/app"))
+            .expect("meta")
+            .modified();
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        assert_eq!(modified.expect("mtime"), at);
+        let big = fs::read(dest.join("usr/bin/big")).expect("read");
+        assert_eq!(big.len(), 3 * FILE_WRITE_CHUNK + 17);
+        assert!(big.iter().enumerate().all(|(i, &b)| b == i as u8));
+        let mode = fs::metadata(dest.join("usr/bin/big"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o4711, "setuid is kept");
         assert!(fs::symlink_metadata(dest.join("bin"))
             .expect("meta")
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn a_pending_layer_is_in_place_only_once_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = layer(|b| {
+            b.append_data(&mut file_header(2), "f", &b"hi"[..])
+                .expect("append");
+        });
+        let dest = dir.path().join("layer");
+        let entries = || fs::read_dir(dir.path()).expect("list").count();
+        let (pending, _) = PendingLayer::unpack(fs::File::open(blob.path()).expect("open"), &dest)
+            .expect("unpacks");
+        assert!(!dest.exists(), "not in place before the commit");
+        drop(pending);
+        assert_eq!(entries(), 0, "an uncommitted layer leaves nothing behind");
+        let (pending, _) = PendingLayer::unpack(fs::File::open(blob.path()).expect("open"), &dest)
+            .expect("unpacks");
+        pending.commit().expect("commits");
+        assert_eq!(fs::read(dest.join("f")).expect("read"), b"hi");
+        assert_eq!(entries(), 1);
     }
 
     #[test]
