@@ -8,7 +8,11 @@
 #      200 on its published port, same images;
 #   2. create -> the process's first log line (it prints one, then execs httpd) and
 #      create -> first 200, vs the floor: `runc run -d` of a prepared bundle (the same
-#      rootfs, no seccomp, no user namespace) in a network namespace made beforehand;
+#      rootfs, no seccomp, no user namespace) in a network namespace made beforehand, and
+#      vs the same with berth's profile (the seccomp filter, capabilities, rlimits, masked
+#      paths and cgroup limits of a berth pod's bundle, the init, a user namespace that owns
+#      the prepared network namespace, as berth's networks made ahead have): what runc
+#      itself spends on the hardening, apart from berth's own work;
 #   3. a deployment's cold start (request -> first byte after scale-to-zero) vs 1.;
 #   4. create -> first 200 under gVisor, if runsc is installed.
 # Also prints the server's mean time per start phase (/metrics) over the runc runs.
@@ -35,12 +39,16 @@ bridge=berthbench1
 floor_ns=berthfloor$$
 floor_host=bfh$$
 floor_ip=10.221.0.2
+profile_host=bph$$
+profile_ip=10.221.0.6
+profile_map=4000000000
 busybox=$registry/bench/busybox-httpd:latest
 python=$registry/bench/python-http:latest
 pods=()
 podman_cids=()
 podman_images=()
 floor_ids=()
+profile_holder=
 . bench/lib/image.sh
 . bench/lib/api.sh
 
@@ -50,6 +58,8 @@ cleanup() {
     for img in "${podman_images[@]}"; do podman rmi -f "$img" >/dev/null 2>&1; done
     for id in "${floor_ids[@]}"; do runc --root "$work/runc" delete -f "$id" >/dev/null 2>&1; done
     ip netns del "$floor_ns" 2>/dev/null
+    [ -n "$profile_holder" ] && kill "$profile_holder" 2>/dev/null && wait "$profile_holder" 2>/dev/null
+    find /sys/fs/cgroup -maxdepth 2 -name "berthfloor$$" -type d -exec rmdir {} + 2>/dev/null
     if [ -n "${server:-}" ]; then
         # The server leaves running pods running when it stops: stop them first.
         [ -n "${deployed:-}" ] && api_call DELETE /v1/deployments/bench-web >/dev/null
@@ -154,14 +164,66 @@ setup_floor() {
     ip -n "$floor_ns" link set lo up
 }
 
-floor_run() { # floor_run N: sets log_ms (runc run -d -> first log line) and run_ms (-> first 200)
-    local start id=berthfloor-$$-$1 out=$work/floor-$1.log
+# The floor with berth's profile: the floor's bundle plus what a berth pod's bundle adds for
+# isolation (copied from one, $work/pod-config.json), over a copy of the rootfs owned by the
+# mapped ids, in a network namespace owned by a user namespace made before the clock starts.
+setup_floor_profile() {
+    local pod=$work/pod-config.json
+    mkdir -p "$work/floor-profile"
+    chmod 711 "$work" # mktemp's 0700 would keep the mapped root from reaching the rootfs
+    cp -a "$root" "$work/profile-rootfs"
+    mkdir -p "$work/profile-rootfs/run"
+    chown -R "$profile_map:$profile_map" "$work/profile-rootfs"
+    unshare --user --net sleep infinity &
+    profile_holder=$!
+    until [ "$(readlink "/proc/$profile_holder/ns/user")" != "$(readlink /proc/self/ns/user)" ]; do sleep 0.01; done
+    echo "0 $profile_map 65536" >"/proc/$profile_holder/uid_map"
+    echo "0 $profile_map 65536" >"/proc/$profile_holder/gid_map"
+    ip link add "$profile_host" type veth peer name eth0 netns "$profile_holder"
+    ip addr add 10.221.0.5/30 dev "$profile_host"
+    ip link set "$profile_host" up
+    nsenter -t "$profile_holder" -n sh -c "ip addr add $profile_ip/30 dev eth0 && ip link set eth0 up && ip link set lo up"
+    jq --slurpfile pod "$pod" --arg root "$work/profile-rootfs" --argjson map "$profile_map" \
+        --arg userns "/proc/$profile_holder/ns/user" --arg netns "/proc/$profile_holder/ns/net" \
+        --arg cgroup "/berthfloor$$/profile" --argjson args "$LOG_FIRST" '
+        $pod[0] as $p
+        | .root = {path: $root, readonly: false}
+        | .process.args = [$p.process.args[0], "-g", "--"] + $args
+        | .process.capabilities = $p.process.capabilities | .process.rlimits = $p.process.rlimits
+        | .process.noNewPrivileges = $p.process.noNewPrivileges
+        | .mounts += [$p.mounts[] | select(.destination == $p.process.args[0])]
+        | .linux.uidMappings = [$p.linux.uidMappings[0] | .hostID = $map]
+        | .linux.gidMappings = [$p.linux.gidMappings[0] | .hostID = $map]
+        | .linux.seccomp = $p.linux.seccomp | .linux.resources = $p.linux.resources
+        | .linux.maskedPaths = $p.linux.maskedPaths | .linux.readonlyPaths = $p.linux.readonlyPaths
+        | .linux.cgroupsPath = $cgroup
+        | .linux.namespaces = [.linux.namespaces[] | select(.type != "network" and .type != "user")]
+            + [{type: "network", path: $netns}, {type: "user", path: $userns}, {type: "cgroup"}]
+        | .linux.namespaces |= unique_by(.type)' \
+        "$work/floor/config.json" >"$work/floor-profile/config.json"
+}
+
+capture_pod_config() { # a berth pod's bundle config, for the floor with berth's profile
+    local created id
+    created=$(api_call POST /v1/containers \
+        "{\"image\": \"$busybox\", \"ports\": [80], \"keep_warm_seconds\": -1, \"env\": {\"BENCH_RUN\": \"profile-$$\"}}")
+    id=$(jq -er .id <<<"$created")
+    pods+=("$id")
+    first_200 "$(jq -r '.urls[0]' <<<"$created")" --connect-to "::127.0.0.1:"
+    cp "$work/state/containers/$id/bundle/config.json" "$work/pod-config.json"
+    stop_pod "$id"
+}
+
+floor_run() { # floor_run BUNDLE IP N: sets log_ms (runc run -d -> first log line) and run_ms (-> first 200)
+    local start id=berthfloor-$$-$(basename "$1")-$3 out=$work/floor-$(basename "$1")-$3.log
     floor_ids+=("$id")
     start=$(now_us)
-    runc --root "$work/runc" run -d --bundle "$work/floor" "$id" </dev/null >"$out" 2>&1
-    until grep -q up "$out"; do :; done
+    runc --root "$work/runc" run -d --bundle "$1" "$id" </dev/null >"$out" 2>&1 || { cat "$out" >&2; return 1; }
+    until grep -q up "$out"; do
+        runc --root "$work/runc" state "$id" >/dev/null 2>&1 || { cat "$out" >&2; return 1; }
+    done
     log_ms=$((($(now_us) - start) / 1000))
-    first_200 "http://$floor_ip/"
+    first_200 "http://$2/"
     run_ms=$((($(now_us) - start) / 1000))
     runc --root "$work/runc" delete -f "$id" >/dev/null
 }
@@ -198,13 +260,18 @@ series b_python berth_run "$python"
 echo "=> berth, create -> first log line: $runs runs"
 series b_log berth_log_run
 
-echo "=> the floor, runc run -d in a prepared namespace: $runs runs"
+echo "=> the floor, runc run -d in a prepared namespace, bare and with berth's profile: $runs runs each"
+capture_pod_config
 setup_floor
-f_log=() f_200=()
+setup_floor_profile
+f_log=() f_200=() fp_log=() fp_200=()
 for i in $(seq "$runs"); do
-    floor_run "$i"
+    floor_run "$work/floor" "$floor_ip" "$i"
     f_log+=("$log_ms")
     f_200+=("$run_ms")
+    floor_run "$work/floor-profile" "$profile_ip" "$i"
+    fp_log+=("$log_ms")
+    fp_200+=("$run_ms")
 done
 
 gvisor_lines="runsc not installed: no gVisor figures"
@@ -260,6 +327,10 @@ line "floor: runc run -d -> first log line" "${f_log[@]}"
 line "floor: runc run -d -> first 200" "${f_200[@]}"
 ratio "berth / floor, first log line" "$(med "${b_log[@]}")" "$(med "${f_log[@]}")"
 ratio "berth / floor, first 200 (target <= 1.5)" "$(med "${b_busybox[@]}")" "$(med "${f_200[@]}")"
+line "floor with berth's profile -> first log" "${fp_log[@]}"
+line "floor with berth's profile -> first 200" "${fp_200[@]}"
+ratio "profile floor / floor, first 200 (runc's hardening)" "$(med "${fp_200[@]}")" "$(med "${f_200[@]}")"
+ratio "berth / profile floor, first 200 (berth's own work)" "$(med "${b_busybox[@]}")" "$(med "${fp_200[@]}")"
 line "deployment cold start" "${cold[@]}"
 ratio "cold start / create -> first 200 (target <= 1.2)" "$(med "${cold[@]}")" "$(med "${b_busybox[@]}")"
 echo "$gvisor_lines"
