@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Density benchmark: 100, then 300 idle pods (busybox httpd, cached image) on one server.
 # At each size it prints the server's RSS, each berth-shim's own memory (USS: its private
-# pages; min / median / max), the host memory each pod takes beyond what its cgroup charges
-# to the app (shim, namespaces, veth, mounts, cgroup: the rise of the host's used memory,
-# page cache left out, minus the apps' own anonymous memory, per pod), the time the creates took (in waves of BENCH_WAVE, default 50,
-# each wave's creates sent at once), and the API's list latency (GET /v1/containers, min /
+# pages; min / median / max), the host memory each pod takes beyond its app (the shim's USS
+# plus the kernel memory each pod adds: namespaces, veth, mounts, cgroup, page tables), the
+# time the creates took (in waves of BENCH_WAVE, default 50, each wave's creates sent at
+# once), and the API's list latency (GET /v1/containers, min /
 # median / max of 20). If podman is installed, the same for BENCH_PODMAN_PODS (default 100)
 # idle `podman run -d` containers of the same image: conmon's USS and the create time, with
 # the ratios. Starts its own registry and berth server (temporary state, its own ports,
@@ -90,18 +90,13 @@ uss_kib() { # uss_kib PID: the process's private memory (KiB)
     awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0
 }
 rss_mib() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
-# The host's used memory (KiB) as free(1) counts it: page cache and reclaimable slab left out,
-# since they come and go with the file reads of the run.
-used_kib() {
-    awk '{m[$1] = $2} END {print m["MemTotal:"] - m["MemFree:"] - m["Buffers:"] - m["Cached:"] - m["SReclaimable:"]}' /proc/meminfo
-}
 shim_pids() { pgrep -x berth-shim || true; }
 
-# The apps' own memory, in KiB: the anonymous memory of the pod cgroups (cgroup v2's
-# memory.stat `anon`, v1's `rss`). Page cache is left out here as in used_kib.
-pod_apps_kib() {
-    { cat /sys/fs/cgroup/berth/*/memory.stat /sys/fs/cgroup/memory/berth/*/memory.stat 2>/dev/null || true; } |
-        awk '$1 == "anon" || $1 == "rss" {s += $2} END {printf "%d\n", s / 1024}'
+# The kernel's own memory (KiB) that pods add to: unreclaimable slab (namespaces, veths,
+# mounts, cgroups, sockets), kernel stacks and page tables. Host-wide used memory moves by
+# more than a pod's share with whatever else runs here, so it is not used.
+kernel_kib() {
+    awk '$1 == "SUnreclaim:" || $1 == "KernelStack:" || $1 == "PageTables:" {s += $2} END {print s}' /proc/meminfo
 }
 
 # A pod first, so the pull and the first start's one-time work are not in the figures.
@@ -109,8 +104,7 @@ api_call POST /v1/containers "{\"image\": \"$image\", \"ports\": [80], \"keep_wa
 for _ in $(seq 300); do [ "$(api_call GET /v1/containers | jq '[.containers[] | select(.status == "RUNNING")] | length')" = 1 ] && break; sleep 0.1; done
 stop_all
 sleep 1
-mem_before=$(used_kib)
-cg_before=$(pod_apps_kib)
+kernel_before=$(kernel_kib)
 rss_before=$(rss_mib "$server")
 
 running=0
@@ -144,8 +138,8 @@ for size in $sizes; do
     done
     read -r l_min l_med l_max < <(printf '%s\n' "${list_times[@]}" | stats)
     l_med=$(printf '%s\n' "${list_times[@]}" | sort -n | awk '{a[NR] = $1} END {printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
-    per_pod=$(awk -v before="$mem_before" -v now="$(used_kib)" -v cgb="$cg_before" -v cg="$(pod_apps_kib)" -v n="$size" \
-        'BEGIN {printf "%.0f", ((now - before) - (cg - cgb)) / n}')
+    per_pod=$(awk -v before="$kernel_before" -v now="$(kernel_kib)" -v shim="$u_med" -v n="$size" \
+        'BEGIN {printf "%.0f", (now - before) / n + shim}')
     results+=("$(printf '%4d pods: server RSS %6.1f MiB (%.1f idle) | shim USS min %d median %.0f max %d KiB (%d shims) | beyond the app %s KiB/pod | created in %s s | list median %s ms (min %d, max %d)' \
         "$size" "$(rss_mib "$server")" "$rss_before" "$u_min" "$u_med" "$u_max" "$shims" "$per_pod" "$create_s" "$l_med" "$l_min" "$l_max")")
 done

@@ -136,7 +136,7 @@ impl OciRuntime {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<(), RuntimeError> {
-        self.launch("create", id, bundle, pid_file, log, stdout, stderr)
+        self.launch(Launch::Create, id, bundle, pid_file, log, stdout, stderr)
     }
 
     /// `run --detach`: `create` and `start` in one runtime process, one fewer exec on the
@@ -154,13 +154,21 @@ impl OciRuntime {
             self.create(id, bundle, pid_file, log, stdout, stderr)?;
             return self.start(id, log);
         }
-        self.launch("run", id, bundle, pid_file, log, stdout, stderr)
+        self.launch(
+            Launch::RunDetached,
+            id,
+            bundle,
+            pid_file,
+            log,
+            stdout,
+            stderr,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
     fn launch(
         &self,
-        verb: &'static str,
+        how: Launch,
         id: &str,
         bundle: &Path,
         pid_file: &Path,
@@ -169,11 +177,8 @@ impl OciRuntime {
         stderr: OwnedFd,
     ) -> Result<(), RuntimeError> {
         let mut cmd = self.command(Some(log));
-        cmd.arg(verb);
-        if verb == "run" {
-            cmd.arg("--detach");
-        }
-        cmd.arg("--bundle")
+        cmd.args(how.args())
+            .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file)
@@ -185,7 +190,7 @@ impl OciRuntime {
         if status.success() {
             Ok(())
         } else {
-            Err(self.failure(verb, id, status.to_string(), String::new()))
+            Err(self.failure(how.args()[0], id, status.to_string(), String::new()))
         }
     }
 
@@ -389,6 +394,24 @@ pub fn tty_process(
     }
     process.set_terminal(Some(true));
     Ok(process)
+}
+
+/// How `launch` brings a container up.
+#[derive(Debug, Clone, Copy)]
+enum Launch {
+    /// `create`: set up, the process waiting for `start`.
+    Create,
+    /// `run --detach`: created and started by one runtime process.
+    RunDetached,
+}
+
+impl Launch {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Launch::Create => &["create"],
+            Launch::RunDetached => &["run", "--detach"],
+        }
+    }
 }
 
 #[cfg(test)]
