@@ -25,8 +25,8 @@ impl ChunkReader {
     }
 
     /// Takes the chunks the reader did not need (an archive's trailing padding) into the
-    /// file, and returns the file. Blocks until the sender is dropped.
-    pub(crate) fn finish(mut self) -> io::Result<File> {
+    /// file and closes it. Blocks until the sender is dropped.
+    pub(crate) fn finish(mut self) -> io::Result<()> {
         while let Some(chunk) = self.chunks.blocking_recv() {
             self.file.write(&chunk)?;
         }
@@ -65,9 +65,8 @@ impl PageWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> io::Result<File> {
-        self.file.write_all(&self.pending)?;
-        Ok(self.file)
+    fn finish(mut self) -> io::Result<()> {
+        self.file.write_all(&self.pending)
     }
 }
 

@@ -181,7 +181,9 @@ impl Puller {
             ..PullProgress::default()
         });
         progress(*lock_progress(&state));
-        // Layers come in at once, a few at a time: one downloads while another unpacks.
+        // Layers come in at once, a few at a time: one downloads while another unpacks. The
+        // futures are made first, each owning its layer: a stream mapping borrowed layers to
+        // futures is not provably Send for every lifetime, which the server's task needs.
         let (name_ref, source_ref, state_ref, diff_ids_ref) = (&name, &source, &state, &diff_ids);
         let fetches: Vec<_> = manifest
             .layers
@@ -381,8 +383,8 @@ impl Puller {
             let mut reader = ChunkReader::new(received, file);
             // Returning early drops the reader, which ends the download below.
             let (pending, _) = PendingLayer::unpack(&mut reader, &layer_dest)?;
-            let file = reader.finish().map_err(UnpackError::Archive)?;
-            Ok::<_, UnpackError>((pending, file))
+            reader.finish().map_err(UnpackError::Archive)?;
+            Ok::<_, UnpackError>(pending)
         });
 
         let mut hasher = Sha256::new();
@@ -416,6 +418,11 @@ impl Puller {
         }
         drop(chunks);
         let unpacked = unpacker.await.map_err(|e| task_failed(name, source, e))?;
+        let unpack_failed = |source| ImageError::Unpack {
+            reference: name.to_string(),
+            digest: layer.digest.clone(),
+            source,
+        };
         let failed = |error: ImageError| {
             let _ = std::fs::remove_file(&tmp);
             Err(error)
@@ -424,17 +431,10 @@ impl Puller {
         if let Some(error) = broken {
             return failed(error);
         }
-        let (pending, file) = match unpacked {
-            Ok(unpacked) => unpacked,
-            Err(source) => {
-                return failed(ImageError::Unpack {
-                    reference: name.to_string(),
-                    digest: layer.digest.clone(),
-                    source,
-                })
-            }
+        let pending = match unpacked {
+            Ok(pending) => pending,
+            Err(source) => return failed(unpack_failed(source)),
         };
-        drop(file);
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != layer.digest {
             return failed(ImageError::Registry {
@@ -444,11 +444,7 @@ impl Puller {
             });
         }
         tokio::fs::rename(&tmp, blob).await.map_err(io_err(blob))?;
-        pending.commit().map_err(|source| ImageError::Unpack {
-            reference: name.to_string(),
-            digest: layer.digest.clone(),
-            source,
-        })
+        pending.commit().map_err(unpack_failed)
     }
 }
 

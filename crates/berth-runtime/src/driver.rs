@@ -125,22 +125,9 @@ impl OciRuntime {
         cmd
     }
 
-    /// `create`: sets the container up, leaving its process waiting for `start`. The
-    /// container's stdout and stderr are the given descriptors.
-    pub fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        log: &Path,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    ) -> Result<(), RuntimeError> {
-        self.launch(Launch::Create, id, bundle, pid_file, log, stdout, stderr)
-    }
-
     /// `run --detach`: `create` and `start` in one runtime process, one fewer exec on the
-    /// path of every pod start. runc only; others create, then start.
+    /// path of every pod start. runc only; others create, then start. The container's
+    /// stdout and stderr are the given descriptors.
     pub fn run_detached(
         &self,
         id: &str,
@@ -150,19 +137,15 @@ impl OciRuntime {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<(), RuntimeError> {
-        if self.kind != RuntimeKind::Runc {
-            self.create(id, bundle, pid_file, log, stdout, stderr)?;
-            return self.start(id, log);
+        let how = match self.kind {
+            RuntimeKind::Runc => Launch::RunDetached,
+            _ => Launch::Create,
+        };
+        self.launch(how, id, bundle, pid_file, log, stdout, stderr)?;
+        match how {
+            Launch::RunDetached => Ok(()),
+            Launch::Create => self.start(id, log),
         }
-        self.launch(
-            Launch::RunDetached,
-            id,
-            bundle,
-            pid_file,
-            log,
-            stdout,
-            stderr,
-        )
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -227,8 +227,8 @@ pub fn run(config: &ShimConfig) -> i32 {
     0
 }
 
-/// Creates and starts the container (one `runc run --detach`) with its output going to two pipes; returns the init's
-/// pid and the pipes' read ends.
+/// Creates and starts the container (one `runc run --detach`) with its output going to two
+/// pipes; returns the init's pid and the pipes' read ends.
 fn create_and_start(
     config: &ShimConfig,
     runtime: &OciRuntime,

@@ -905,30 +905,20 @@ impl<N: Node> Lifecycle<N> {
     /// The container's log; with `follow`, it waits for a starting container to run and
     /// streams until the container has ended.
     pub async fn logs(&self, id: &str, follow: bool) -> Result<LogStream, LifecycleError> {
-        let mut row = self
-            .store
-            .container(id)
-            .await?
-            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
-        while follow && row.status.is_starting() {
+        loop {
             // Armed before the read: a change after it still wakes us at once.
             let changed = self.transitions.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            row = self
+            let row = self
                 .store
                 .container(id)
                 .await?
                 .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
-            if !row.status.is_starting() {
+            if !follow || !row.status.is_starting() {
                 break;
             }
             let _ = tokio::time::timeout(START_WAIT_INTERVAL, changed).await;
-            row = self
-                .store
-                .container(id)
-                .await?
-                .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
         }
         Ok(self.node.logs(id, follow).await?)
     }
