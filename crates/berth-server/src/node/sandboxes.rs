@@ -106,11 +106,6 @@ impl Sandboxes {
         let filler = std::thread::Builder::new()
             .name("warm-networks".into())
             .spawn(move || {
-                // Background work: this thread, and the CNI plugins and iptables it runs
-                // (a child takes its thread's nice value), yield the CPU to pod starts and
-                // to the first requests of the pods just started.
-                // SAFETY: setpriority takes numbers only; on Linux, who = 0 is this thread.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
                 while this.warm.wait_for_room() {
                     match this.make_warm() {
                         Ok(entry) => {
