@@ -7,7 +7,8 @@
 //! taken before setup.
 //!
 //! Environment: `BERTH_BIN` (default `target/debug/berth`), `BERTH_E2E_KEEP=1` keeps the
-//! temporary directory (server log, state) even when everything passes.
+//! whole temporary directory (server log, state, image stores) even when everything passes.
+//! Without it a failed run keeps the directory without its image stores and registry data.
 
 mod cases;
 mod common;

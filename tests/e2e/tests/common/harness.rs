@@ -143,7 +143,8 @@ pub fn teardown(suite: &Suite, env: Option<&Env>, tests_failed: bool) -> Vec<Str
 
     let live_mounts =
         Snapshot::mounts_under(&suite.tmp).unwrap_or_else(|e| vec![format!("(unknown: {e})")]);
-    let keep = tests_failed || !problems.is_empty() || std::env::var_os("BERTH_E2E_KEEP").is_some();
+    let keep_all = std::env::var_os("BERTH_E2E_KEEP").is_some();
+    let keep = tests_failed || !problems.is_empty() || keep_all;
     if let Some(env) = env.filter(|_| tests_failed || !problems.is_empty()) {
         eprintln!(
             "teardown: last lines of the server log {}:\n{}",
@@ -158,11 +159,31 @@ pub fn teardown(suite: &Suite, env: Option<&Env>, tests_failed: bool) -> Vec<Str
             live_mounts.join("\n  ")
         );
     } else if keep {
+        if !keep_all {
+            drop_image_stores(&suite.tmp);
+        }
         eprintln!("teardown: keeping {} for inspection", suite.tmp.display());
     } else if let Err(e) = std::fs::remove_dir_all(&suite.tmp) {
         problems.push(format!("removing {}: {e}", suite.tmp.display()));
     }
     problems
+}
+
+/// Removes the registry's data and every server's image store under `tmp`: gigabytes that
+/// say nothing about a failure, and that fill the disk of a machine running the suite often.
+/// The logs, databases and pod directories stay.
+fn drop_image_stores(tmp: &Path) {
+    let _ = std::fs::remove_dir_all(tmp.join("registry"));
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for dir in entries.flatten().map(|e| e.path()) {
+        for images in [dir.join("images"), dir.join("state").join("images")] {
+            if images.is_dir() {
+                let _ = std::fs::remove_dir_all(&images);
+            }
+        }
+    }
 }
 
 /// Stops every container still listed and waits for each to end; returns their ids.
