@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 /// A helper program that could not be run or that failed.
@@ -52,6 +53,12 @@ pub fn run(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let parent = std::process::id();
+    // SAFETY: between fork and exec the closure only makes async-signal-safe calls
+    // (prctl, getppid, kill) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || die_with_parent(parent));
+    }
     let mut child = cmd.spawn().map_err(spawn_err)?;
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         // A plugin that exits without reading its input reports why on its stdout.
@@ -70,6 +77,20 @@ pub fn run(
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
+}
+
+/// Has the kernel kill the helper when the server dies. A CNI plugin left running by a
+/// `kill -9` of the server would otherwise finish its ADD after the next server had
+/// already swept that network away, leaving its iptables rules behind for good.
+fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::{getppid, Pid};
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // The server may have died between fork and prctl.
+    if getppid().as_raw() as u32 != parent {
+        kill(Pid::this(), Signal::SIGKILL)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
