@@ -94,6 +94,12 @@ step "Building berth (release)"
 test -x "$here/target/release/berth" && test -x "$here/target/release/berth-shim" || { echo "error: the build failed; run cargo build -p berth to see why" >&2; exit 1; }
 install -m 0755 "$here/target/release/berth" "$here/target/release/berth-shim" /usr/local/bin/
 step "Installed /usr/local/bin/berth ($(/usr/local/bin/berth --version))"
+# Under systemd, the unit (not enabled): `systemctl enable --now berth`, reload = hot restart.
+if [ -d /run/systemd/system ]; then
+    install -m 0644 "$here/scripts/berth.service" /etc/systemd/system/berth.service
+    systemctl daemon-reload 2>/dev/null || true
+    step "Installed /etc/systemd/system/berth.service (systemctl enable --now berth)"
+fi
 
 # The SDK is pure Python with no dependencies: copied into the site-packages of the python3
 # on PATH (pip would need a build backend, and on Debian's own Python a venv).

@@ -14,6 +14,7 @@ use hyper::{Request, Response, StatusCode, Version};
 
 use crate::access::{self, Access, Authorizer, Door};
 use crate::account::Account;
+use crate::drain::Drain;
 use crate::exchange::Exchange;
 use crate::forward::Origin;
 use crate::metrics::bump;
@@ -40,6 +41,7 @@ pub struct Ingress {
     pub(crate) https_port: Option<u16>,
     pub(crate) max_body_bytes: u64,
     pub(crate) pod_connection_limit: usize,
+    pub(crate) drain: Arc<Drain>,
 }
 
 impl Ingress {
@@ -60,7 +62,13 @@ impl Ingress {
             https_port: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             pod_connection_limit: DEFAULT_POD_CONNECTION_LIMIT,
+            drain: Arc::default(),
         }
+    }
+
+    /// Stops the accept loops and lets open connections finish (see [`Drain`]).
+    pub fn drain(&self) -> &Arc<Drain> {
+        &self.drain
     }
 
     /// Asks `hook` for a route when a pod host has none, instead of answering 404 at once.
@@ -254,6 +262,7 @@ async fn proxy(
                 client_upgrade,
                 hyper::upgrade::on(&mut resp),
                 route.activity.connect(),
+                ingress.drain.hold(),
             );
         }
     } else {

@@ -25,6 +25,7 @@
 mod access;
 mod account;
 mod activity;
+mod drain;
 mod edge;
 mod exchange;
 mod forward;
@@ -47,6 +48,7 @@ mod testing;
 
 pub use access::{Authorizer, TOKEN_PARAM};
 pub use activity::{Activity, ActivityGuard};
+pub use drain::Drain;
 pub use host::{parse_pod_host, PodHost};
 pub use ingress::{Ingress, DEFAULT_MAX_BODY_BYTES, DEFAULT_POD_CONNECTION_LIMIT};
 pub use listener::Listener;

@@ -23,11 +23,16 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// unanswered as long: a vanished client must not hold its streams (and its pod) open.
 const H2_PING: Duration = Duration::from_secs(20);
 
-/// Serves `ingress` on `listener` until the task is dropped.
+/// Serves `ingress` on `listener` until the task is dropped, or until the ingress drains:
+/// then it stops accepting and returns, while the connections' own tasks go on.
 pub async fn serve<L: Listener>(mut listener: L, ingress: Arc<Ingress>) {
     let scheme = listener.scheme();
     loop {
-        let (conn, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = ingress.drain.started() => return,
+        };
+        let (conn, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -41,7 +46,9 @@ pub async fn serve<L: Listener>(mut listener: L, ingress: Arc<Ingress>) {
         // client that is slow to finish it does not delay the next accept.
         let handshake = listener.handshake(conn);
         let ingress = ingress.clone();
+        let open = ingress.drain.hold();
         tokio::spawn(async move {
+            let _open = open;
             let io = match tokio::time::timeout(HEAD_TIMEOUT, handshake).await {
                 Ok(Ok(io)) => io,
                 Ok(Err(e)) => {
@@ -67,6 +74,7 @@ where
     Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = client.peer;
+    let ingress_drain = ingress.drain.clone();
     // Held for the connection's life: dropping it (the client going away) releases the
     // connection's count against its pod and closes its idle upstream connection.
     let client = Arc::new(client);
@@ -87,9 +95,18 @@ where
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .keep_alive_interval(H2_PING)
         .keep_alive_timeout(H2_PING);
-    let result = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await;
+    let drain = ingress_drain.clone();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    // Draining: the request in flight is answered, then HTTP/1.1 closes the connection and
+    // HTTP/2 sends GOAWAY.
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = drain.started() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = result {
         tracing::debug!(%peer, "ingress connection ended: {e}");
     }

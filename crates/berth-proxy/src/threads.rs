@@ -65,9 +65,14 @@ where
                             return;
                         }
                     };
-                    tokio::select! {
-                        () = crate::serve(make(tcp), ingress) => {}
-                        _ = stopped.wait_for(|stop| *stop) => {}
+                    // Once the ingress drains, accepting ends but the runtime lives on
+                    // for the connections still open, until the stop.
+                    let drained = tokio::select! {
+                        () = crate::serve(make(tcp), ingress) => true,
+                        _ = stopped.wait_for(|stop| *stop) => false,
+                    };
+                    if drained {
+                        let _ = stopped.wait_for(|stop| *stop).await;
                     }
                 });
                 // Dropping the runtime ends the thread's open connections.

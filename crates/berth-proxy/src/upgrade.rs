@@ -7,6 +7,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+use crate::drain::OpenGuard;
 use crate::ActivityGuard;
 
 /// The client's side of an upgrade, if the request asks for one. Taken before the request
@@ -19,7 +20,12 @@ pub(crate) fn requested(req: &mut Request<Incoming>) -> Option<OnUpgrade> {
 
 /// Copies bytes both ways once both sides switched protocols; the tunnel counts as an open
 /// connection for as long as it lives.
-pub(crate) fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: ActivityGuard) {
+pub(crate) fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    guard: ActivityGuard,
+    open: OpenGuard,
+) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -32,5 +38,6 @@ pub(crate) fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: ActivityGuar
         let mut upstream = TokioIo::new(upstream);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         drop(guard);
+        drop(open);
     });
 }

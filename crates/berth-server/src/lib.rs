@@ -4,6 +4,7 @@
 mod access;
 mod api;
 mod deployments;
+mod handover;
 mod images;
 mod lifecycle;
 mod node;
@@ -15,12 +16,15 @@ mod start_metrics;
 mod state;
 mod storage;
 mod store;
+mod systemd;
 mod tls;
 
+pub use handover::{Relaunch, Stop};
 pub use tls::{TlsConfig, TlsSource, LETS_ENCRYPT};
 
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +37,6 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use api::openapi_document;
 
-/// How long a stopping server waits for open API requests.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a deployment's new version has to answer, pull and build included.
 const DEPLOY_LIMIT: Duration = Duration::from_secs(30 * 60);
 
@@ -79,6 +81,8 @@ pub enum ServerError {
     Crashed(&'static str),
     #[error("init binary {0}: not a file (give a static tini, or leave --init-binary out)")]
     InitMissing(PathBuf),
+    #[error("taking over from the previous server: {0}")]
+    Handover(#[from] handover::HandoverError),
 }
 
 /// Static inits berth looks for when none is given: Debian's tini, then podman's catatonit.
@@ -153,15 +157,24 @@ pub struct ServerConfig {
     /// Event-loop threads of its own for each ingress listener; 0 serves pod traffic on the
     /// server's shared runtime.
     pub ingress_threads: usize,
+    /// How long a stopping server lets open requests and connections finish.
+    pub shutdown_grace: Duration,
+    /// How long the old process of a hot restart serves the connections it still holds.
+    pub upgrade_drain: Duration,
+    /// How a hot restart starts the new process; `None` refuses hot restarts.
+    pub relaunch: Option<Relaunch>,
 }
 
-/// Runs the server until `shutdown` resolves. Running pods are left running: their shims
-/// keep them, and the next start adopts them.
+/// Runs the server until `stops` asks it to shut down (or closes), or until a hot restart
+/// asked for on `stops` has handed over. Running pods are left running: their shims keep
+/// them, and the next start adopts them.
 pub async fn run(
     config: ServerConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stops: tokio::sync::mpsc::UnboundedReceiver<Stop>,
 ) -> Result<(), ServerError> {
     let state_dir = &config.state_dir;
+    let mut inherited = handover::Inherited::from_env();
+    let mut predecessor = handover::Predecessor::from_env();
     // Checked before anything is written: a refused configuration leaves no state behind.
     let network = Network::new(NetConfig {
         bridge: config.bridge.clone(),
@@ -170,6 +183,10 @@ pub async fn run(
         cni_bin_dir: config.cni_bin_dir.clone(),
         state_dir: state_dir.join("net"),
     })?;
+    if let Some(predecessor) = &mut predecessor {
+        // The configuration is good: the old server may now let go of the state.
+        predecessor.ready().await?;
+    }
     create_private_dir(state_dir)?;
     let store = store::Store::open(&state_dir.join("state.db")).await?;
     let token = profile::ensure_admin_token(&store, state_dir).await?;
@@ -215,21 +232,46 @@ pub async fn run(
     }
     let secrets = secrets::Secrets::open(store.clone(), state_dir)?;
 
-    let api_listener = bind("API", config.api_listen).await?;
-    let ingress_listener = bind_dual_stack("ingress", config.ingress_listen)?;
+    let api_listener = match inherited.take("api", config.api_listen) {
+        Some(listener) => {
+            tokio::net::TcpListener::from_std(listener).map_err(|source| ServerError::Listen {
+                what: "API",
+                addr: config.api_listen,
+                source,
+            })?
+        }
+        None => bind("API", config.api_listen).await?,
+    };
+    let ingress_listener = match inherited.take("ingress", config.ingress_listen) {
+        Some(listener) => listener,
+        None => bind_dual_stack("ingress", config.ingress_listen)?,
+    };
     let ingress_addr = ingress_listener
         .local_addr()
         .unwrap_or(config.ingress_listen);
     let api_addr = api_listener.local_addr().unwrap_or(config.api_listen);
     let (tls_listener, tls_addr, certificates) = match &config.tls {
         Some(tls) => {
-            let listener = bind_dual_stack("HTTPS ingress", tls.listen)?;
+            let listener = match inherited.take("https", tls.listen) {
+                Some(listener) => listener,
+                None => bind_dual_stack("HTTPS ingress", tls.listen)?,
+            };
             let addr = listener.local_addr().unwrap_or(tls.listen);
             let certificates = tls::certificates(&tls.source, state_dir).await?;
             (Some(listener), Some(addr), Some(certificates))
         }
         None => (None, None, None),
     };
+    // Kept for a hot restart: the new process inherits these, whatever the serving loops do
+    // with their own handles.
+    let handover_sockets =
+        HandoverSockets::dup(&api_listener, &ingress_listener, tls_listener.as_ref()).map_err(
+            |source| ServerError::Listen {
+                what: "API",
+                addr: api_addr,
+                source,
+            },
+        )?;
     let (url_scheme, url_port) = match tls_addr {
         Some(addr) => ("https", addr.port()),
         None => ("http", ingress_addr.port()),
@@ -322,7 +364,7 @@ pub async fn run(
                 listener,
                 threads,
                 move |tcp| berth_proxy::tls::TlsListener::new(tcp, &domain, source.clone()),
-                ingress,
+                ingress.clone(),
             )
             .map_err(|e| ingress_err("HTTPS ingress", addr, e))?,
         );
@@ -338,41 +380,100 @@ pub async fn run(
         config.domain,
         config.profile_path.display()
     );
-    // Shutdown lets open requests finish, but a followed log or a build stream could last
-    // for ever: after a grace period the server stops regardless.
+    let pid_file = state_dir.join("server.pid");
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!("writing {}: {e}", pid_file.display());
+    }
+    systemd::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+    if let Some(predecessor) = predecessor {
+        predecessor.serving().await;
+    }
+
+    // The API stops accepting once a stop is decided (for an upgrade: once the new process
+    // has found its configuration good), and lets open requests finish within the grace.
+    let grace = config.shutdown_grace;
+    let (decided_tx, decided_rx) = tokio::sync::oneshot::channel::<Exit>();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signalled = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
+    let decide = {
+        let relaunch = config.relaunch.clone();
+        let sockets = handover_sockets.raw();
+        async move {
+            let exit = next_exit(stops, relaunch, sockets).await;
+            let _ = decided_tx.send(exit);
+            let _ = stopping_tx.send(());
+        }
     };
-    let serving = axum::serve(api_listener, app).with_graceful_shutdown(signalled);
+    let serving = axum::serve(api_listener, app).with_graceful_shutdown(decide);
     let served = tokio::select! {
         served = serving.into_future() => served,
         _ = async {
             let _ = stopping_rx.await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::time::sleep(grace).await;
         } => {
-            tracing::info!("requests still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+            tracing::info!("API requests still open after {grace:?}; stopping anyway");
             Ok(())
         }
     };
+    if let Err(e) = served {
+        tracing::error!("API server: {e}");
+    }
+    let exit = decided_rx.await.unwrap_or(Exit::Shutdown);
+    let upgrading = matches!(exit, Exit::Upgrade(_));
+    if upgrading {
+        systemd::notify("RELOADING=1");
+    } else {
+        systemd::notify("STOPPING=1");
+    }
 
-    if config.stop_pods_on_exit {
+    // Starts and stops in flight finish here, so the process taking over finds none half
+    // done (one still running past the grace is left to that process's recovery).
+    let left = lifecycle.quiesce(grace).await;
+    if left > 0 {
+        tracing::warn!("{left} pod starts or stops still running after {grace:?}");
+    }
+    if config.stop_pods_on_exit && !upgrading {
         match lifecycle.stop_all().await {
             Ok(n) => tracing::info!("stopped {n} pods (--stop-pods-on-exit)"),
             Err(e) => tracing::error!("stopping the pods: {e}"),
         }
     }
+    monitor.abort();
+    node.release_host_resources();
+    store.close().await;
+
+    let drain_limit = match exit {
+        Exit::Upgrade(successor) => {
+            let pid = successor.pid();
+            match successor.hand_over().await {
+                Ok(()) => tracing::info!(
+                    "the new server (pid {pid}) serves; draining the connections held here"
+                ),
+                Err(e) => tracing::error!(
+                    "the new server (pid {pid}) did not take over: {e}; nothing serves the API now"
+                ),
+            }
+            config.upgrade_drain
+        }
+        Exit::Shutdown => grace,
+    };
+    ingress.drain().start();
+    drop(handover_sockets);
+    let drained = ingress.drain().wait_closed(drain_limit).await;
+    if !drained {
+        tracing::info!(
+            "{} ingress connections still open after {drain_limit:?}; closing them",
+            ingress.drain().open()
+        );
+    }
     for threads in ingress_threads {
         let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
     }
-    monitor.abort();
-    if let Err(e) = served {
-        tracing::error!("API server: {e}");
+    if !upgrading {
+        remove_pid_file(&pid_file);
     }
-    node.release_host_resources();
-    store.close().await;
-    if config.stop_pods_on_exit {
+    if upgrading {
+        tracing::info!("berth server handed over");
+    } else if config.stop_pods_on_exit {
         tracing::info!("berth server stopped");
     } else {
         tracing::info!(
@@ -380,6 +481,86 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// How this server ends.
+enum Exit {
+    Shutdown,
+    /// A new process found its configuration good and waits to take over.
+    Upgrade(handover::Successor),
+}
+
+/// Waits for a stop; an upgrade whose new process fails is logged and waited past.
+async fn next_exit(
+    mut stops: tokio::sync::mpsc::UnboundedReceiver<Stop>,
+    relaunch: Option<Relaunch>,
+    sockets: Vec<(&'static str, std::os::fd::RawFd)>,
+) -> Exit {
+    loop {
+        match stops.recv().await {
+            None | Some(Stop::Shutdown) => return Exit::Shutdown,
+            Some(Stop::Upgrade) => {
+                let Some(relaunch) = &relaunch else {
+                    tracing::warn!("hot restart asked for, but this server cannot relaunch itself");
+                    continue;
+                };
+                tracing::info!("hot restart: starting {}", relaunch.exe.display());
+                match handover::Successor::start(relaunch, &sockets).await {
+                    Ok(successor) => {
+                        tracing::info!(
+                            "hot restart: the new server (pid {}) is ready to take over",
+                            successor.pid()
+                        );
+                        return Exit::Upgrade(successor);
+                    }
+                    Err(e) => tracing::error!("hot restart abandoned, still serving: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Copies of the listening sockets, for the process that takes over.
+struct HandoverSockets {
+    api: OwnedFd,
+    ingress: OwnedFd,
+    https: Option<OwnedFd>,
+}
+
+impl HandoverSockets {
+    fn dup(
+        api: &tokio::net::TcpListener,
+        ingress: &std::net::TcpListener,
+        https: Option<&std::net::TcpListener>,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            api: api.as_fd().try_clone_to_owned()?,
+            ingress: ingress.as_fd().try_clone_to_owned()?,
+            https: https.map(|l| l.as_fd().try_clone_to_owned()).transpose()?,
+        })
+    }
+
+    /// Names and descriptor numbers, valid while `self` lives.
+    fn raw(&self) -> Vec<(&'static str, std::os::fd::RawFd)> {
+        let mut all = vec![
+            ("api", self.api.as_raw_fd()),
+            ("ingress", self.ingress.as_raw_fd()),
+        ];
+        if let Some(https) = &self.https {
+            all.push(("https", https.as_raw_fd()));
+        }
+        all
+    }
+}
+
+/// Removes the pid file if it still names this process (a successor writes its own).
+fn remove_pid_file(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .ok()
+        .is_some_and(|text| text.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 async fn bind(

@@ -87,6 +87,8 @@ pub struct Lifecycle<N: Node> {
     start_metrics: StartMetrics,
     /// Woken at every status change, for those who wait on one.
     transitions: tokio::sync::Notify,
+    /// Starts and stops in flight, which a handover waits for.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// What a container's end adds when forks failed at its pids limit while it ran.
@@ -152,6 +154,7 @@ impl<N: Node> Lifecycle<N> {
             write: tokio::sync::Mutex::new(()),
             start_metrics: StartMetrics::default(),
             transitions: tokio::sync::Notify::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -258,7 +261,8 @@ impl<N: Node> Lifecycle<N> {
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
         let this = self.clone();
-        tokio::spawn(async move { this.start(id, stub_id, spec).await });
+        self.tasks
+            .spawn(async move { this.start(id, stub_id, spec).await });
         Ok(self.view(row))
     }
 
@@ -362,7 +366,8 @@ impl<N: Node> Lifecycle<N> {
             // Stopped while starting: the stop is ours to carry out.
             Err(_) => {
                 let this = self.clone();
-                tokio::spawn(async move { this.stop_and_finish(id, None).await });
+                self.tasks
+                    .spawn(async move { this.stop_and_finish(id, None).await });
             }
         }
     }
@@ -454,7 +459,8 @@ impl<N: Node> Lifecycle<N> {
         if was == ContainerStatus::Running {
             let this = self.clone();
             let id = id.to_string();
-            tokio::spawn(async move { this.stop_and_finish(id, grace).await });
+            self.tasks
+                .spawn(async move { this.stop_and_finish(id, grace).await });
         }
         Ok(self.view(row))
     }
@@ -628,6 +634,14 @@ impl<N: Node> Lifecycle<N> {
         self.routes.insert(&row.stub_id, self.route(row));
     }
 
+    /// Waits up to `limit` for the starts and stops in flight; returns how many are still
+    /// running. The process that takes over would otherwise find them half done.
+    pub async fn quiesce(&self, limit: Duration) -> usize {
+        self.tasks.close();
+        let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
+        self.tasks.len()
+    }
+
     /// Records the ends the node pushes and stops pods whose keep-warm deadline passed,
     /// until the task is dropped. One pod's trouble is logged and never stops the watch.
     pub fn spawn_monitor(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
@@ -710,7 +724,7 @@ impl<N: Node> Lifecycle<N> {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             // Reported twice (pushed, and read after a start): the first one recorded it.
             let ended =
                 matches!(this.store.container(&id).await, Ok(Some(r)) if r.status.is_terminal());
@@ -767,7 +781,8 @@ impl<N: Node> Lifecycle<N> {
             .is_ok()
         {
             let this = self.clone();
-            tokio::spawn(async move { this.stop_and_finish(row.id, None).await });
+            self.tasks
+                .spawn(async move { this.stop_and_finish(row.id, None).await });
         }
     }
 
@@ -788,7 +803,8 @@ impl<N: Node> Lifecycle<N> {
                 },
                 ContainerStatus::Stopping => {
                     let this = self.clone();
-                    tokio::spawn(async move { this.stop_and_finish(row.id, None).await });
+                    self.tasks
+                        .spawn(async move { this.stop_and_finish(row.id, None).await });
                 }
                 _ => {
                     let id = row.id.clone();

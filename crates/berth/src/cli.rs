@@ -137,6 +137,14 @@ pub struct ServerArgs {
     /// leaving them running for the next start to adopt.
     #[arg(long)]
     pub stop_pods_on_exit: bool,
+    /// Seconds a stopping server (SIGTERM) gives open API requests, ingress connections and
+    /// pod starts in flight before it exits anyway.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace: u64,
+    /// Seconds the old process of a hot restart (SIGUSR2) keeps serving the connections it
+    /// holds, open websockets included, after the new process took over.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub upgrade_drain: u64,
     /// The static init mounted into pods as PID 1 (default: /usr/bin/tini-static from
     /// Debian's tini, if present).
     #[arg(long, value_name = "PATH")]

@@ -1,4 +1,5 @@
-//! `berth server`: flags into a server configuration, then run until SIGTERM or Ctrl-C.
+//! `berth server`: flags into a server configuration, then run until SIGTERM or Ctrl-C
+//! (SIGUSR2: hot restart).
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use anyhow::{Context, Result};
 use berth_runtime::RuntimeKind;
 use std::net::SocketAddr;
 
-use berth_server::{ServerConfig, TlsConfig, TlsSource};
+use berth_server::{Relaunch, ServerConfig, Stop, TlsConfig, TlsSource};
 
 use crate::cli::{RuntimeArg, ServerArgs};
 
@@ -20,6 +21,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     };
     let tls = tls_config(&args);
     let berth_exe = std::env::current_exe().context("locating the berth binary")?;
+    // A hot restart runs the binary now at this path, so an upgrade installed over it.
+    let relaunch = Relaunch {
+        exe: berth_exe.clone(),
+        args: std::env::args_os().skip(1).collect(),
+    };
     let config = ServerConfig {
         state_dir: args.state_dir,
         api_listen: args.api_listen,
@@ -64,9 +70,34 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         max_request_body_bytes: args.max_request_body_mib.saturating_mul(1024 * 1024),
         pod_connection_limit: args.max_pod_connections,
         ingress_threads: usize::from(args.ingress_threads),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        upgrade_drain: Duration::from_secs(args.upgrade_drain),
+        relaunch: Some(relaunch),
     };
-    berth_server::run(config, shutdown_signal()).await?;
+    berth_server::run(config, stop_signals()?).await?;
     Ok(())
+}
+
+/// SIGTERM and Ctrl-C stop the server; SIGUSR2 hot-restarts it.
+fn stop_signals() -> Result<tokio::sync::mpsc::UnboundedReceiver<Stop>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("listening for SIGUSR2")?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let stop = tokio::select! {
+                _ = term.recv() => Stop::Shutdown,
+                _ = int.recv() => Stop::Shutdown,
+                _ = usr2.recv() => Stop::Upgrade,
+            };
+            if tx.send(stop).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// TLS is on when any TLS flag is given; the certificate source follows from which.
@@ -91,18 +122,6 @@ fn tls_config(args: &ServerArgs) -> Option<TlsConfig> {
         .ingress_tls_listen
         .unwrap_or_else(|| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 443)));
     Some(TlsConfig { listen, source })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 /// `berth-shim`, installed beside `berth` (scripts/install.sh, or `cargo build --bins`).

@@ -188,6 +188,10 @@ pub fn all() -> Vec<Case> {
             run: restart::server_stops_its_pods_on_exit,
         },
         Case {
+            name: "restart::hot_restart_drops_nothing",
+            run: restart::hot_restart_drops_nothing,
+        },
+        Case {
             name: "isolation::pods_cannot_reach_each_other",
             run: isolation::pods_cannot_reach_each_other,
         },

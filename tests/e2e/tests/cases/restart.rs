@@ -206,3 +206,139 @@ fn shut_down(server: &Server, api: &Api, network: &PodNetwork) -> Res<()> {
     );
     Ok(())
 }
+
+/// For the hot-restart server.
+const HOT_NETWORK: PodNetwork = PodNetwork {
+    bridge: "berthtest1",
+    subnet_v4: "10.224.0.0/16",
+    subnet_v6: None,
+};
+
+/// SIGUSR2 hands the server's sockets to a new process while a client loops requests
+/// against a pod, each on a new connection: none fails, a websocket opened before the
+/// restart still echoes after it (the old process keeps serving it), the pod is the same
+/// container, and the old process exits once the websocket closes.
+pub fn hot_restart_drops_nothing(env: &Env) -> Res<()> {
+    let dir = own_server_dir(env, &HOT_NETWORK, "hot")?;
+    let server = Server::start_with(&dir, &env.registry.host(), HOT_NETWORK)?;
+    let api = Api::new(&server)?;
+    let outcome = hot_restart(env, &server, &api);
+    let cleanup = shut_down(&server, &api, &HOT_NETWORK);
+    with_cleanup(&server, outcome, cleanup)
+}
+
+fn hot_restart(env: &Env, server: &Server, api: &Api) -> Res<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use tungstenite::Message;
+
+    use super::ingress::{close, echo};
+    use crate::common::client::RawHttp;
+    use crate::common::timeouts;
+
+    let pod = api.launch(with(
+        testapp_spec(env, &["http", "8080"]),
+        "keep_warm_seconds",
+        json!(-1),
+    ))?;
+    let before = api.wait_running(&pod.id)?;
+    pod.wait_http_ok(8080, "/")?;
+    let url = pod.url(8080)?;
+    let mut ws = api.wait_ws_connect(&format!("{url}/ws"), timeouts::HTTP_READY)?;
+    echo(&mut ws, Message::text("before the restart"))?;
+
+    // The client: one request per new connection, as fast as it goes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let client = {
+        let (stop, answered, failures) = (stop.clone(), answered.clone(), failures.clone());
+        let (ingress, url) = (server.ingress, url.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let path = format!("/loop-{n}");
+                let result = RawHttp::connect(ingress, &url).and_then(|mut c| c.get(&path));
+                match result {
+                    Ok((200, _)) => {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok((status, body)) => failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("GET {path}: {status} {}", body.trim())),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("GET {path}: {e}")),
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before_restart = answered.load(Ordering::SeqCst);
+    let restarted = server.hot_restart();
+    let at_handover = answered.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    let _ = client.join();
+    let (old, new) = restarted?;
+    let after = answered.load(Ordering::SeqCst) - at_handover;
+    let failures = failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    eprintln!(
+        "hot restart: pid {old} -> {new}; {before_restart} requests before, {} during, \
+         {after} in the second after; {} failed",
+        at_handover - before_restart,
+        failures.len()
+    );
+    ensure!(
+        failures.is_empty(),
+        "{} requests through the ingress failed across the hot restart:\n{}",
+        failures.len(),
+        indent(
+            &failures
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    );
+    ensure!(
+        before_restart > 0 && after > 0,
+        "the client got {before_restart} answers before the restart and {after} after: \
+         it was not looping"
+    );
+
+    // The websocket is still held by the old process, which keeps serving it.
+    echo(&mut ws, Message::text("after the restart"))
+        .map_err(|e| format!("the websocket opened before the hot restart: {e}"))?;
+
+    // The new process adopted the same container and routes to it.
+    let adopted = api.get(&pod.id)?;
+    ensure!(
+        adopted.status == ContainerStatus::Running && adopted.started_at == before.started_at,
+        "after the hot restart {} is {} (started_at {:?}, was {:?}), expected the same \
+         RUNNING container",
+        pod.id,
+        adopted.status,
+        adopted.started_at,
+        before.started_at
+    );
+    let body = pod.wait_http_ok(8080, "/after-hot-restart")?;
+    ensure!(
+        body.contains(&format!("BERTH_CONTAINER_ID={}\n", pod.id)),
+        "after the hot restart {url} was answered by another container: {body:?}"
+    );
+
+    // The old process has nothing left to serve once the websocket closes.
+    close(ws);
+    let status = server.wait_old_exited(Duration::from_secs(15))?;
+    ensure!(
+        status.success(),
+        "the old server process exited with {status} after handing over"
+    );
+    Ok(())
+}

@@ -89,6 +89,8 @@ pub struct Server {
     /// Flags beyond the usual ones (TLS, for instance).
     extra_args: Vec<String>,
     child: Mutex<Option<Child>>,
+    /// After a hot restart: the process that took over (a child of the old one, not ours).
+    successor: Mutex<Option<u32>>,
 }
 
 /// The environment a test server runs in: its own profile, no client settings of the
@@ -174,6 +176,7 @@ impl Server {
             dir: dir.to_path_buf(),
             extra_args: extra_args.to_vec(),
             child: Mutex::new(None),
+            successor: Mutex::new(None),
         };
         let child = server.spawn(false)?;
         *server.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
@@ -274,16 +277,66 @@ impl Server {
 
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
+        if let Some(pid) = *self.successor.lock().unwrap_or_else(|p| p.into_inner()) {
+            return alive(pid).then_some(pid);
+        }
         let guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().map(Child::id)
     }
 
     /// Whether the server process is still running.
     pub fn is_running(&self) -> bool {
+        if let Some(pid) = *self.successor.lock().unwrap_or_else(|p| p.into_inner()) {
+            return alive(pid);
+        }
         let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
         guard
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Hot-restarts the server (SIGUSR2) and waits until a new process has written its pid
+    /// file and answers `/healthz`. Returns (old pid, new pid); the old process may still be
+    /// draining.
+    pub fn hot_restart(&self) -> Res<(u32, u32)> {
+        let old = self.pid().ok_or("hot restart: the server is not running")?;
+        signal(old, libc::SIGUSR2)?;
+        let pid_file = self.state_dir.join("server.pid");
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ctx("build http client")?;
+        let url = format!("http://{}/healthz", self.api);
+        let new = poll(Duration::from_secs(60), Duration::from_millis(20), || {
+            let pid: u32 = std::fs::read_to_string(&pid_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let serving = pid != old && alive(pid);
+            (serving && http.get(&url).send().ok()?.status().is_success()).then_some(pid)
+        })
+        .ok_or_else(|| {
+            self.with_log(format!(
+                "no new server wrote {} and answered {url} within 60 s of SIGUSR2",
+                pid_file.display()
+            ))
+        })?;
+        *self.successor.lock().unwrap_or_else(|p| p.into_inner()) = Some(new);
+        Ok((old, new))
+    }
+
+    /// Waits up to `limit` for the process a hot restart replaced to exit, and reaps it.
+    pub fn wait_old_exited(&self, limit: Duration) -> Res<ExitStatus> {
+        let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let child = guard.as_mut().ok_or("no old server process")?;
+        let status = poll(limit, Duration::from_millis(50), || {
+            child.try_wait().ok().flatten()
+        })
+        .ok_or_else(|| format!("the old server did not exit within {limit:?}"))?;
+        *guard = None;
+        Ok(status)
     }
 
     /// Kills the server with SIGKILL, as a crash or the OOM killer would: it gets no chance to
@@ -337,6 +390,19 @@ impl Server {
 
     /// Stops the server with SIGTERM; fails if it needs SIGKILL or already died.
     pub fn stop(&self) -> Res<()> {
+        let successor = self
+            .successor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(pid) = successor {
+            let old = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(old) = old {
+                // Still draining: it has no state left to lose.
+                let _ = terminate(old, Duration::from_secs(10));
+            }
+            return stop_pid(pid, Duration::from_secs(30));
+        }
         let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut child) = guard.take() else {
             return Ok(());
@@ -363,6 +429,48 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Whether `pid` runs (a zombie does not: it has exited, unreaped).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) -> Res<()> {
+    let pid = libc::pid_t::try_from(pid).ctx("pid")?;
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, sig) } == -1 {
+        return Err(format!(
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// SIGTERM to a server process that is not our child; SIGKILL after `grace`.
+fn stop_pid(pid: u32, grace: Duration) -> Res<()> {
+    if !alive(pid) {
+        return Err(format!("the berth server {pid} died before teardown"));
+    }
+    signal(pid, libc::SIGTERM)?;
+    if poll(grace, Duration::from_millis(100), || {
+        (!alive(pid)).then_some(())
+    })
+    .is_some()
+    {
+        return Ok(());
+    }
+    let _ = signal(pid, libc::SIGKILL);
+    Err(format!(
+        "the berth server {pid} did not exit within {grace:?} of SIGTERM and was killed"
+    ))
 }
 
 /// Sends SIGTERM, waits up to `grace`, then SIGKILLs. Returns the exit status if the process
