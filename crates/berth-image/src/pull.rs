@@ -377,6 +377,8 @@ impl Puller {
             .map_err(io_err(&tmp))?
             .into_std()
             .await;
+        // Removes the partial blob however this ends, a pull cancelled with its request too.
+        let tmp_guard = RemoveOnDrop(Some(tmp.clone()));
         let (chunks, received) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
         let layer_dest = dest.to_path_buf();
         let unpacker = tokio::task::spawn_blocking(move || {
@@ -389,19 +391,39 @@ impl Puller {
 
         let mut hasher = Sha256::new();
         let mut last_report = 0u64;
+        let mut received = 0u64;
         let mut broken = None;
+        let mut unpack_stopped = false;
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
+                // Every byte came: the client's own digest check failed, which the digest
+                // check below reports with the digest that arrived.
+                Err(_) if layer.size > 0 && received == layer.size as u64 => break,
                 Err(e) => {
-                    broken = Some(ImageError::Unreachable {
+                    broken = Some(ImageError::Registry {
                         reference: name.to_string(),
                         registry: source.registry().to_string(),
-                        detail: format!("download of {} broke: {e}", layer.digest),
+                        detail: format!(
+                            "the download of layer {} broke after {received} of {} bytes                              ({e}); pulling again fetches only the layers not yet verified",
+                            layer.digest, layer.size
+                        ),
                     });
                     break;
                 }
             };
+            received += chunk.len() as u64;
+            if layer.size > 0 && received > layer.size as u64 {
+                broken = Some(ImageError::Registry {
+                    reference: name.to_string(),
+                    registry: source.registry().to_string(),
+                    detail: format!(
+                        "layer {} is longer than the {} bytes its manifest says",
+                        layer.digest, layer.size
+                    ),
+                });
+                break;
+            }
             hasher.update(&chunk);
             let now = {
                 let mut s = lock_progress(state);
@@ -412,8 +434,10 @@ impl Puller {
                 last_report = now.bytes_done;
                 progress(now);
             }
-            if chunks.send(chunk).await.is_err() {
-                break; // the unpack stopped; its error says why
+            // An unpack that stopped (its error says why) gets no more chunks, but the
+            // rest is still hashed: a wrong digest explains a broken archive better.
+            if !unpack_stopped && chunks.send(chunk).await.is_err() {
+                unpack_stopped = true;
             }
         }
         drop(chunks);
@@ -423,28 +447,40 @@ impl Puller {
             digest: layer.digest.clone(),
             source,
         };
-        let failed = |error: ImageError| {
-            let _ = std::fs::remove_file(&tmp);
-            Err(error)
-        };
-        // A broken download explains a truncated archive: it is reported first.
+        // A broken download explains a truncated archive, and a wrong digest a corrupt one:
+        // each is reported before what the unpack made of it.
         if let Some(error) = broken {
-            return failed(error);
+            return Err(error);
         }
-        let pending = match unpacked {
-            Ok(pending) => pending,
-            Err(source) => return failed(unpack_failed(source)),
-        };
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != layer.digest {
-            return failed(ImageError::Registry {
+            return Err(ImageError::Registry {
                 reference: name.to_string(),
                 registry: source.registry().to_string(),
                 detail: format!("layer {} arrived with digest {actual}", layer.digest),
             });
         }
+        let pending = unpacked.map_err(unpack_failed)?;
         tokio::fs::rename(&tmp, blob).await.map_err(io_err(blob))?;
+        tmp_guard.disarm();
         pending.commit().map_err(unpack_failed)
+    }
+}
+
+/// A file removed when this drops, unless disarmed.
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

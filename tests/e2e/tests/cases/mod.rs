@@ -21,6 +21,7 @@ mod logs;
 mod pid1;
 mod pod_data;
 mod process;
+mod registry_faults;
 mod restart;
 mod startup;
 mod terminal;
@@ -190,6 +191,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "restart::hot_restart_drops_nothing",
             run: restart::hot_restart_drops_nothing,
+        },
+        Case {
+            name: "registry_faults::broken_and_corrupt_blobs_fail_clearly",
+            run: registry_faults::broken_and_corrupt_blobs_fail_clearly,
         },
         Case {
             name: "isolation::pods_cannot_reach_each_other",
