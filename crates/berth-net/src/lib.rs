@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 
 pub use egress::Egress;
 pub use error::NetError;
+pub use routes::check_overlap as check_subnets;
+
+/// The CNI plugins berth calls, all from containernetworking-plugins.
+pub const CNI_PLUGINS: [&str; 3] = ["bridge", "host-local", "loopback"];
 
 /// Defaults chosen clear of podman's 10.88.0.0/16 and Docker's 172.17.0.0/16.
 pub const DEFAULT_SUBNET_V4: &str = "10.213.0.0/16";

@@ -44,6 +44,9 @@ pub enum Command {
     Shell(ShellArgs),
     /// Print the path of berth's local CA certificate and how to trust it.
     Ca(CaArgs),
+    /// Check this host for what berth needs (runtimes, CNI plugins, cgroups, overlayfs,
+    /// iptables, pod subnets, DNS, free disk); one pass/warn/fail line each, exit 1 on a fail.
+    Doctor(DoctorArgs),
     /// An OCI runtime in front of runc that adds berth's build variables to each
     /// container's process; buildah's runtime for Dockerfile builds (not for direct use).
     #[command(hide = true)]
@@ -191,6 +194,23 @@ pub struct CaArgs {
     /// The server's state directory, when the client profile does not name the CA.
     #[arg(long, default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DoctorArgs {
+    /// The state directory the server uses (its free disk is checked).
+    #[arg(long, default_value = "/var/lib/berth")]
+    pub state_dir: PathBuf,
+    /// Where the CNI plugins are, as given to the server.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_bin_dir: PathBuf,
+    /// The pod subnets and bridge the server is given, checked against the host's routes.
+    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V4)]
+    pub pod_subnet_v4: ipnet::Ipv4Net,
+    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V6)]
+    pub pod_subnet_v6: String,
+    #[arg(long, default_value = berth_net::DEFAULT_BRIDGE)]
+    pub bridge: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

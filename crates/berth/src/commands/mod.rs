@@ -5,6 +5,7 @@ pub mod container;
 pub mod context;
 pub mod cp;
 pub mod deploy;
+pub mod doctor;
 pub mod image;
 pub mod progress;
 pub mod python;
@@ -43,6 +44,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Container(ContainerCommand::Cp(args)) => cp::cp(args).await,
         Command::Shell(args) => terminal::shell(args).await,
         Command::Ca(args) => ca::ca(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Image(ImageCommand::Build(args)) => image::build(*args).await,
         Command::Image(ImageCommand::List(args)) => image::list(args).await,
         Command::Image(ImageCommand::Prune) => image::prune().await,

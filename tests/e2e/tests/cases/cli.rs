@@ -264,3 +264,76 @@ fn stop_many_at_once(env: &Env, runtime: &str) -> Res<()> {
     );
     Ok(())
 }
+
+/// `berth doctor` passes on the machine the suite runs on, and names what is wrong when a
+/// flag points it at a host it would fail on: no CNI plugins, and a pod subnet that a route
+/// of the host (the suite server's own bridge) already covers.
+pub fn doctor_checks_the_host(env: &Env) -> Res<()> {
+    let api = &env.api;
+    let out = api.cli(&[
+        "doctor",
+        "--state-dir",
+        &env.server.state_dir.to_string_lossy(),
+    ])?;
+    ensure!(
+        out.status.success(),
+        "berth doctor failed here:\n{}",
+        out.show()
+    );
+    for name in [
+        "runc",
+        "CNI plugins",
+        "cgroups",
+        "overlayfs",
+        "iptables",
+        "free disk",
+    ] {
+        ensure!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with("pass") && l.contains(name)),
+            "berth doctor has no passing {name} line:\n{}",
+            out.show()
+        );
+    }
+
+    let empty = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let out = api.cli(&[
+        "doctor",
+        "--cni-bin-dir",
+        &empty.path().to_string_lossy(),
+        "--pod-subnet-v4",
+        env.server.network.subnet_v4,
+        "--pod-subnet-v6",
+        "none",
+        "--bridge",
+        "berthdoctor0",
+    ])?;
+    ensure!(
+        !out.status.success(),
+        "berth doctor with no CNI plugins passed:\n{}",
+        out.show()
+    );
+    let failing: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("fail"))
+        .collect();
+    ensure!(
+        failing.len() == 2
+            && failing
+                .iter()
+                .any(|l| l.contains("CNI plugins") && l.contains("containernetworking-plugins"))
+            && failing
+                .iter()
+                .any(|l| l.contains("pod subnets") && l.contains(env.server.network.bridge)),
+        "berth doctor should fail exactly the CNI and subnet checks, saying what to do:\n{}",
+        out.show()
+    );
+    ensure!(
+        out.stderr.contains("2 of"),
+        "berth doctor's error should count the failed checks:\n{}",
+        out.show()
+    );
+    Ok(())
+}

@@ -189,6 +189,10 @@ pub fn all() -> Vec<Case> {
             run: restart::server_stops_its_pods_on_exit,
         },
         Case {
+            name: "cli::doctor_checks_the_host",
+            run: cli::doctor_checks_the_host,
+        },
+        Case {
             name: "restart::hot_restart_drops_nothing",
             run: restart::hot_restart_drops_nothing,
         },
