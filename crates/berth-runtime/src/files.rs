@@ -46,6 +46,11 @@ impl ShimFiles {
         self.dir.join("container.log")
     }
 
+    /// The log's older part, once it was rotated.
+    pub fn rotated_log(&self) -> PathBuf {
+        self.dir.join("container.log.1")
+    }
+
     /// The shim's own diagnostics.
     pub fn shim_log(&self) -> PathBuf {
         self.dir.join("shim.log")

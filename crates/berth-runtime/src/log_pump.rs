@@ -32,6 +32,58 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The container's log, rotated by size: past its limit the file moves to
+/// [`ShimFiles::rotated_log`] (replacing the one before) and a new one starts, so a chatty
+/// pod holds at most twice the limit on disk.
+pub struct LogFile {
+    file: File,
+    path: std::path::PathBuf,
+    rotated: std::path::PathBuf,
+    written: u64,
+    max: u64,
+}
+
+impl LogFile {
+    pub fn new(file: File, files: &crate::ShimFiles, max: u64) -> Self {
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Self {
+            file,
+            path: files.log(),
+            rotated: files.rotated_log(),
+            written,
+            max: max.max(1),
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        if self.written > 0 && self.written + line.len() as u64 > self.max {
+            self.rotate();
+        }
+        if self.file.write_all(line).is_ok() {
+            self.written += line.len() as u64;
+        }
+    }
+
+    /// On failure the log goes on in the same file: losing no line beats the size limit.
+    fn rotate(&mut self) {
+        if std::fs::rename(&self.path, &self.rotated).is_err() {
+            return;
+        }
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(file) => {
+                self.file = file;
+                self.written = 0;
+            }
+            // The renamed file is still open here: keep writing to it.
+            Err(_) => {}
+        }
+    }
+}
+
 struct Stream {
     name: &'static str,
     pipe: Option<File>,
@@ -48,7 +100,7 @@ impl Stream {
     }
 
     /// Reads what is there; writes out every complete (or over-long) line.
-    fn pump(&mut self, log: &mut File) {
+    fn pump(&mut self, log: &mut LogFile) {
         let Some(pipe) = self.pipe.as_mut() else {
             return;
         };
@@ -78,7 +130,7 @@ impl Stream {
     }
 
     /// A last line with no newline.
-    fn flush(&mut self, log: &mut File) {
+    fn flush(&mut self, log: &mut LogFile) {
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             write_line(log, self.name, &line);
@@ -86,11 +138,11 @@ impl Stream {
     }
 }
 
-fn write_line(log: &mut File, stream: &str, raw: &[u8]) {
+fn write_line(log: &mut LogFile, stream: &str, raw: &[u8]) {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches(['\n', '\r']);
     let line = format!("{} {stream} {text}\n", timestamp());
-    let _ = log.write_all(line.as_bytes());
+    log.write(line.as_bytes());
 }
 
 fn timestamp() -> String {
@@ -103,7 +155,13 @@ fn timestamp() -> String {
 /// is drained and the runtime's helpers are reaped (or [`STRAGGLER_WAIT`] passed). Returns
 /// the init's status; `StillAlive` when it was gone without one. `adopted` reaps every child
 /// (the shim is a subreaper); without it only `pid` is waited for.
-pub fn run(pid: i32, stdout: OwnedFd, stderr: OwnedFd, mut log: File, adopted: bool) -> WaitStatus {
+pub fn run(
+    pid: i32,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    mut log: LogFile,
+    adopted: bool,
+) -> WaitStatus {
     let mut streams = [Stream::new("stdout", stdout), Stream::new("stderr", stderr)];
     let exit_fd = pidfd_open(pid).ok();
     let mut status: Option<WaitStatus> = None;
@@ -193,10 +251,42 @@ mod tests {
     }
 
     #[test]
+    fn a_log_past_its_limit_is_rotated_keeping_every_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = crate::ShimFiles::new(dir.path());
+        let mut log = LogFile::new(File::create(files.log()).expect("log"), &files, 100);
+        for i in 0..10 {
+            write_line(&mut log, "stdout", format!("line {i}").as_bytes());
+        }
+        let current = std::fs::read_to_string(files.log()).expect("current");
+        let rotated = std::fs::read_to_string(files.rotated_log()).expect("rotated");
+        assert!(
+            current.len() <= 100 && rotated.len() <= 100,
+            "{current:?} {rotated:?}"
+        );
+        assert!(current.ends_with(" stdout line 9\n"), "{current:?}");
+        // The older part holds the lines just before the current file's first one.
+        let first_current: usize = current
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("a numbered line");
+        assert!(
+            rotated.ends_with(&format!(" stdout line {}\n", first_current - 1)),
+            "{rotated:?}"
+        );
+    }
+
+    #[test]
     fn lines_of_both_streams_land_in_the_log_with_the_exit_status() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log_path = dir.path().join("log");
-        let log = File::create(&log_path).expect("log");
+        let log_path = crate::ShimFiles::new(dir.path()).log();
+        let log = LogFile::new(
+            File::create(&log_path).expect("log"),
+            &crate::ShimFiles::new(dir.path()),
+            1 << 30,
+        );
         let ((out_r, out_w), (err_r, err_w)) = (pipe(), pipe());
         let long = "x".repeat(MAX_LINE + 10);
         #[allow(clippy::zombie_processes)]

@@ -27,7 +27,13 @@ pub struct ShimConfig {
     pub runtime_binary: PathBuf,
     pub runtime_root: PathBuf,
     pub cgroups_path: String,
+    /// The container's log moves to `container.log.1` (replacing the one before) when it
+    /// would pass this size.
+    pub log_max_bytes: u64,
 }
+
+/// The log size at which a shim rotates when the server names none.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 << 20;
 
 impl ShimConfig {
     /// The flags `berth-shim` takes.
@@ -47,6 +53,8 @@ impl ShimConfig {
             self.runtime_root.display().to_string(),
             "--cgroup".into(),
             self.cgroups_path.clone(),
+            "--log-max-bytes".into(),
+            self.log_max_bytes.to_string(),
         ]
     }
 
@@ -73,6 +81,12 @@ impl ShimConfig {
             runtime_binary: take("--runtime-binary")?.into(),
             runtime_root: take("--runtime-root")?.into(),
             cgroups_path: take("--cgroup")?,
+            log_max_bytes: match flags.remove("--log-max-bytes") {
+                Some(n) => n
+                    .parse()
+                    .map_err(|e| format!("--log-max-bytes {n:?}: {e}"))?,
+                None => DEFAULT_LOG_MAX_BYTES,
+            },
         };
         match flags.keys().next() {
             Some(unknown) => Err(format!("unknown flag {unknown}")),
@@ -201,6 +215,7 @@ pub fn run(config: &ShimConfig) -> i32 {
     report(&format!("{READY_PREFIX}{pid}"));
     silence_stdout();
 
+    let log = crate::log_pump::LogFile::new(log, &files, config.log_max_bytes);
     let status = crate::log_pump::run(pid, stdout, stderr, log, true);
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, code) => (code, None),

@@ -163,6 +163,8 @@ pub struct ServerConfig {
     pub upgrade_drain: Duration,
     /// How a hot restart starts the new process; `None` refuses hot restarts.
     pub relaunch: Option<Relaunch>,
+    /// A container's log rotates to `container.log.1` past this size.
+    pub container_log_max_bytes: u64,
 }
 
 /// Runs the server until `stops` asks it to shut down (or closes), or until a hot restart
@@ -224,6 +226,7 @@ pub async fn run(
         buildah_dir: state_dir.join("buildah"),
         init_binary: find_init(config.init_binary.as_deref())?,
         warm_networks: config.warm_networks,
+        log_max_bytes: config.container_log_max_bytes,
     })?;
     if !config.seccomp {
         tracing::warn!(

@@ -148,6 +148,10 @@ pub struct ServerArgs {
     /// holds, open websockets included, after the new process took over.
     #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86400))]
     pub upgrade_drain: u64,
+    /// A container's log moves to container.log.1 past this many MiB (replacing the one
+    /// before), so each pod keeps at most twice this on disk.
+    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1048576))]
+    pub container_log_max_mib: u64,
     /// The static init mounted into pods as PID 1 (default: /usr/bin/tini-static from
     /// Debian's tini, if present).
     #[arg(long, value_name = "PATH")]

@@ -65,6 +65,8 @@ pub struct LocalNodeConfig {
     pub init_binary: Option<PathBuf>,
     /// Pod networks kept ready ahead of creates (`--warm-networks`).
     pub warm_networks: usize,
+    /// A container's log rotates past this size (`--container-log-max-mib`).
+    pub log_max_bytes: u64,
 }
 
 pub struct LocalNode {
@@ -76,6 +78,7 @@ pub struct LocalNode {
     code: Arc<CodeStore>,
     volumes: Arc<Volumes>,
     init_binary: Option<PathBuf>,
+    log_max_bytes: u64,
 }
 
 impl LocalNode {
@@ -121,6 +124,7 @@ impl LocalNode {
             code,
             volumes: Arc::new(Volumes::new(config.volumes_dir)?),
             init_binary: config.init_binary,
+            log_max_bytes: config.log_max_bytes,
         });
         node.watch_surviving_shims();
         node.sandboxes.start_warming()?;
@@ -211,6 +215,7 @@ impl LocalNode {
             runtime_binary: runtime.binary().to_path_buf(),
             runtime_root: runtime.root().to_path_buf(),
             cgroups_path: Sandboxes::cgroups_path(id),
+            log_max_bytes: self.log_max_bytes,
         };
         let launching = std::time::Instant::now();
         if let Err(error) = shim::launch(&self.shim_exe, &shim_config) {

@@ -18,15 +18,30 @@ use super::{LogStream, NodeError, ProcessState};
 const FOLLOW_FIRST: Duration = Duration::from_millis(5);
 const FOLLOW_SLOWEST: Duration = Duration::from_millis(200);
 
+/// The whole log, its rotated part first; with `follow`, what comes after, across
+/// rotations (a current file shorter than what was read of it has been rotated: the rest of
+/// it is read from the rotated file).
 pub fn stream(files: ShimFiles, follow: bool) -> LogStream {
-    let path = files.log();
-    futures_util::stream::unfold(Some(0u64), move |offset| {
-        let path = path.clone();
+    futures_util::stream::unfold(None::<u64>, move |offset| {
         let files = files.clone();
         async move {
-            let offset = offset?;
+            let path = files.log();
+            let Some(offset) = offset else {
+                // First: the part rotated away, if any.
+                return match read_from(&files.rotated_log(), 0).await {
+                    Ok(older) => Some((Ok(Bytes::from(older)), Some(0))),
+                    Err(e) => Some((Err(e), None)),
+                };
+            };
             let mut interval = FOLLOW_FIRST;
             loop {
+                if follow && file_len(&path).await.is_some_and(|len| len < offset) {
+                    // Rotated since the last read: the rest of that file is now the older part.
+                    return match read_from(&files.rotated_log(), offset).await {
+                        Ok(rest) => Some((Ok(Bytes::from(rest)), Some(0))),
+                        Err(e) => Some((Err(e), None)),
+                    };
+                }
                 let chunk = match read_from(&path, offset).await {
                     Ok(chunk) => chunk,
                     Err(e) => return Some((Err(e), None)),
@@ -48,7 +63,12 @@ pub fn stream(files: ShimFiles, follow: bool) -> LogStream {
             }
         }
     })
+    .filter(|chunk| std::future::ready(!matches!(chunk, Ok(bytes) if bytes.is_empty())))
     .boxed()
+}
+
+async fn file_len(path: &std::path::Path) -> Option<u64> {
+    tokio::fs::metadata(path).await.ok().map(|m| m.len())
 }
 
 /// The file from `offset` on; a file not written yet reads as empty.
@@ -94,6 +114,18 @@ mod tests {
             collect(stream(files.clone(), true)).await.expect("reads"),
             b"a\nb\n",
             "a container that is not running ends a followed log"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_rotated_part_comes_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = ShimFiles::new(dir.path());
+        std::fs::write(files.rotated_log(), "old 1\nold 2\n").expect("write");
+        std::fs::write(files.log(), "new 3\n").expect("write");
+        assert_eq!(
+            collect(stream(files, false)).await.expect("reads"),
+            b"old 1\nold 2\nnew 3\n"
         );
     }
 

@@ -73,6 +73,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         upgrade_drain: Duration::from_secs(args.upgrade_drain),
         relaunch: Some(relaunch),
+        container_log_max_bytes: args.container_log_max_mib.saturating_mul(1024 * 1024),
     };
     berth_server::run(config, stop_signals()?).await?;
     Ok(())

@@ -131,3 +131,108 @@ pub fn stdout_stderr_and_follow(env: &Env) -> Res<()> {
     let _ = child.wait();
     result
 }
+
+/// Apart from the other test servers' networks.
+const ROTATION_NETWORK: crate::common::server::PodNetwork = crate::common::server::PodNetwork {
+    bridge: "berthtest11",
+    subnet_v4: "10.226.0.0/16",
+    subnet_v6: None,
+};
+
+/// A pod that writes far more than `--container-log-max-mib 1`: its log on disk stays within
+/// twice the limit, the logs read back end with its newest lines in order, with no gap
+/// between the rotated part and the current one, and they are still there after the pod
+/// stopped and after the server restarted.
+pub fn logs_rotate_by_size(env: &Env) -> Res<()> {
+    use crate::common::client::Api;
+    use crate::common::harness::{own_server_dir, stop_leftovers};
+    use crate::common::server::Server;
+
+    let dir = own_server_dir(env, &ROTATION_NETWORK, "logs")?;
+    let server = Server::start_with_args(
+        &dir,
+        &env.registry.host(),
+        ROTATION_NETWORK,
+        &["--container-log-max-mib".to_string(), "1".to_string()],
+    )?;
+    let api = Api::new(&server)?;
+    let outcome = rotation(env, &server, &api);
+    let stopped = stop_leftovers(&api).map(|_| ());
+    let exited = server.stop();
+    let _ = crate::common::command_output("ip", &["link", "del", ROTATION_NETWORK.bridge]);
+    match (outcome, stopped.and(exited)) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), _) | (Ok(()), Err(e)) => Err(server.with_log(e)),
+    }
+}
+
+const ROTATION_LINES: usize = 40_000;
+
+fn rotation(
+    env: &Env,
+    server: &crate::common::server::Server,
+    api: &crate::common::client::Api,
+) -> Res<()> {
+    let script = format!(
+        "i=0; while [ $i -lt {ROTATION_LINES} ]; do \
+         echo \"line $i of a chatty pod, padded to fill the log faster\"; i=$((i+1)); done; \
+         echo chatty-done; exec sleep 3600"
+    );
+    let pod = api.launch(json!({
+        "image": env.images.busybox,
+        "entrypoint": ["sh", "-c", script],
+        "keep_warm_seconds": -1,
+    }))?;
+    api.wait_running(&pod.id)?;
+    api.wait_logged(&pod.id, "chatty-done")?;
+
+    let files = server.state_dir.join("containers").join(&pod.id);
+    let size = |name: &str| {
+        std::fs::metadata(files.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let (current, rotated) = (size("container.log"), size("container.log.1"));
+    ensure!(
+        rotated > 0 && current + rotated <= 2 << 20,
+        "the log of a pod that wrote ~4 MiB is {current} + {rotated} bytes on disk; with \
+         --container-log-max-mib 1 it should be rotated and at most 2 MiB"
+    );
+    check_tail(&api.logs(&pod.id)?, "while running")?;
+
+    api.stop(&pod.id)?;
+    api.wait_terminal(&pod.id, Duration::from_secs(30))?;
+    check_tail(&api.logs(&pod.id)?, "after the pod stopped")?;
+    server.stop()?;
+    server.restart()?;
+    check_tail(&api.logs(&pod.id)?, "after a server restart")?;
+    Ok(())
+}
+
+/// The numbered lines in `logs` are consecutive and end with the last one.
+fn check_tail(logs: &str, when: &str) -> Res<()> {
+    let numbers: Vec<usize> = logs
+        .lines()
+        .filter_map(|l| l.split_once(" line ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect();
+    ensure!(
+        numbers.len() > 1000 && logs.contains("chatty-done"),
+        "{when}: the logs hold {} numbered lines and {} the last one:\n{}",
+        numbers.len(),
+        if logs.contains("chatty-done") {
+            "have"
+        } else {
+            "lack"
+        },
+        indent(&logs.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+    );
+    let gap = numbers.windows(2).find(|w| w[1] != w[0] + 1);
+    ensure!(
+        gap.is_none() && numbers.last() == Some(&(ROTATION_LINES - 1)),
+        "{when}: the numbered lines should run without a gap up to {}; found {gap:?}, last {:?}",
+        ROTATION_LINES - 1,
+        numbers.last()
+    );
+    Ok(())
+}

@@ -189,6 +189,10 @@ pub fn all() -> Vec<Case> {
             run: restart::server_stops_its_pods_on_exit,
         },
         Case {
+            name: "logs::logs_rotate_by_size",
+            run: logs::logs_rotate_by_size,
+        },
+        Case {
             name: "cli::doctor_checks_the_host",
             run: cli::doctor_checks_the_host,
         },
