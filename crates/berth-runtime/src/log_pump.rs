@@ -69,17 +69,14 @@ impl LogFile {
         if std::fs::rename(&self.path, &self.rotated).is_err() {
             return;
         }
-        match std::fs::OpenOptions::new()
+        // If the new file cannot be opened, the renamed one is still open: keep writing to it.
+        if let Ok(file) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
         {
-            Ok(file) => {
-                self.file = file;
-                self.written = 0;
-            }
-            // The renamed file is still open here: keep writing to it.
-            Err(_) => {}
+            self.file = file;
+            self.written = 0;
         }
     }
 }
