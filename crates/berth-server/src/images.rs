@@ -19,11 +19,28 @@ pub enum ImagesError {
 pub struct Images<N: Node> {
     node: N,
     store: Store,
+    /// One permit per build in flight.
+    build_slots: Arc<tokio::sync::Semaphore>,
+    max_builds: usize,
 }
 
 impl<N: Node> Images<N> {
-    pub fn new(node: N, store: Store) -> Self {
-        Images { node, store }
+    pub fn new(node: N, store: Store, max_builds: usize) -> Self {
+        Images {
+            node,
+            store,
+            build_slots: Arc::new(tokio::sync::Semaphore::new(max_builds.max(1))),
+            max_builds,
+        }
+    }
+
+    /// A place for one more build, held until it ends; `Err` with the limit when all are
+    /// taken.
+    pub fn build_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, usize> {
+        self.build_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.max_builds)
     }
 
     pub async fn build(

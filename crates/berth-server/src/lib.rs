@@ -165,6 +165,10 @@ pub struct ServerConfig {
     pub relaunch: Option<Relaunch>,
     /// A container's log rotates to `container.log.1` past this size.
     pub container_log_max_bytes: u64,
+    /// Pod starts in flight (create to RUNNING, pulls included) past which creates get 429.
+    pub max_pending_starts: usize,
+    /// Image builds in flight past which builds get 429.
+    pub max_pending_builds: usize,
 }
 
 /// Runs the server until `stops` asks it to shut down (or closes), or until a hot restart
@@ -291,6 +295,7 @@ pub async fn run(
             url_scheme,
             url_port,
             stop_grace: config.stop_timeout,
+            max_pending_starts: config.max_pending_starts,
         },
         Some(secrets.clone()),
     );
@@ -324,7 +329,7 @@ pub async fn run(
     let app = api::router(Arc::new(api::AppState {
         lifecycle: lifecycle.clone(),
         deployments: deployments.clone(),
-        images: images::Images::new(node.clone(), store.clone()),
+        images: images::Images::new(node.clone(), store.clone(), config.max_pending_builds),
         storage: storage::Storage::new(node.clone(), store.clone()),
         secrets,
         tokens: profile::Tokens::new(store.clone()),

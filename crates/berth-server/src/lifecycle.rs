@@ -53,6 +53,8 @@ pub enum LifecycleError {
         status: ContainerStatus,
         what: &'static str,
     },
+    #[error("{limit} pod starts are already queued on this server (--max-pending-starts); retry in a moment")]
+    Busy { limit: usize },
     #[error("container {id} is {from}; it cannot become {to}")]
     Illegal {
         id: String,
@@ -69,6 +71,8 @@ pub struct LifecycleConfig {
     /// The ingress port, shown in URLs unless it is the scheme's default.
     pub url_port: u16,
     pub stop_grace: Duration,
+    /// Creates past this many starts in flight are refused (429) instead of queued.
+    pub max_pending_starts: usize,
 }
 
 pub struct Lifecycle<N: Node> {
@@ -89,6 +93,8 @@ pub struct Lifecycle<N: Node> {
     transitions: tokio::sync::Notify,
     /// Starts and stops in flight, which a handover waits for.
     tasks: tokio_util::task::TaskTracker,
+    /// One permit per start in flight, from create to RUNNING or the end.
+    start_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a container's end adds when forks failed at its pids limit while it ran.
@@ -142,7 +148,11 @@ impl<N: Node> Lifecycle<N> {
         config: LifecycleConfig,
         secrets: Option<Secrets>,
     ) -> Arc<Self> {
+        let start_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.max_pending_starts.max(1),
+        ));
         Arc::new(Lifecycle {
+            start_slots,
             store,
             node,
             routes,
@@ -219,6 +229,13 @@ impl<N: Node> Lifecycle<N> {
         deployment_id: Option<String>,
     ) -> Result<Container, LifecycleError> {
         self.check_references(&spec).await?;
+        let slot =
+            self.start_slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| LifecycleError::Busy {
+                    limit: self.config.max_pending_starts,
+                })?;
         let stub_id = spec.stub_id().map_err(|e| StoreError::Corrupt {
             what: "pod spec",
             detail: e.to_string(),
@@ -261,8 +278,10 @@ impl<N: Node> Lifecycle<N> {
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
         let this = self.clone();
-        self.tasks
-            .spawn(async move { this.start(id, stub_id, spec).await });
+        self.tasks.spawn(async move {
+            this.start(id, stub_id, spec).await;
+            drop(slot);
+        });
         Ok(self.view(row))
     }
 
@@ -1104,6 +1123,8 @@ mod tests {
     /// ends as the real node does.
     struct FakeNode {
         fail_pull: bool,
+        /// Pulls wait until this closes (`None`: they do not wait).
+        pull_gate: Option<tokio::sync::watch::Receiver<bool>>,
         states: Mutex<HashMap<String, ProcessState>>,
         teardowns: Mutex<Vec<String>>,
         /// Each stop: the container, the signal sent first, the grace.
@@ -1117,6 +1138,7 @@ mod tests {
             let (events_tx, rx) = tokio::sync::mpsc::unbounded_channel();
             FakeNode {
                 fail_pull: false,
+                pull_gate: None,
                 states: Mutex::default(),
                 teardowns: Mutex::default(),
                 stops: Mutex::default(),
@@ -1161,6 +1183,10 @@ mod tests {
         ) -> Result<PreparedImage, NodeError> {
             let name = crate::spec::image_name(image);
             progress(format!("Pulling image {name}: 0/1 layers"));
+            if let Some(gate) = &self.pull_gate {
+                let mut gate = gate.clone();
+                let _ = gate.wait_for(|open| *open).await;
+            }
             if self.fail_pull {
                 return Err(NodeError::ImageNotPrepared(name));
             }
@@ -1340,6 +1366,10 @@ mod tests {
     }
 
     async fn harness(node: FakeNode) -> Harness {
+        harness_limited(node, 64).await
+    }
+
+    async fn harness_limited(node: FakeNode, max_pending_starts: usize) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db")).await.expect("store");
         let node = Arc::new(node);
@@ -1353,6 +1383,7 @@ mod tests {
                 url_scheme: "http",
                 url_port: 80,
                 stop_grace: Duration::from_secs(1),
+                max_pending_starts,
             },
             None,
         );
@@ -1552,6 +1583,45 @@ mod tests {
         drop(guard);
         h.lifecycle.check_idle().await.expect("check");
         wait_for(&h, &busy.id, ContainerStatus::Stopped).await;
+    }
+
+    #[tokio::test]
+    async fn creates_past_the_pending_limit_are_refused_until_one_starts() {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let h = harness_limited(
+            FakeNode {
+                pull_gate: Some(gate),
+                ..FakeNode::default()
+            },
+            2,
+        )
+        .await;
+        // The harness allows two starts in flight; both wait in their pull.
+        let a = h.lifecycle.create(spec(-1)).await.expect("first");
+        let _b = h.lifecycle.create(spec(-1)).await.expect("second");
+        let refused = h.lifecycle.create(spec(-1)).await.expect_err("third");
+        assert!(
+            matches!(refused, LifecycleError::Busy { limit: 2 }),
+            "{refused}"
+        );
+        // Nothing was recorded for the refused one.
+        assert_eq!(h.lifecycle.list(true).await.expect("list").len(), 2);
+        open.send_replace(true);
+        wait_for(&h, &a.id, ContainerStatus::Running).await;
+        let mut admitted = None;
+        for _ in 0..100 {
+            match h.lifecycle.create(spec(-1)).await {
+                Ok(c) => {
+                    admitted = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        assert!(
+            admitted.is_some(),
+            "a start that finished gives its slot back"
+        );
     }
 
     #[tokio::test]

@@ -152,6 +152,13 @@ pub struct ServerArgs {
     /// before), so each pod keeps at most twice this on disk.
     #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1048576))]
     pub container_log_max_mib: u64,
+    /// Pod starts in flight (from create to RUNNING, pulls included) past which creates are
+    /// refused with 429 and Retry-After, so a burst cannot queue without bound.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100000))]
+    pub max_pending_starts: u64,
+    /// Image builds in flight past which builds are refused with 429 and Retry-After.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub max_pending_builds: u64,
     /// The static init mounted into pods as PID 1 (default: /usr/bin/tini-static from
     /// Debian's tini, if present).
     #[arg(long, value_name = "PATH")]

@@ -57,20 +57,29 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
+        let req = req.bearer_auth(&self.token);
+        let started = std::time::Instant::now();
+        // A streamed body cannot be sent twice: such a request is not retried.
+        let Some(first) = req.try_clone() else {
+            return checked(self.send_once(req).await?).await;
+        };
+        let mut resp = self.send_once(first).await?;
+        // A server with full queues refused without recording anything: asking again is
+        // safe, for creates too.
+        while resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
+            && started.elapsed() < BUSY_RETRY_LIMIT
+        {
+            tokio::time::sleep(retry_after(&resp)).await;
+            let Some(again) = req.try_clone() else { break };
+            resp = self.send_once(again).await?;
+        }
+        checked(resp).await
+    }
+
+    async fn send_once(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        req.send()
             .await
-            .with_context(|| format!("cannot reach the berth server at {}", self.gateway))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        match serde_json::from_str::<ApiError>(&text) {
-            Ok(err) => bail!("{}", err.error.message),
-            Err(_) => bail!("the server answered {status}: {text}"),
-        }
+            .with_context(|| format!("cannot reach the berth server at {}", self.gateway))
     }
 
     pub async fn create(&self, req: &CreateContainerRequest) -> Result<Container> {
@@ -501,5 +510,33 @@ impl TtySession {
             ))
             .await
             .context("resizing the terminal")
+    }
+}
+
+/// How long a client keeps asking a busy server (429) before it reports the refusal.
+const BUSY_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The server's `Retry-After` in seconds (1 to 10), 1 when it gives none.
+fn retry_after(resp: &reqwest::Response) -> std::time::Duration {
+    let seconds = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1)
+        .clamp(1, 10);
+    std::time::Duration::from_secs(seconds)
+}
+
+/// The response if it succeeded, else the server's error message.
+async fn checked(resp: reqwest::Response) -> Result<reqwest::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ApiError>(&text) {
+        Ok(err) => bail!("{}", err.error.message),
+        Err(_) => bail!("the server answered {status}: {text}"),
     }
 }

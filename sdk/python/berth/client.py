@@ -3,6 +3,7 @@ carrying the server's message (never a urllib traceback)."""
 
 import http.client
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,8 @@ from .errors import (
 
 USER_AGENT = "berth-python/0.1.0"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# How long a busy server (429: its queues are full, nothing was recorded) is asked again.
+BUSY_RETRY_SECONDS = 60
 
 
 def _server_message(status: int, text: str, reason: str) -> Tuple[str, Optional[str]]:
@@ -31,6 +34,18 @@ def _server_message(status: int, text: str, reason: str) -> Tuple[str, Optional[
         return str(error["message"]), error.get("code")
     except (ValueError, KeyError, TypeError, AttributeError):
         return text.strip() or "HTTP %d %s" % (status, reason), None
+
+
+class _Busy(Exception):
+    """A 429: the error to raise if asking again does not help, and how long to wait."""
+
+    def __init__(self, error: BerthError, retry_after: Optional[str]):
+        super().__init__(str(error))
+        self.error = error
+        try:
+            self.retry_after = min(max(float(retry_after or 1), 0.1), 10.0)
+        except ValueError:
+            self.retry_after = 1.0
 
 
 def _error_for(status: int, message: str, code: Optional[str], cfg: _config.Config) -> BerthError:
@@ -84,6 +99,17 @@ class Client:
         return self._send(req, timeout)
 
     def _send(self, req: urllib.request.Request, timeout: float):
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        while True:
+            try:
+                return self._send_once(req, timeout)
+            except _Busy as busy:
+                # Only a body held in memory can be sent again.
+                if time.monotonic() >= deadline or not isinstance(req.data, (bytes, type(None))):
+                    raise busy.error from None
+                time.sleep(busy.retry_after)
+
+    def _send_once(self, req: urllib.request.Request, timeout: float):
         try:
             return self._opener.open(req, timeout=timeout)
         except urllib.error.HTTPError as e:
@@ -92,7 +118,10 @@ class Client:
             except (OSError, http.client.HTTPException):
                 text = ""
             message, code = _server_message(e.code, text, str(e.reason))
-            raise _error_for(e.code, message, code, self.config) from None
+            error = _error_for(e.code, message, code, self.config)
+            if e.code == 429:
+                raise _Busy(error, e.headers.get("Retry-After")) from None
+            raise error from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             raise self._unreachable(e) from None
 

@@ -10,7 +10,7 @@ from berth import (AuthError, BerthError, ConfigError, InvalidArgument, NotFound
                    ServerError, ServerUnreachable)
 from berth import config
 from berth.client import Client
-from tests.fake_server import ServerCase
+from tests.fake_server import ServerCase, container, in_turn
 
 
 def error(code, message):
@@ -32,6 +32,23 @@ class ErrorTests(ServerCase):
         e = self.raised(InvalidArgument, Pod(cpu=100).create)
         self.assertEqual(str(e), "cpu: 100 cores is too many")
         self.assertEqual((e.status, e.code), (400, "invalid_argument"))
+
+    def test_a_busy_server_is_asked_again(self):
+        busy = error("too_many_requests", "64 pod starts are already queued on this server")
+        self.server.on_call("POST", "/v1/containers", in_turn(
+            (429, busy), (202, container(status="RUNNING", started_at=2))))
+        with mock.patch("berth.client.time.sleep") as slept:
+            self.run_quietly(Pod().create)
+        self.assertEqual(len(self.server.bodies("POST", "/v1/containers")), 2)
+        slept.assert_called_once_with(1.0)
+
+    def test_a_server_busy_past_the_retry_limit_is_an_error(self):
+        busy = error("too_many_requests", "64 pod starts are already queued on this server")
+        self.server.on("POST", "/v1/containers", 429, busy)
+        with mock.patch("berth.client.BUSY_RETRY_SECONDS", 0):
+            e = self.raised(BerthError, Pod().create)
+        self.assertEqual((e.status, e.code), (429, "too_many_requests"))
+        self.assertIn("already queued", str(e))
 
     def test_a_401_names_the_token_and_the_profile(self):
         self.server.on("POST", "/v1/containers", 401, error("unauthenticated", "the bearer token is not valid"))

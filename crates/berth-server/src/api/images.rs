@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use berth_api::{ApiError, BuildEvent, ImageList, ImageSpec, PruneResult};
+use berth_api::{ApiError, BuildEvent, ErrorCode, ImageList, ImageSpec, PruneResult};
 use futures_util::StreamExt;
 
 use super::response::{body_response, parse_body, Failure};
@@ -45,6 +45,15 @@ pub async fn build<N: Node>(
     if let Some(target) = &query.push {
         berth_image::parse_reference(target).map_err(|e| Failure(ApiError::invalid("push", e)))?;
     }
+    let slot = state.images.build_slot().map_err(|limit| {
+        Failure(ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{limit} image builds are already running on this server \
+                 (--max-pending-builds); retry in a moment"
+            ),
+        ))
+    })?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<BuildEvent>();
     let cancelled = Arc::new(AtomicBool::new(false));
 
@@ -66,7 +75,9 @@ pub async fn build<N: Node>(
             spec,
             push: query.push,
         };
-        let last = match state.images.build(req, log, cancelled).await {
+        let built = state.images.build(req, log, cancelled).await;
+        drop(slot);
+        let last = match built {
             Ok(built) => BuildEvent::Done {
                 image: built.reference,
                 cached: built.cached,

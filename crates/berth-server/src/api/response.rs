@@ -22,6 +22,9 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.error.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (status, [(header::RETRY_AFTER, "1")], Json(self.0)).into_response();
+        }
         (status, Json(self.0)).into_response()
     }
 }
@@ -36,6 +39,7 @@ impl From<LifecycleError> for Failure {
             }
             LifecycleError::Node(node) => node_error_code(node),
             LifecycleError::Store(_) => ErrorCode::Internal,
+            LifecycleError::Busy { .. } => ErrorCode::TooManyRequests,
         };
         Failure(ApiError::new(code, e.to_string()))
     }
@@ -94,4 +98,22 @@ pub fn body_response(status: StatusCode, content_type: &'static str, body: Body)
         .header(header::CONTENT_TYPE, content_type)
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod busy_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_429_with_retry_after() {
+        let response = Failure::from(LifecycleError::Busy { limit: 3 }).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+    }
 }
