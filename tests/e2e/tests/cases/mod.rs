@@ -7,6 +7,7 @@ mod certs;
 mod cli;
 mod conda;
 mod deployments;
+mod disk_full;
 mod dockerfile;
 mod docs;
 mod files;
@@ -199,6 +200,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "restart::hot_restart_drops_nothing",
             run: restart::hot_restart_drops_nothing,
+        },
+        Case {
+            name: "disk_full::pull_and_create_on_a_full_disk_fail_cleanly",
+            run: disk_full::pull_and_create_on_a_full_disk_fail_cleanly,
         },
         Case {
             name: "registry_faults::broken_and_corrupt_blobs_fail_clearly",

@@ -1,7 +1,6 @@
 //! A registry that misbehaves mid-pull: each fault fails that create clearly, leaves no
 //! partial blob or layer in the store, and a retry fetches only what was not verified yet.
 
-use std::path::Path;
 use std::time::Duration;
 
 use berth_api::ContainerStatus;
@@ -10,9 +9,9 @@ use serde_json::json;
 use crate::common::client::Api;
 use crate::common::fault_proxy::{Fault, FaultProxy};
 use crate::common::harness::{own_server_dir, stop_leftovers, Env};
-use crate::common::images::busybox_with_page;
+use crate::common::images::{busybox_with_page, no_partial_files};
 use crate::common::server::{PodNetwork, Server};
-use crate::common::{indent, Res};
+use crate::common::Res;
 use crate::ensure;
 
 const NETWORK: PodNetwork = PodNetwork {
@@ -146,27 +145,4 @@ fn failed_create(api: &Api, image: &str) -> Res<String> {
         ended.reason
     );
     Ok(ended.reason.unwrap_or_default())
-}
-
-/// The image store holds no temporary files and no layer half unpacked.
-fn no_partial_files(store: &Path) -> Res<()> {
-    let mut left = Vec::new();
-    for dir in ["tmp", "layers"] {
-        if let Ok(entries) = std::fs::read_dir(store.join(dir)) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                // Finished layers are named by their digest's hex alone.
-                let finished = dir == "layers" && name.len() == 64 && !name.contains('.');
-                if !finished {
-                    left.push(format!("{dir}/{name}"));
-                }
-            }
-        }
-    }
-    ensure!(
-        left.is_empty(),
-        "a failed pull left partial files in the image store:\n{}",
-        indent(&left.join("\n"))
-    );
-    Ok(())
 }

@@ -57,7 +57,9 @@ fn adopt_after_kill(env: &Env, server: &Server, api: &Api) -> Res<()> {
     api.wait_logged(id, &before_kill)?;
 
     server.kill()?;
+    let restarting = std::time::Instant::now();
     server.restart()?;
+    let serving = restarting.elapsed();
 
     // The same container, still RUNNING, started when it was: adopted, not replaced.
     let after = api.get(id)?;
@@ -91,6 +93,11 @@ fn adopt_after_kill(env: &Env, server: &Server, api: &Api) -> Res<()> {
     // Its URL answers through the new server's ingress, from the same container.
     let after_restart = format!("/after-restart-{}", random_hex(4));
     let body = pod.wait_http_ok(8080, &after_restart)?;
+    eprintln!(
+        "restart: after kill -9 the new server answered its API {serving:?} after its start, \
+         the pod {:?} after it",
+        restarting.elapsed()
+    );
     ensure!(
         body.contains(&format!("BERTH_CONTAINER_ID={id}\n")),
         "after the restart {} was answered by another container: {body:?}",

@@ -671,3 +671,26 @@ impl TestImages {
         paths
     }
 }
+
+/// Checks that the server's image store `store` holds no temporary files and no layer half
+/// unpacked (finished layers are named by their digest's hex alone).
+pub fn no_partial_files(store: &Path) -> Res<()> {
+    let mut left = Vec::new();
+    for dir in ["tmp", "layers"] {
+        if let Ok(entries) = std::fs::read_dir(store.join(dir)) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if dir == "tmp" || name.contains('.') {
+                    left.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+    }
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "a failed pull left partial files in the image store:\n{}",
+        super::indent(&left.join("\n"))
+    ))
+}
