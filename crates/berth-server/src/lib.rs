@@ -165,6 +165,8 @@ pub struct ServerConfig {
     pub relaunch: Option<Relaunch>,
     /// A container's log rotates to `container.log.1` past this size.
     pub container_log_max_bytes: u64,
+    /// How long an ended container's log is kept; `None` keeps it for ever.
+    pub log_retention: Option<Duration>,
     /// Pod starts in flight (create to RUNNING, pulls included) past which creates get 429.
     pub max_pending_starts: usize,
     /// Image builds in flight past which builds get 429.
@@ -231,6 +233,7 @@ pub async fn run(
         init_binary: find_init(config.init_binary.as_deref())?,
         warm_networks: config.warm_networks,
         log_max_bytes: config.container_log_max_bytes,
+        log_retention: config.log_retention,
     })?;
     if !config.seccomp {
         tracing::warn!(

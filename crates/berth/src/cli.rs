@@ -152,6 +152,10 @@ pub struct ServerArgs {
     /// before), so each pod keeps at most twice this on disk.
     #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1048576))]
     pub container_log_max_mib: u64,
+    /// Hours an ended container's log is kept (readable with `berth container logs`) before
+    /// it is removed; 0 keeps logs for ever.
+    #[arg(long, default_value_t = 168, value_name = "HOURS", value_parser = clap::value_parser!(u64).range(0..=876000))]
+    pub log_retention_hours: u64,
     /// Pod starts in flight (from create to RUNNING, pulls included) past which creates are
     /// refused with 429 and Retry-After, so a burst cannot queue without bound.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100000))]

@@ -67,6 +67,8 @@ pub struct LocalNodeConfig {
     pub warm_networks: usize,
     /// A container's log rotates past this size (`--container-log-max-mib`).
     pub log_max_bytes: u64,
+    /// How long an ended container's log is kept; `None` keeps it for ever.
+    pub log_retention: Option<std::time::Duration>,
 }
 
 pub struct LocalNode {
@@ -128,6 +130,9 @@ impl LocalNode {
         });
         node.watch_surviving_shims();
         node.sandboxes.start_warming()?;
+        if let Some(retention) = config.log_retention {
+            node.sweep_ended_logs(retention);
+        }
         Ok(node)
     }
 
@@ -146,6 +151,33 @@ impl LocalNode {
                 self.watcher.watch(&id, files);
             }
         }
+    }
+
+    /// Removes ended containers' logs past `retention`, a minute after start and then every
+    /// hour, for as long as the runtime runs.
+    fn sweep_ended_logs(&self, retention: std::time::Duration) {
+        let dir = self.sandboxes.containers_dir().to_path_buf();
+        tokio::spawn(async move {
+            // Not at once: recovery reads the exit records of pods that ended while the
+            // server was down.
+            let first = tokio::time::Instant::now() + super::retention::FIRST_SWEEP;
+            let mut every = tokio::time::interval_at(first, super::retention::SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                let dir = dir.clone();
+                let now = std::time::SystemTime::now();
+                let removed = tokio::task::spawn_blocking(move || {
+                    super::retention::prune_ended(&dir, retention, now)
+                })
+                .await
+                .unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(
+                        "removed the logs of {removed} containers ended over {retention:?} ago"
+                    );
+                }
+            }
+        });
     }
 
     /// On a clean shutdown with no pod left: see [`Sandboxes::release_host_resources`].

@@ -13,6 +13,7 @@ mod files;
 mod id_ranges;
 mod local;
 mod logs;
+mod retention;
 mod runtimes;
 mod sandboxes;
 mod tty;

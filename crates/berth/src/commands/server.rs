@@ -74,6 +74,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         upgrade_drain: Duration::from_secs(args.upgrade_drain),
         relaunch: Some(relaunch),
         container_log_max_bytes: args.container_log_max_mib.saturating_mul(1024 * 1024),
+        log_retention: (args.log_retention_hours > 0)
+            .then(|| Duration::from_secs(args.log_retention_hours.saturating_mul(3600))),
         max_pending_starts: usize::try_from(args.max_pending_starts).unwrap_or(usize::MAX),
         max_pending_builds: usize::try_from(args.max_pending_builds).unwrap_or(usize::MAX),
     };
