@@ -175,18 +175,8 @@ pub struct ServerArgs {
     /// create skips making one; 0 makes each on its create's path.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub warm_networks: u16,
-    /// IPv4 subnet for pod addresses.
-    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V4)]
-    pub pod_subnet_v4: ipnet::Ipv4Net,
-    /// IPv6 subnet for pod addresses; "none" for IPv4 only.
-    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V6)]
-    pub pod_subnet_v6: String,
-    /// Name of the bridge that connects pods to the host.
-    #[arg(long, default_value = berth_net::DEFAULT_BRIDGE)]
-    pub bridge: String,
-    /// Directory of the CNI plugin binaries.
-    #[arg(long, default_value = "/usr/lib/cni")]
-    pub cni_bin_dir: PathBuf,
+    #[command(flatten)]
+    pub network: PodNetworkArgs,
     /// CA bundle that build steps trust (for pip and curl behind a TLS-intercepting proxy);
     /// never baked into images. "none" leaves images with their own CAs.
     #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
@@ -211,21 +201,51 @@ pub struct CaArgs {
     pub state_dir: PathBuf,
 }
 
+/// The pod network flags, shared by `server` and `doctor` (which checks them).
+#[derive(Args)]
+pub struct PodNetworkArgs {
+    /// IPv4 subnet for pod addresses.
+    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V4)]
+    pub pod_subnet_v4: ipnet::Ipv4Net,
+    /// IPv6 subnet for pod addresses; "none" for IPv4 only.
+    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V6)]
+    pub pod_subnet_v6: String,
+    /// Name of the bridge that connects pods to the host.
+    #[arg(long, default_value = berth_net::DEFAULT_BRIDGE)]
+    pub bridge: String,
+    /// Directory of the CNI plugin binaries.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_bin_dir: PathBuf,
+}
+
+impl PodNetworkArgs {
+    /// The network configuration these flags give, with `state_dir` for its own state.
+    pub fn config(&self, state_dir: PathBuf) -> anyhow::Result<berth_net::NetConfig> {
+        let subnet_v6 =
+            match self.pod_subnet_v6.as_str() {
+                "none" | "" => None,
+                text => Some(text.parse().map_err(|_| {
+                    anyhow::anyhow!("--pod-subnet-v6 {text:?} is not an IPv6 subnet")
+                })?),
+            };
+        Ok(berth_net::NetConfig {
+            bridge: self.bridge.clone(),
+            subnet_v4: self.pod_subnet_v4,
+            subnet_v6,
+            cni_bin_dir: self.cni_bin_dir.clone(),
+            state_dir,
+        })
+    }
+}
+
 #[derive(Args)]
 pub struct DoctorArgs {
     /// The state directory the server uses (its free disk is checked).
     #[arg(long, default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,
-    /// Where the CNI plugins are, as given to the server.
-    #[arg(long, default_value = "/usr/lib/cni")]
-    pub cni_bin_dir: PathBuf,
-    /// The pod subnets and bridge the server is given, checked against the host's routes.
-    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V4)]
-    pub pod_subnet_v4: ipnet::Ipv4Net,
-    #[arg(long, default_value = berth_net::DEFAULT_SUBNET_V6)]
-    pub pod_subnet_v6: String,
-    #[arg(long, default_value = berth_net::DEFAULT_BRIDGE)]
-    pub bridge: String,
+    /// The server's pod network flags: the CNI plugins and subnets are checked.
+    #[command(flatten)]
+    pub network: PodNetworkArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

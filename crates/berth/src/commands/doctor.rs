@@ -51,7 +51,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         root(),
         runtime("runc", "runc", true),
         runtime("gVisor", "runsc", false),
-        cni_plugins(&args.cni_bin_dir),
+        cni_plugins(&args.network.cni_bin_dir),
         cgroups(Path::new("/sys/fs/cgroup")),
         overlayfs(),
         iptables("iptables"),
@@ -227,24 +227,9 @@ fn iptables(program: &'static str) -> Check {
 }
 
 fn subnets(args: &DoctorArgs) -> Check {
-    let subnet_v6 = match args.pod_subnet_v6.as_str() {
-        "none" | "" => None,
-        text => match text.parse() {
-            Ok(net) => Some(net),
-            Err(_) => {
-                return Check::fail(
-                    "pod subnets",
-                    format!("--pod-subnet-v6 {text:?} is not an IPv6 subnet"),
-                )
-            }
-        },
-    };
-    let config = berth_net::NetConfig {
-        bridge: args.bridge.clone(),
-        subnet_v4: args.pod_subnet_v4,
-        subnet_v6,
-        cni_bin_dir: args.cni_bin_dir.clone(),
-        state_dir: PathBuf::new(),
+    let config = match args.network.config(PathBuf::new()) {
+        Ok(config) => config,
+        Err(e) => return Check::fail("pod subnets", e.to_string()),
     };
     let subnets = std::iter::once(config.subnet_v4.to_string())
         .chain(config.subnet_v6.map(|s| s.to_string()))

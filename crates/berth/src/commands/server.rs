@@ -12,13 +12,8 @@ use berth_server::{Relaunch, ServerConfig, Stop, TlsConfig, TlsSource};
 use crate::cli::{RuntimeArg, ServerArgs};
 
 pub async fn run(args: ServerArgs) -> Result<()> {
-    let subnet_v6 = match args.pod_subnet_v6.as_str() {
-        "none" | "" => None,
-        text => Some(
-            text.parse()
-                .with_context(|| format!("--pod-subnet-v6 {text:?} is not an IPv6 subnet"))?,
-        ),
-    };
+    // The server keeps the network's state under its own state directory.
+    let network = args.network.config(std::path::PathBuf::new())?;
     let tls = tls_config(&args);
     let berth_exe = std::env::current_exe().context("locating the berth binary")?;
     // A hot restart runs the binary now at this path, so an upgrade installed over it.
@@ -43,10 +38,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         init_binary: args.init_binary,
         seccomp: !args.unsafe_no_seccomp,
         warm_networks: args.warm_networks.into(),
-        subnet_v4: args.pod_subnet_v4,
-        subnet_v6,
-        bridge: args.bridge,
-        cni_bin_dir: args.cni_bin_dir,
+        subnet_v4: network.subnet_v4,
+        subnet_v6: network.subnet_v6,
+        bridge: network.bridge,
+        cni_bin_dir: network.cni_bin_dir,
         shim_exe: shim_binary(&berth_exe)?,
         berth_exe,
         profile_path: berth_api::default_profile_path(),

@@ -6,12 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_api::ContainerStatus;
 use serde_json::json;
 
 use super::testapp_spec;
 use crate::common::client::Api;
-use crate::common::harness::{own_server_dir, stop_leftovers, Env};
+use crate::common::harness::{finish_own_server, own_server_dir, Env};
 use crate::common::images::{no_partial_files, Image, LayerBuilder};
 use crate::common::server::{state_dir_in, PodNetwork, Server};
 use crate::common::{command_output, indent, Res};
@@ -27,6 +26,7 @@ const NETWORK: PodNetwork = PodNetwork {
 const FS_MIB: u64 = 96;
 /// A layer of random (incompressible) bytes that cannot fit twice (blob and unpacked).
 const BIG_LAYER_MIB: usize = 64;
+const FAIL_WITHIN: Duration = Duration::from_secs(120);
 
 pub fn pull_and_create_on_a_full_disk_fail_cleanly(env: &Env) -> Res<()> {
     let dir = own_server_dir(env, &NETWORK, "diskfull")?;
@@ -36,13 +36,7 @@ pub fn pull_and_create_on_a_full_disk_fail_cleanly(env: &Env) -> Res<()> {
     let outcome = Server::start_with(&dir, &env.registry.host(), NETWORK).and_then(|server| {
         let api = Api::new(&server)?;
         let outcome = full_disk(env, &server, &api);
-        let stopped = stop_leftovers(&api).map(|_| ());
-        let exited = server.stop();
-        let _ = command_output("ip", &["link", "del", NETWORK.bridge]);
-        match (outcome, stopped.and(exited)) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(e), _) | (Ok(()), Err(e)) => Err(server.with_log(e)),
-        }
+        finish_own_server(&server, &api, &NETWORK, outcome)
     });
     let unmounted = command_output("umount", &[&state.to_string_lossy()]).map(|_| ());
     let _ = std::fs::remove_file(&image_file);
@@ -77,7 +71,7 @@ fn full_disk(env: &Env, server: &Server, api: &Api) -> Res<()> {
     // A pull that does not fit.
     env.registry.push("too-big", "latest", &big_image()?)?;
     let big = format!("{}/too-big:latest", env.registry.host());
-    let reason = failed(api, json!({"image": big, "ports": [8080]}))?;
+    let reason = api.create_failing(&json!({"image": big, "ports": [8080]}), FAIL_WITHIN)?;
     ensure!(
         reason.contains("No space left on device"),
         "a pull that fills the disk should say so; the reason is: {reason}"
@@ -96,7 +90,7 @@ fn full_disk(env: &Env, server: &Server, api: &Api) -> Res<()> {
     let filler = server.state_dir.join("filler");
     fill(&filler)?;
     let spec = json!({"image": env.images.zstd, "ports": [8080]});
-    let reason = failed(api, spec.clone());
+    let reason = api.create_failing(&spec, FAIL_WITHIN);
     let listed = api.list(true);
     let _ = std::fs::remove_file(&filler);
     let reason = reason?;
@@ -123,19 +117,6 @@ fn full_disk(env: &Env, server: &Server, api: &Api) -> Res<()> {
     api.wait_running(&pod.id)?;
     pod.wait_http_ok(8080, "/")?;
     Ok(())
-}
-
-/// Creates a pod from `spec` and returns why it failed (it must fail).
-fn failed(api: &Api, spec: serde_json::Value) -> Res<String> {
-    let created = api.create(&spec)?;
-    let ended = api.wait_terminal(&created.id, Duration::from_secs(120))?;
-    ensure!(
-        ended.status == ContainerStatus::Failed,
-        "a pod that cannot fit is {}, expected FAILED: {:?}",
-        ended.status,
-        ended.reason
-    );
-    Ok(ended.reason.unwrap_or_default())
 }
 
 /// Writes `path` until the filesystem is full.

@@ -145,7 +145,7 @@ const ROTATION_NETWORK: crate::common::server::PodNetwork = crate::common::serve
 /// stopped and after the server restarted.
 pub fn logs_rotate_by_size(env: &Env) -> Res<()> {
     use crate::common::client::Api;
-    use crate::common::harness::{own_server_dir, stop_leftovers};
+    use crate::common::harness::{finish_own_server, own_server_dir};
     use crate::common::server::Server;
 
     let dir = own_server_dir(env, &ROTATION_NETWORK, "logs")?;
@@ -157,13 +157,7 @@ pub fn logs_rotate_by_size(env: &Env) -> Res<()> {
     )?;
     let api = Api::new(&server)?;
     let outcome = rotation(env, &server, &api);
-    let stopped = stop_leftovers(&api).map(|_| ());
-    let exited = server.stop();
-    let _ = crate::common::command_output("ip", &["link", "del", ROTATION_NETWORK.bridge]);
-    match (outcome, stopped.and(exited)) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), _) | (Ok(()), Err(e)) => Err(server.with_log(e)),
-    }
+    finish_own_server(&server, &api, &ROTATION_NETWORK, outcome)
 }
 
 const ROTATION_LINES: usize = 40_000;

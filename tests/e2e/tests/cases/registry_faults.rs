@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use berth_api::ContainerStatus;
 use serde_json::json;
 
 use crate::common::client::Api;
 use crate::common::fault_proxy::{Fault, FaultProxy};
-use crate::common::harness::{own_server_dir, stop_leftovers, Env};
+use crate::common::harness::{finish_own_server, own_server_dir, Env};
 use crate::common::images::{busybox_with_page, no_partial_files};
 use crate::common::server::{PodNetwork, Server};
 use crate::common::Res;
@@ -37,13 +36,7 @@ pub fn broken_and_corrupt_blobs_fail_clearly(env: &Env) -> Res<()> {
     )?;
     let api = Api::new(&server)?;
     let outcome = faults(env, &server, &api, &cut, &corrupt);
-    let stopped = stop_leftovers(&api).map(|_| ());
-    let exited = server.stop();
-    let _ = crate::common::command_output("ip", &["link", "del", NETWORK.bridge]);
-    match (outcome, stopped.and(exited)) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), _) | (Ok(()), Err(e)) => Err(server.with_log(e)),
-    }
+    finish_own_server(&server, &api, &NETWORK, outcome)
 }
 
 fn faults(
@@ -59,7 +52,10 @@ fn faults(
     env.registry
         .push("faulty-corrupt", "latest", &busybox_with_page("corrupt")?)?;
     let image = format!("{}/faulty-corrupt:latest", corrupt.host());
-    let reason = failed_create(api, &image)?;
+    let reason = api.create_failing(
+        &json!({"image": image, "ports": [8080]}),
+        Duration::from_secs(60),
+    )?;
     ensure!(
         reason.contains("arrived with digest"),
         "a corrupt layer from {image} should fail on its digest; the reason is: {reason}"
@@ -83,7 +79,10 @@ fn faults(
         .map(|l| format!("/v2/faulty-cut/blobs/{}", l.digest))
         .collect();
     let image = format!("{}/faulty-cut:latest", cut.host());
-    let reason = failed_create(api, &image)?;
+    let reason = api.create_failing(
+        &json!({"image": image, "ports": [8080]}),
+        Duration::from_secs(60),
+    )?;
     ensure!(
         reason.contains("broke"),
         "a layer download cut halfway from {image} should say it broke; the reason is: {reason}"
@@ -132,17 +131,4 @@ fn faults(
          first attempt: {before:?}\nretry: {again:?}"
     );
     Ok(())
-}
-
-/// Creates a pod from `image`, waits for it to end, and returns why it failed.
-fn failed_create(api: &Api, image: &str) -> Res<String> {
-    let created = api.create(&json!({"image": image, "ports": [8080]}))?;
-    let ended = api.wait_terminal(&created.id, Duration::from_secs(60))?;
-    ensure!(
-        ended.status == ContainerStatus::Failed,
-        "a pod from {image} is {}, expected FAILED: {:?}",
-        ended.status,
-        ended.reason
-    );
-    Ok(ended.reason.unwrap_or_default())
 }

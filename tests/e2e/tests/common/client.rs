@@ -306,6 +306,19 @@ impl Api {
         })
     }
 
+    /// Creates a pod from `spec` that must fail within `timeout`; returns why it failed.
+    pub fn create_failing(&self, spec: &Value, timeout: Duration) -> Res<String> {
+        let created = self.create(spec)?;
+        let ended = self.wait_terminal(&created.id, timeout)?;
+        if ended.status != ContainerStatus::Failed {
+            return Err(format!(
+                "a pod from {} is {}, expected FAILED: {:?}",
+                ended.image, ended.status, ended.reason
+            ));
+        }
+        Ok(ended.reason.unwrap_or_default())
+    }
+
     pub fn wait_terminal(&self, id: &str, timeout: Duration) -> Res<Container> {
         self.wait_for(id, "in a terminal state", timeout, |c| {
             c.status.is_terminal()

@@ -225,6 +225,25 @@ pub fn own_server_dir(env: &Env, network: &server::PodNetwork, purpose: &str) ->
     Ok(dir)
 }
 
+/// After a test on a server of its own: stops its pods and the server, deletes its bridge,
+/// and returns the test's outcome, or the cleanup's failure, with the server's log.
+pub fn finish_own_server(
+    server: &Server,
+    api: &Api,
+    network: &server::PodNetwork,
+    outcome: Res<()>,
+) -> Res<()> {
+    let stopped = stop_leftovers(api).map(|_| ());
+    let exited = server.stop();
+    if link_exists(network.bridge) {
+        let _ = command_output("ip", &["link", "del", network.bridge]);
+    }
+    match (outcome, stopped.and(exited)) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), _) | (Ok(()), Err(e)) => Err(server.with_log(e)),
+    }
+}
+
 /// Whether the network interface `name` exists.
 pub fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
