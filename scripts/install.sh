@@ -33,6 +33,7 @@ packages=(
     chromium chromium-driver        # the browser test of a notebook over HTTPS
     pebble openssl                  # ACME test server, and test certificates
     tmux                            # the test of berth shell on a real terminal
+    wrk                             # load through the ingress (the suite's load test, bench/)
     buildah                         # Dockerfile builds (run by the server, each RUN in runc)
     curl jq
 )
@@ -40,7 +41,7 @@ if [ "$mode" = "--bench-deps" ]; then
     packages+=(
         podman                      # the peer engine of bench/create.sh, pull.sh, density.sh
         nginx-light caddy           # the peer proxies of bench/ingress.sh
-        wrk nghttp2-client          # load generators (HTTP/1.1; h2load for HTTP/2)
+        nghttp2-client              # h2load, the HTTP/2 load generator
     )
 fi
 missing=()

@@ -2,9 +2,10 @@
 //! registry and real images, driven through the HTTP API, the CLI and the ingress.
 //!
 //! Needs root. Setup runs once (registry, images, server), then every test runs (in parallel,
-//! `--test-threads` to change), then the `teardown_and_leak_check` trial stops everything and
-//! compares host state (namespaces, mounts, veths, iptables, shims, cgroups) with a snapshot
-//! taken before setup.
+//! `--test-threads` to change; the soak and load tests alone, after the others, since they
+//! measure the host), then the `teardown_and_leak_check` trial stops everything and compares
+//! host state (namespaces, mounts, veths, iptables, shims, cgroups) with a snapshot taken
+//! before setup.
 //!
 //! Environment: `BERTH_BIN` (default `target/debug/berth`), `BERTH_E2E_KEEP=1` keeps the
 //! whole temporary directory (server log, state, image stores) even when everything passes.
@@ -14,7 +15,7 @@ mod cases;
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -68,7 +69,10 @@ fn main() {
             .and_then(|v| v.parse().ok());
         args.test_threads = Some(from_env.unwrap_or(DEFAULT_THREADS));
     }
-    let cases = cases::all();
+    let shared_cases = cases::all();
+    let exclusive_cases = cases::exclusive();
+    let exclusive_from = shared_cases.len();
+    let cases: Vec<cases::Case> = shared_cases.into_iter().chain(exclusive_cases).collect();
 
     // Which trials will run decides whether setup is needed at all.
     let selected = cases
@@ -98,11 +102,20 @@ fn main() {
     }
 
     let progress = Arc::new(Progress::default());
+    // Tests share the host under a read lock; an exclusive one takes the write lock. Those
+    // come last in the list, so when one waits for the lock no other test is still to start.
+    let host = Arc::new(RwLock::new(()));
     let mut trials = Vec::new();
-    for case in cases {
-        let (env, progress) = (Arc::clone(&env), Arc::clone(&progress));
+    for (index, case) in cases.into_iter().enumerate() {
+        let (env, progress, host) = (Arc::clone(&env), Arc::clone(&progress), Arc::clone(&host));
+        let exclusive = index >= exclusive_from;
         trials.push(Trial::test(case.name, move || {
             let _finished = Finished(Arc::clone(&progress));
+            let (_shared, _alone) = if exclusive {
+                (None, Some(host.write().unwrap_or_else(|p| p.into_inner())))
+            } else {
+                (Some(host.read().unwrap_or_else(|p| p.into_inner())), None)
+            };
             let result = match env.as_ref() {
                 Ok(env) => (case.run)(env),
                 Err(e) => Err(format!(

@@ -12,6 +12,7 @@ use berth_server::{Relaunch, ServerConfig, Stop, TlsConfig, TlsSource};
 use crate::cli::{RuntimeArg, ServerArgs};
 
 pub async fn run(args: ServerArgs) -> Result<()> {
+    raise_open_files_limit();
     // The server keeps the network's state under its own state directory.
     let network = args.network.config(std::path::PathBuf::new())?;
     let tls = tls_config(&args);
@@ -125,6 +126,22 @@ fn tls_config(args: &ServerArgs) -> Option<TlsConfig> {
 }
 
 /// `berth-shim`, installed beside `berth` (scripts/install.sh, or `cargo build --bins`).
+/// Each proxied connection holds two descriptors (the client's and the pod's), so the usual
+/// soft limit of 1024 would cap the ingress near 500 connections. The hard limit is what the
+/// operator allows; take all of it, as nginx's `worker_rlimit_nofile` and Go programs do.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("raising the open-files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the open-files limit: {e}"),
+    }
+}
+
 fn shim_binary(berth_exe: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let shim = berth_exe.with_file_name("berth-shim");
     anyhow::ensure!(

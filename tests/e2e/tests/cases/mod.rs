@@ -24,6 +24,7 @@ mod pod_data;
 mod process;
 mod registry_faults;
 mod restart;
+mod soak;
 mod startup;
 mod terminal;
 mod tls;
@@ -484,6 +485,21 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "api::unknown_container",
             run: api::unknown_container,
+        },
+    ]
+}
+
+/// Tests that run alone, after all the others: they count host state and the server's memory,
+/// which other tests' pods would disturb, and load both cores.
+pub fn exclusive() -> Vec<Case> {
+    vec![
+        Case {
+            name: "soak::pods_in_waves_leave_nothing",
+            run: soak::pods_in_waves_leave_nothing,
+        },
+        Case {
+            name: "soak::idle_connections_and_wrk",
+            run: soak::idle_connections_and_wrk,
         },
     ]
 }

@@ -61,6 +61,24 @@ impl Snapshot {
         leaks
     }
 
+    /// How many items of each kind, for tests that watch totals rise and fall.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        self.items.iter().map(|(k, v)| (*k, v.len())).collect()
+    }
+
+    /// Snapshots until two taken a second apart agree (a server refilling its warm networks
+    /// has finished), for up to `limit`; the last one taken.
+    pub fn settled(scope: &Path, limit: Duration) -> Snapshot {
+        let mut last = Snapshot::take(scope);
+        let _ = poll(limit, Duration::from_secs(1), || {
+            let now = Snapshot::take(scope);
+            let same = now.items == last.items;
+            last = now;
+            same.then_some(())
+        });
+        last
+    }
+
     /// The probes that failed, as "kind: error" lines.
     pub fn errors(&self) -> &[String] {
         &self.errors

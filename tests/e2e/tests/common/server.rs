@@ -71,6 +71,33 @@ pub fn berth_bin() -> Res<PathBuf> {
         .with_ctx(|| format!("canonicalize {}", path.display()))
 }
 
+/// What a process holds: resident memory (VmRSS) and open file descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessUsage {
+    pub rss_kib: u64,
+    pub fds: usize,
+}
+
+impl ProcessUsage {
+    pub fn of(pid: u32) -> Res<ProcessUsage> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_ctx(|| format!("read /proc/{pid}/status"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))?;
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .with_ctx(|| format!("list /proc/{pid}/fd"))?
+            .count();
+        Ok(ProcessUsage { rss_kib, fds })
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        self.rss_kib as f64 / 1024.0
+    }
+}
+
 pub struct Server {
     pub bin: PathBuf,
     pub api: SocketAddr,
@@ -282,6 +309,12 @@ impl Server {
         }
         let guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().map(Child::id)
+    }
+
+    /// The server process's resident memory and open descriptors now.
+    pub fn usage(&self) -> Res<ProcessUsage> {
+        let pid = self.pid().ok_or("the server is not running")?;
+        ProcessUsage::of(pid)
     }
 
     /// Whether the server process is still running.
