@@ -4,7 +4,7 @@
 # ratio against a peer measured in the same run. The output also goes to
 # target/bench/<date>.txt, the record docs/performance.md is made from.
 #   bench/run.sh              create (starts, floor, cold start), pull, density
-#   bench/run.sh all          the same, then ingress, build and hardening
+#   bench/run.sh all          the same, then ingress, build, hardening and backpressure
 #   bench/run.sh pull ...     only the named ones
 # BENCH_RUNS and each script's own BENCH_* settings pass through. Needs root.
 set -euo pipefail
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "error: run as root (berth manages namespaces, mounts and cgroups)" >&2; exit 1; }
 case "${1:-}" in
     "") benches=(create pull density) ;;
-    all) benches=(create pull density ingress build hardening) ;;
+    all) benches=(create pull density ingress build hardening backpressure) ;;
     *) benches=("$@") ;;
 esac
 for b in "${benches[@]}"; do
