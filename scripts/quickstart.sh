@@ -28,8 +28,11 @@ step "Building the demo image"
 "$here/scripts/demo-image.sh" "$registry/berth-demo:latest"
 
 if ! curl -fsS http://127.0.0.1:7070/healthz >/dev/null 2>&1; then
-    step "Starting berth server (log: /var/log/berth.log)"
-    nohup berth server --state-dir "$state" --insecure-registry "$registry" >/var/log/berth.log 2>&1 &
+    step "Starting berth server (log: /var/log/berth.log, moved to berth.log.1 past 64 MiB)"
+    # The server writes and rotates its own log; stderr only carries a refusal to start
+    # before the log is open, like an unwritable --log-file.
+    nohup berth server --state-dir "$state" --insecure-registry "$registry" \
+        --log-file /var/log/berth.log >>/var/log/berth.log 2>&1 &
     for _ in $(seq 100); do curl -fsS http://127.0.0.1:7070/healthz >/dev/null 2>&1 && break; sleep 0.1; done
     curl -fsS http://127.0.0.1:7070/healthz >/dev/null || { tail -20 /var/log/berth.log; exit 1; }
 fi

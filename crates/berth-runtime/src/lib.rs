@@ -11,6 +11,7 @@ pub mod idmap;
 mod log_pump;
 mod pod_files;
 mod rootfs;
+mod rotating_log;
 pub mod sandbox;
 mod seccomp;
 pub mod shim;
@@ -28,6 +29,7 @@ pub use pod_files::{
     FileEntry, FileKind, Listing, NewFile, OpenedFile, PodFiles, PodFilesError, MAX_LIST_ENTRIES,
 };
 pub use rootfs::{mount_overlay, unmount};
+pub use rotating_log::RotatingLog;
 pub use sandbox::{hostname_for, ProcessPlan, SandboxDir, SandboxPlan};
 pub use spec::{build_spec, write_bundle, BindMount, ResourceLimits, RunSpec};
 pub use user::resolve_user;

@@ -4,13 +4,15 @@
 //! under 1 MiB, which matters at hundreds of pods per host.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+use crate::RotatingLog;
 
 /// An endless line is cut here, so it cannot exhaust the shim's memory.
 const MAX_LINE: usize = 64 * 1024;
@@ -32,55 +34,6 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The container's log, rotated by size: past its limit the file moves to
-/// [`ShimFiles::rotated_log`] (replacing the one before) and a new one starts, so a chatty
-/// pod holds at most twice the limit on disk.
-pub struct LogFile {
-    file: File,
-    path: std::path::PathBuf,
-    rotated: std::path::PathBuf,
-    written: u64,
-    max: u64,
-}
-
-impl LogFile {
-    pub fn new(file: File, files: &crate::ShimFiles, max: u64) -> Self {
-        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Self {
-            file,
-            path: files.log(),
-            rotated: files.rotated_log(),
-            written,
-            max: max.max(1),
-        }
-    }
-
-    fn write(&mut self, line: &[u8]) {
-        if self.written > 0 && self.written + line.len() as u64 > self.max {
-            self.rotate();
-        }
-        if self.file.write_all(line).is_ok() {
-            self.written += line.len() as u64;
-        }
-    }
-
-    /// On failure the log goes on in the same file: losing no line beats the size limit.
-    fn rotate(&mut self) {
-        if std::fs::rename(&self.path, &self.rotated).is_err() {
-            return;
-        }
-        // If the new file cannot be opened, the renamed one is still open: keep writing to it.
-        if let Ok(file) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            self.file = file;
-            self.written = 0;
-        }
-    }
-}
-
 struct Stream {
     name: &'static str,
     pipe: Option<File>,
@@ -97,7 +50,7 @@ impl Stream {
     }
 
     /// Reads what is there; writes out every complete (or over-long) line.
-    fn pump(&mut self, log: &mut LogFile) {
+    fn pump(&mut self, log: &mut RotatingLog) {
         let Some(pipe) = self.pipe.as_mut() else {
             return;
         };
@@ -127,7 +80,7 @@ impl Stream {
     }
 
     /// A last line with no newline.
-    fn flush(&mut self, log: &mut LogFile) {
+    fn flush(&mut self, log: &mut RotatingLog) {
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             write_line(log, self.name, &line);
@@ -135,11 +88,12 @@ impl Stream {
     }
 }
 
-fn write_line(log: &mut LogFile, stream: &str, raw: &[u8]) {
+fn write_line(log: &mut RotatingLog, stream: &str, raw: &[u8]) {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches(['\n', '\r']);
     let line = format!("{} {stream} {text}\n", timestamp());
-    log.write(line.as_bytes());
+    // A full disk loses the line; the container goes on.
+    let _ = log.append(line.as_bytes());
 }
 
 fn timestamp() -> String {
@@ -156,7 +110,7 @@ pub fn run(
     pid: i32,
     stdout: OwnedFd,
     stderr: OwnedFd,
-    mut log: LogFile,
+    mut log: RotatingLog,
     adopted: bool,
 ) -> WaitStatus {
     let mut streams = [Stream::new("stdout", stdout), Stream::new("stderr", stderr)];
@@ -243,6 +197,11 @@ mod tests {
     use super::*;
     use std::process::{Command, Stdio};
 
+    fn container_log(files: &crate::ShimFiles, max: u64) -> RotatingLog {
+        let file = File::create(files.log()).expect("log");
+        RotatingLog::over(file, files.log(), files.rotated_log(), max)
+    }
+
     fn pipe() -> (OwnedFd, OwnedFd) {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe")
     }
@@ -251,7 +210,7 @@ mod tests {
     fn a_log_past_its_limit_is_rotated_keeping_every_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = crate::ShimFiles::new(dir.path());
-        let mut log = LogFile::new(File::create(files.log()).expect("log"), &files, 100);
+        let mut log = container_log(&files, 100);
         for i in 0..10 {
             write_line(&mut log, "stdout", format!("line {i}").as_bytes());
         }
@@ -279,11 +238,7 @@ mod tests {
     fn lines_of_both_streams_land_in_the_log_with_the_exit_status() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log_path = crate::ShimFiles::new(dir.path()).log();
-        let log = LogFile::new(
-            File::create(&log_path).expect("log"),
-            &crate::ShimFiles::new(dir.path()),
-            1 << 30,
-        );
+        let log = container_log(&crate::ShimFiles::new(dir.path()), 1 << 30);
         let ((out_r, out_w), (err_r, err_w)) = (pipe(), pipe());
         let long = "x".repeat(MAX_LINE + 10);
         #[allow(clippy::zombie_processes)]

@@ -215,7 +215,8 @@ pub fn run(config: &ShimConfig) -> i32 {
     report(&format!("{READY_PREFIX}{pid}"));
     silence_stdout();
 
-    let log = crate::log_pump::LogFile::new(log, &files, config.log_max_bytes);
+    // Past --log-max-bytes it moves to container.log.1, so a pod holds at most twice that.
+    let log = crate::RotatingLog::over(log, files.log(), files.rotated_log(), config.log_max_bytes);
     let status = crate::log_pump::run(pid, stdout, stderr, log, true);
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, code) => (code, None),

@@ -235,6 +235,9 @@ pub async fn run(
         log_max_bytes: config.container_log_max_bytes,
         log_retention: config.log_retention,
     })?;
+    // Until the server serves, a failed start (a port in use, a bad TLS file) undoes what
+    // the node made ready, its warm networks and bridge, instead of leaving them behind.
+    let mut unwind = ReleaseOnFailure(Some(node.clone()));
     if !config.seccomp {
         tracing::warn!(
             "runc pods start with no seccomp filter (--unsafe-no-seccomp): never run untrusted code on this server"
@@ -414,6 +417,7 @@ pub async fn run(
             let _ = stopping_tx.send(());
         }
     };
+    unwind.disarm();
     let serving = axum::serve(api_listener, app).with_graceful_shutdown(decide);
     let served = tokio::select! {
         served = serving.into_future() => served,
@@ -527,6 +531,23 @@ async fn next_exit(
                     Err(e) => tracing::error!("hot restart abandoned, still serving: {e}"),
                 }
             }
+        }
+    }
+}
+
+/// Releases the node's host resources when dropped armed: on every early return of a start.
+struct ReleaseOnFailure(Option<Arc<node::LocalNode>>);
+
+impl ReleaseOnFailure {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ReleaseOnFailure {
+    fn drop(&mut self) {
+        if let Some(node) = self.0.take() {
+            node.release_host_resources();
         }
     }
 }

@@ -148,6 +148,14 @@ pub struct ServerArgs {
     /// holds, open websockets included, after the new process took over.
     #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86400))]
     pub upgrade_drain: u64,
+    /// Write the server's own log to FILE (appending) instead of stderr; past --log-max-mib it
+    /// moves to FILE.1, replacing the one before. Without it, stderr (journald rotates it
+    /// under the shipped systemd unit).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// With --log-file: MiB past which the server's log moves to FILE.1.
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1048576))]
+    pub log_max_mib: u64,
     /// A container's log moves to container.log.1 past this many MiB (replacing the one
     /// before), so each pod keeps at most twice this on disk.
     #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1048576))]

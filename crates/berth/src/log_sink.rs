@@ -1,13 +1,17 @@
 //! The server's log writer. The ingress logs a line per request, so a line must cost the
 //! request no more than a copy into memory: lines are appended to a shared buffer and a
-//! writer thread sends the buffer to stderr every [`FLUSH_EVERY`] (sooner once it is large).
+//! writer thread sends the buffer to stderr, or to the `--log-file` (rotated by size), every
+//! [`FLUSH_EVERY`] (sooner once it is large).
 //! A writer that flushes whenever it runs dry (tracing-appender's) wakes a thread and makes
 //! a write syscall for nearly every line under load, which cost the ingress ~15% of its
 //! requests/s. Lines are never dropped: past [`MAX_BUFFERED`] the logging thread writes the
 //! buffer out itself, and the guard writes what is left at exit.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use berth_runtime::RotatingLog;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,10 +23,21 @@ const WAKE_AT: usize = 256 * 1024;
 /// Past this a logging thread writes the buffer itself (the log falls behind: block, not drop).
 const MAX_BUFFERED: usize = 4 * 1024 * 1024;
 
-#[derive(Default)]
 pub struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Where the lines go. Taken after `state` when both are held, never before.
+    output: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Shared {
+    fn new(output: Box<dyn Write + Send>) -> Self {
+        Shared {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            output: Mutex::new(output),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -34,6 +49,10 @@ struct State {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn output(&self) -> MutexGuard<'_, Box<dyn Write + Send>> {
+        self.output.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -49,16 +68,25 @@ pub struct LogGuard {
 
 /// A sink writing to stderr, and the guard that flushes it at exit.
 pub fn stderr() -> (LogSink, LogGuard) {
-    let shared = Arc::new(Shared::default());
+    start(Box::new(io::stderr()))
+}
+
+/// A sink appending to `path`, which moves to `<path>.1` past `max_bytes`.
+pub fn file(path: &Path, max_bytes: u64) -> io::Result<(LogSink, LogGuard)> {
+    Ok(start(Box::new(RotatingLog::open(path, max_bytes)?)))
+}
+
+fn start(output: Box<dyn Write + Send>) -> (LogSink, LogGuard) {
+    let shared = Arc::new(Shared::new(output));
     let writer = shared.clone();
     let thread = std::thread::Builder::new()
         .name("berth-log".into())
-        .spawn(move || write_out(&writer, &mut io::stderr()))
+        .spawn(move || write_out(&writer))
         .ok();
     (LogSink(shared.clone()), LogGuard { shared, thread })
 }
 
-fn write_out(shared: &Shared, out: &mut impl Write) {
+fn write_out(shared: &Shared) {
     let mut spare = Vec::new();
     loop {
         let mut state = shared.lock();
@@ -74,6 +102,7 @@ fn write_out(shared: &Shared, out: &mut impl Write) {
         drop(state);
         if !spare.is_empty() {
             // A log that cannot be written has nowhere to report it.
+            let mut out = shared.output();
             let _ = out.write_all(&spare).and_then(|()| out.flush());
             spare.clear();
         }
@@ -92,7 +121,7 @@ impl Drop for LogGuard {
         }
         // No writer thread (it could not start, or lines came after it ended): write here.
         let rest = std::mem::take(&mut self.shared.lock().buffer);
-        let _ = io::stderr().write_all(&rest);
+        let _ = self.shared.output().write_all(&rest);
     }
 }
 
@@ -108,10 +137,10 @@ impl Write for &Shared {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         let mut state = self.lock();
         if state.buffer.len() + line.len() > MAX_BUFFERED || state.closed {
-            let mut stderr = io::stderr().lock();
-            stderr.write_all(&state.buffer)?;
+            let mut out = self.output();
+            out.write_all(&state.buffer)?;
             state.buffer.clear();
-            stderr.write_all(line)?;
+            out.write_all(line)?;
             return Ok(line.len());
         }
         state.buffer.extend_from_slice(line);
@@ -132,7 +161,6 @@ mod tests {
 
     #[test]
     fn lines_reach_the_output_in_order_and_all_of_them_by_the_end() {
-        let shared = Arc::new(Shared::default());
         let out = Arc::new(Mutex::new(Vec::new()));
         struct Out(Arc<Mutex<Vec<u8>>>);
         impl Write for Out {
@@ -144,9 +172,10 @@ mod tests {
                 Ok(())
             }
         }
+        let shared = Arc::new(Shared::new(Box::new(Out(out.clone()))));
         let writer = {
-            let (shared, out) = (shared.clone(), out.clone());
-            std::thread::spawn(move || write_out(&shared, &mut Out(out)))
+            let shared = shared.clone();
+            std::thread::spawn(move || write_out(&shared))
         };
         let mut expected = Vec::new();
         for i in 0..20_000 {

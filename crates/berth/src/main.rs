@@ -21,7 +21,13 @@ fn main() {
         eprintln!("berth env-runtime: {error}");
         std::process::exit(1);
     }
-    let log_guard = init_tracing(&cli.command);
+    let log_guard = match init_tracing(&cli.command) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,6 +39,10 @@ fn main() {
         }
     };
     let result = runtime.block_on(commands::dispatch(cli.command));
+    if let (Err(e), Some(_)) = (&result, &log_guard) {
+        // The server's log may be a file: the reason it stopped belongs there too.
+        tracing::error!("{}", describe(e));
+    }
     // Writes out what the server's log writer still holds before the process ends.
     drop(log_guard);
     if let Err(e) = result {
@@ -57,23 +67,32 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-/// Logs go to stderr. The server writes a line per ingress request, so its lines are batched
-/// in memory and written by a thread (see `log_sink`); the guard flushes them at exit.
-fn init_tracing(command: &cli::Command) -> Option<log_sink::LogGuard> {
-    let server = matches!(command, cli::Command::Server(_));
-    let default = if server { "info" } else { "warn" };
+/// Logs go to stderr, or for the server to its `--log-file`. The server writes a line per
+/// ingress request, so its lines are batched in memory and written by a thread (see
+/// `log_sink`); the guard flushes them at exit.
+fn init_tracing(command: &cli::Command) -> anyhow::Result<Option<log_sink::LogGuard>> {
+    let server = match command {
+        cli::Command::Server(args) => Some(args),
+        _ => None,
+    };
+    let default = if server.is_some() { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal());
-    if server {
-        let (writer, guard) = log_sink::stderr();
-        builder.with_writer(writer).init();
-        Some(guard)
-    } else {
+    let Some(args) = server else {
         builder.with_writer(std::io::stderr).init();
-        None
-    }
+        return Ok(None);
+    };
+    let (writer, guard) = match &args.log_file {
+        None => log_sink::stderr(),
+        Some(path) => log_sink::file(path, args.log_max_mib.saturating_mul(1024 * 1024))
+            .map_err(|e| anyhow::anyhow!("cannot open --log-file {}: {e}", path.display()))?,
+    };
+    // No terminal colours in a file.
+    let ansi = args.log_file.is_none() && std::io::stderr().is_terminal();
+    builder.with_ansi(ansi).with_writer(writer).init();
+    Ok(Some(guard))
 }

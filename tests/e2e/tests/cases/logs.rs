@@ -142,21 +142,40 @@ const ROTATION_NETWORK: crate::common::server::PodNetwork = crate::common::serve
 /// A pod that writes far more than `--container-log-max-mib 1`: its log on disk stays within
 /// twice the limit, the logs read back end with its newest lines in order, with no gap
 /// between the rotated part and the current one, and they are still there after the pod
-/// stopped and after the server restarted.
+/// stopped and after the server restarted. The server's own log (`--log-file`, with
+/// `--log-max-mib 1`) rotates too, under a few MiB of access-log lines.
 pub fn logs_rotate_by_size(env: &Env) -> Res<()> {
     use crate::common::client::Api;
     use crate::common::harness::{finish_own_server, own_server_dir};
     use crate::common::server::Server;
 
     let dir = own_server_dir(env, &ROTATION_NETWORK, "logs")?;
+    let server_log = dir.join("berth.log");
     let server = Server::start_with_args(
         &dir,
         &env.registry.host(),
         ROTATION_NETWORK,
-        &["--container-log-max-mib".to_string(), "1".to_string()],
+        &[
+            "--container-log-max-mib".to_string(),
+            "1".to_string(),
+            "--log-file".to_string(),
+            server_log.display().to_string(),
+            "--log-max-mib".to_string(),
+            "1".to_string(),
+        ],
     )?;
     let api = Api::new(&server)?;
-    let outcome = rotation(env, &server, &api);
+    let outcome = rotation(env, &server, &api)
+        .and_then(|()| server_log_rotates(&server, &server_log))
+        .map_err(|e| {
+            format!(
+                "{e}
+the end of the server's own log {}:
+{}",
+                server_log.display(),
+                indent(&crate::common::tail_file(&server_log, 30))
+            )
+        });
     finish_own_server(&server, &api, &ROTATION_NETWORK, outcome)
 }
 
@@ -200,6 +219,54 @@ fn rotation(
     server.stop()?;
     server.restart()?;
     check_tail(&api.logs(&pod.id)?, "after a server restart")?;
+    Ok(())
+}
+
+/// Access-log lines (one per ingress request, each naming a long unknown host) fill the
+/// server's `--log-file` past its 1 MiB limit twice over: it moves to `<file>.1`, neither
+/// part grows far past the limit, and the newest request is in the current file.
+fn server_log_rotates(server: &crate::common::server::Server, log: &std::path::Path) -> Res<()> {
+    use crate::common::client::RawHttp;
+
+    const REQUESTS: usize = 8_000;
+    // Labels of 50 (a DNS label may have 63), 200 characters in all.
+    let pad = vec!["x".repeat(49); 4].join(".");
+    let host = |i: usize| format!("http://{pad}-{i}.{}", crate::common::server::DOMAIN);
+    let mut conn = RawHttp::connect(server.ingress, &host(0))?;
+    for i in 0..REQUESTS {
+        // A new connection per request: each names its own Host.
+        if i > 0 {
+            conn = RawHttp::connect(server.ingress, &host(i))?;
+        }
+        let (status, body) = conn.get("/")?;
+        ensure!(
+            status == 404,
+            "an unknown host through the ingress answered {status}: {body}"
+        );
+    }
+    let last = format!("{pad}-{}.", REQUESTS - 1);
+    let rotated = {
+        let mut name = log.as_os_str().to_owned();
+        name.push(".1");
+        std::path::PathBuf::from(name)
+    };
+    let logged = poll(Duration::from_secs(10), Duration::from_millis(200), || {
+        std::fs::read_to_string(log)
+            .ok()
+            .filter(|text| text.contains(&last))
+    });
+    ensure!(
+        logged.is_some(),
+        "the server's log {} never showed the last request (host {last}...)",
+        log.display()
+    );
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let (current, old) = (size(log), size(&rotated));
+    ensure!(
+        old > 0 && current <= 3 << 19 && old <= 3 << 19,
+        "after ~3 MiB of access log with --log-max-mib 1 the server's log is {current} bytes and          {} is {old}: it should have rotated, each part near 1 MiB",
+        rotated.display()
+    );
     Ok(())
 }
 

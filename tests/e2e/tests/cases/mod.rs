@@ -375,6 +375,10 @@ pub fn all() -> Vec<Case> {
             run: startup::subnet_overlap_refused,
         },
         Case {
+            name: "startup::port_in_use_leaves_nothing",
+            run: startup::port_in_use_leaves_nothing,
+        },
+        Case {
             name: "lifecycle::oom_killed",
             run: lifecycle::oom_killed,
         },

@@ -1,5 +1,5 @@
 //! `berth server` refuses, at start and before touching the host, a configuration that would
-//! break the host's network.
+//! break the host's network; a start that fails later (a port in use) undoes what it made.
 
 use std::fs::File;
 use std::process::{Command, Stdio};
@@ -46,33 +46,20 @@ pub fn subnet_overlap_refused(env: &Env) -> Res<()> {
         "precondition: the bridge {OTHER_BRIDGE} already exists"
     );
 
-    let suite_tmp = env
-        .server
-        .state_dir
-        .parent()
-        .ok_or("the server's state directory has no parent")?;
-    let dir = suite_tmp.join(format!("overlap-server-{}", random_hex(4)));
-    std::fs::create_dir_all(&dir).with_ctx(|| format!("create {}", dir.display()))?;
+    let dir = second_server_dir(env, "overlap")?;
     let profile = dir.join("profile.json");
-    let (stdout_log, stderr_log) = (dir.join("stdout.log"), dir.join("stderr.log"));
-    let stdout = File::create(&stdout_log).ctx("create the second server's stdout log")?;
-    let stderr = File::create(&stderr_log).ctx("create the second server's stderr log")?;
-    let mut cmd = Command::new(&env.server.bin);
-    let mut child = server_env(&mut cmd, &profile)
-        .arg("server")
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--api-listen", &loopback(free_port()?).to_string()])
-        .args(["--ingress-listen", &loopback(free_port()?).to_string()])
-        .args(["--pod-subnet-v4", OVERLAPPING_SUBNET])
-        .args(["--pod-subnet-v6", "none"])
-        .args(["--bridge", OTHER_BRIDGE])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .with_ctx(|| format!("start a second {} server", env.server.bin.display()))?;
+    let stderr_log = dir.join("stderr.log");
+    let mut child = spawn_second_server(
+        env,
+        &dir,
+        &loopback(free_port()?).to_string(),
+        &[
+            "--pod-subnet-v4",
+            OVERLAPPING_SUBNET,
+            "--bridge",
+            OTHER_BRIDGE,
+        ],
+    )?;
     let exited = poll(EXIT_WITHIN, Duration::from_millis(100), || {
         child.try_wait().ok().flatten()
     });
@@ -134,4 +121,122 @@ fn remove_bridge_if_created() -> bool {
         eprintln!("cleanup: deleting the bridge {OTHER_BRIDGE}: {e}");
     }
     true
+}
+
+/// A directory for a second server, under the suite's temporary directory.
+fn second_server_dir(env: &Env, purpose: &str) -> Res<std::path::PathBuf> {
+    let suite_tmp = env
+        .server
+        .state_dir
+        .parent()
+        .ok_or("the server's state directory has no parent")?;
+    let dir = suite_tmp.join(format!("{purpose}-server-{}", random_hex(4)));
+    std::fs::create_dir_all(&dir).with_ctx(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Starts a second server in `dir` (its profile there, stdout.log and stderr.log beside it)
+/// with its API on `api` and `args` added.
+fn spawn_second_server(
+    env: &Env,
+    dir: &std::path::Path,
+    api: &str,
+    args: &[&str],
+) -> Res<std::process::Child> {
+    let stdout =
+        File::create(dir.join("stdout.log")).ctx("create the second server's stdout log")?;
+    let stderr =
+        File::create(dir.join("stderr.log")).ctx("create the second server's stderr log")?;
+    let mut cmd = Command::new(&env.server.bin);
+    server_env(&mut cmd, &dir.join("profile.json"))
+        .arg("server")
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--api-listen", api])
+        .args(["--ingress-listen", &loopback(free_port()?).to_string()])
+        .args(["--pod-subnet-v6", "none"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .with_ctx(|| format!("start a second {} server", env.server.bin.display()))
+}
+
+/// Its own bridge and subnet, apart from every other test server's.
+const PORT_IN_USE_BRIDGE: &str = "berthtest15";
+
+/// A server whose API port is taken exits with an error saying so, and takes back what it
+/// had made by then: its warm networks (namespaces, user-namespace mounts, addresses) and
+/// its bridge.
+pub fn port_in_use_leaves_nothing(env: &Env) -> Res<()> {
+    ensure!(
+        !link_exists(PORT_IN_USE_BRIDGE),
+        "precondition: the bridge {PORT_IN_USE_BRIDGE} already exists"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").ctx("bind a port to take")?;
+    let api = taken.local_addr().ctx("local_addr")?.to_string();
+    let dir = second_server_dir(env, "port-in-use")?;
+    let mut child = spawn_second_server(
+        env,
+        &dir,
+        &api,
+        &[
+            "--pod-subnet-v4",
+            "10.230.0.0/16",
+            "--bridge",
+            PORT_IN_USE_BRIDGE,
+        ],
+    )?;
+    let exited = poll(EXIT_WITHIN, Duration::from_millis(100), || {
+        child.try_wait().ok().flatten()
+    });
+    let stderr = tail_file(&dir.join("stderr.log"), 30);
+    let Some(status) = exited else {
+        terminate(child, Duration::from_secs(10));
+        let _ = command_output("ip", &["link", "del", PORT_IN_USE_BRIDGE]);
+        return Err(format!(
+            "a server whose API port {api} is taken was still running after {EXIT_WITHIN:?}; \
+             its stderr:\n{}",
+            indent(&stderr)
+        ));
+    };
+    drop(taken);
+    let state = dir.join("state");
+    let mounts = crate::common::leaks::Snapshot::mounts_under(&state)?;
+    let warm: Vec<String> = std::fs::read_dir(state.join("warm"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let netns = command_output("ip", &["netns", "list"])?;
+    let namespaces: Vec<&str> = warm
+        .iter()
+        .filter_map(|key| {
+            netns
+                .lines()
+                .find(|l| l.starts_with(&format!("berth-{key}")))
+        })
+        .collect();
+    let bridge_left = link_exists(PORT_IN_USE_BRIDGE);
+    if bridge_left {
+        let _ = command_output("ip", &["link", "del", PORT_IN_USE_BRIDGE]);
+    }
+    ensure!(
+        !status.success() && stderr.contains("Address already in use") && stderr.contains(&api),
+        "a server whose API port {api} is taken exited with {status}; its stderr should say \
+         the address is in use:\n{}",
+        indent(&stderr)
+    );
+    ensure!(
+        mounts.is_empty() && warm.is_empty() && namespaces.is_empty() && !bridge_left,
+        "a server that failed to start (API port {api} taken) left behind: mounts {mounts:?}, \
+         warm networks {warm:?} (namespaces {namespaces:?}), bridge {PORT_IN_USE_BRIDGE} {}",
+        if bridge_left { "present" } else { "gone" }
+    );
+    Ok(())
 }
