@@ -10,11 +10,10 @@
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-
-use berth_runtime::RotatingLog;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use berth_runtime::RotatingLog;
 use tracing_subscriber::fmt::MakeWriter;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(50);

@@ -125,7 +125,6 @@ fn tls_config(args: &ServerArgs) -> Option<TlsConfig> {
     Some(TlsConfig { listen, source })
 }
 
-/// `berth-shim`, installed beside `berth` (scripts/install.sh, or `cargo build --bins`).
 /// Each proxied connection holds two descriptors (the client's and the pod's), so the usual
 /// soft limit of 1024 would cap the ingress near 500 connections. The hard limit is what the
 /// operator allows; take all of it, as nginx's `worker_rlimit_nofile` and Go programs do.
@@ -142,6 +141,7 @@ fn raise_open_files_limit() {
     }
 }
 
+/// `berth-shim`, installed beside `berth` (scripts/install.sh, or `cargo build --bins`).
 fn shim_binary(berth_exe: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let shim = berth_exe.with_file_name("berth-shim");
     anyhow::ensure!(
