@@ -78,7 +78,10 @@ where
     // Held for the connection's life: dropping it (the client going away) releases the
     // connection's count against its pod and closes its idle upstream connection.
     let client = Arc::new(client);
+    let first_request = Arc::new(FirstRequest::default());
+    let seen = first_request.clone();
     let service = service_fn(move |req| {
+        seen.arrived();
         let ingress = ingress.clone();
         let client = client.clone();
         async move { Ok::<_, Infallible>(handle(&ingress, &client, req).await) }
@@ -102,13 +105,47 @@ where
     // HTTP/2 sends GOAWAY.
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = drain.started() => {
+        () = drain.started() => 'drained: {
+            // A client that connected just before the drain may not have sent its request
+            // yet; it cannot know, and hyper would close such a connection unanswered. Its
+            // first request is still answered, if it comes within the head timeout.
+            if !first_request.has_arrived() {
+                tokio::select! {
+                    result = conn.as_mut() => break 'drained result,
+                    () = first_request.wait() => {}
+                    () = tokio::time::sleep(HEAD_TIMEOUT) => {}
+                }
+            }
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, "ingress connection ended: {e}");
+    }
+}
+
+/// Whether a connection has begun its first request.
+#[derive(Default)]
+struct FirstRequest {
+    arrived: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FirstRequest {
+    fn arrived(&self) {
+        if !self.arrived.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // A stored permit: a waiter that comes later still wakes.
+            self.notify.notify_one();
+        }
+    }
+
+    fn has_arrived(&self) -> bool {
+        self.arrived.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        self.notify.notified().await;
     }
 }
 
@@ -122,6 +159,52 @@ mod tests {
     use super::*;
     use crate::testing::{route, start as ingress, upstream};
     use crate::RouteTable;
+
+    /// A client that connected before the drain began, and sends its request after, is
+    /// answered (hyper alone closes such a connection with no answer).
+    #[tokio::test]
+    async fn a_connection_made_before_the_drain_gets_its_answer() {
+        let port = upstream().await;
+        let routes = Arc::new(RouteTable::new());
+        routes.insert("stub", route("pod-stub-1", port).0);
+        let ingress = Arc::new(crate::Ingress::new(
+            "pods.test",
+            routes,
+            Arc::new(crate::ProxyMetrics::default()),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(crate::serve(listener, ingress.clone()));
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        // Accepted and idle when the drain starts.
+        while ingress.drain().open() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        ingress.drain().start();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let host = format!("stub-{port}.pods.test");
+        let (status, body) = crate::testing::request(&mut conn, &host, "/late").await;
+        assert_eq!(
+            (status, body.starts_with("GET /late")),
+            (200, true),
+            "{body}"
+        );
+        // And then the connection closes: the drain goes on.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(matches!(read, Ok(Ok(_))), "the connection stayed open");
+        ingress
+            .drain()
+            .wait_closed(std::time::Duration::from_secs(5))
+            .await;
+        assert_eq!(ingress.drain().open(), 0);
+    }
 
     #[tokio::test]
     async fn oversized_request_heads_are_refused() {
