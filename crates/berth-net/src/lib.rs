@@ -79,6 +79,7 @@ impl Network {
             )));
         }
         routes::check_overlap(&config)?;
+        netns::prepare_dir()?;
         Ok(Network {
             config,
             guarded: Default::default(),

@@ -2,9 +2,51 @@
 
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::mount::{mount, MsFlags};
+
 use crate::{command, NetError};
 
 const NETNS_DIR: &str = "/run/netns";
+
+/// Makes `/run/netns` a shared mount point of its own, once, under a lock every berth
+/// process takes. `ip netns add` does this on first use, but two doing it at once stack two
+/// bind mounts, and a namespace mounted between them is hidden under the second, where no
+/// `ip netns delete` reaches it (seen on a fresh machine with several servers starting).
+pub fn prepare_dir() -> Result<(), NetError> {
+    let io = |source| NetError::Io {
+        path: PathBuf::from(NETNS_DIR),
+        source,
+    };
+    std::fs::create_dir_all(NETNS_DIR).map_err(io)?;
+    let dir = std::fs::File::open(NETNS_DIR).map_err(io)?;
+    let _held = Flock::lock(dir, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io(std::io::Error::from(errno)))?;
+    let shared = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => Ok(()),
+        // Not a mount point yet: bind it onto itself first, as `ip netns` would.
+        Err(Errno::EINVAL) => mount(
+            Some(NETNS_DIR),
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .and_then(|()| shared())
+        .map_err(|errno| io(std::io::Error::from(errno))),
+        Err(errno) => Err(io(std::io::Error::from(errno))),
+    }
+}
 
 pub fn name(container_id: &str) -> String {
     format!("berth-{}", container_id.trim_start_matches("pod-"))
