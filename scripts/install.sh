@@ -35,6 +35,7 @@ packages=(
     tmux                            # the test of berth shell on a real terminal
     wrk                             # load through the ingress (the suite's load test, bench/)
     buildah                         # Dockerfile builds (run by the server, each RUN in runc)
+    postgresql                      # the shared state store (--database-url), and its tests
     curl jq
 )
 if [ "$mode" = "--bench-deps" ]; then
@@ -57,9 +58,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian's docker-registry package starts its own service on :5000 where systemd runs; the
 # tests and the demo run their own instances on loopback instead.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
-    systemctl disable --now docker-registry >/dev/null 2>&1 || true
-fi
+# PostgreSQL's package starts a cluster on :5432 the same way; tests start their own on a
+# socket, and an operator who wants the packaged one enables it again.
+for unit in docker-registry postgresql; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+done
 
 if [ "$mode" = "--bench-deps" ]; then
     # Debian's nginx and caddy packages start services on :80; the benches run their own.

@@ -1,10 +1,11 @@
 -- Secrets, encrypted with the key in the state directory (XChaCha20-Poly1305, the name as
--- associated data so a ciphertext cannot be moved to another name).
+-- associated data so a ciphertext cannot be moved to another name). Nonce and ciphertext
+-- are lowercase hex: SQLite and PostgreSQL share no binary column type.
 CREATE TABLE secrets (
     name TEXT PRIMARY KEY,
-    nonce BLOB NOT NULL,
-    ciphertext BLOB NOT NULL,
-    created_at INTEGER NOT NULL
+    nonce TEXT NOT NULL,
+    ciphertext TEXT NOT NULL,
+    created_at BIGINT NOT NULL
 );
 
 -- A deployment: a name whose URL outlives its versions.
@@ -12,7 +13,7 @@ CREATE TABLE deployments (
     name TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     active_version INTEGER,
-    created_at INTEGER NOT NULL
+    created_at BIGINT NOT NULL
 );
 
 -- Each deploy makes a version: a stub (the pod spec) and the state of its roll-out.
@@ -24,7 +25,7 @@ CREATE TABLE deployment_versions (
     status TEXT NOT NULL,
     reason TEXT,
     container_id TEXT,
-    created_at INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
     UNIQUE (name, version)
 );
 

@@ -7,7 +7,8 @@ CREATE TABLE pod_tokens (
     token_hash TEXT NOT NULL UNIQUE,
     container_id TEXT NOT NULL,
     port INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
+    -- Unix milliseconds.
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
 );
 CREATE INDEX pod_tokens_container ON pod_tokens (container_id);

@@ -111,9 +111,18 @@ fn find_init(given: Option<&Path>) -> Result<Option<PathBuf>, ServerError> {
     Ok(found)
 }
 
+/// Checks that a `--database-url` names a database berth can keep its state in.
+pub fn check_database_url(url: &str) -> Result<(), String> {
+    store::Backend::of(url)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub state_dir: PathBuf,
+    /// The state store's database; `state.db` in the state directory when unset.
+    pub database_url: Option<String>,
     pub api_listen: SocketAddr,
     pub ingress_listen: SocketAddr,
     pub domain: String,
@@ -196,7 +205,10 @@ pub async fn run(
         predecessor.ready().await?;
     }
     create_private_dir(state_dir)?;
-    let store = store::Store::open(&state_dir.join("state.db")).await?;
+    let store = match &config.database_url {
+        Some(url) => store::Store::connect(url).await?,
+        None => store::Store::open(&state_dir.join("state.db")).await?,
+    };
     let token = profile::ensure_admin_token(&store, state_dir).await?;
 
     let puller = Puller::new(

@@ -71,6 +71,11 @@ pub struct ServerArgs {
     /// Where berth keeps its database, images and container state.
     #[arg(long, default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,
+    /// Keep the control plane's state in this database instead of `state.db` in the state
+    /// directory: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (or `?host=/socket/dir`), which
+    /// several machines can share.
+    #[arg(long, env = "BERTH_DATABASE_URL", value_parser = database_url)]
+    pub database_url: Option<String>,
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub api_listen: SocketAddr,
@@ -659,6 +664,11 @@ pub struct LogsArgs {
     /// Show each line's time and stream.
     #[arg(long)]
     pub timestamps: bool,
+}
+
+/// A `--database-url`: PostgreSQL or SQLite, checked before anything starts.
+fn database_url(text: &str) -> Result<String, String> {
+    berth_server::check_database_url(text).map(|()| text.to_string())
 }
 
 #[cfg(test)]

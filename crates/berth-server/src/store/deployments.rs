@@ -2,6 +2,7 @@
 //! a version replaces the previous one in one transaction, so readers never see two active.
 
 use berth_api::{DeploymentStatus, VersionStatus};
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{corrupt, ContainerRow, Store, StoreError};
@@ -52,7 +53,7 @@ fn version_status(s: &str) -> Option<VersionStatus> {
     .find(|v| v.as_str() == s)
 }
 
-fn deployment_from(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRow, StoreError> {
+fn deployment_from(r: &AnyRow) -> Result<DeploymentRow, StoreError> {
     let status: String = r.try_get("status")?;
     Ok(DeploymentRow {
         name: r.try_get("name")?,
@@ -64,7 +65,7 @@ fn deployment_from(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRow, StoreEr
     })
 }
 
-fn version_from(r: &sqlx::sqlite::SqliteRow) -> Result<VersionRow, StoreError> {
+fn version_from(r: &AnyRow) -> Result<VersionRow, StoreError> {
     let status: String = r.try_get("status")?;
     Ok(VersionRow {
         id: r.try_get("id")?,
@@ -90,7 +91,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO deployments (name, status, active_version, created_at)
-             VALUES (?, 'ACTIVE', NULL, ?)
+             VALUES ($1, 'ACTIVE', NULL, $2)
              ON CONFLICT(name) DO UPDATE SET status = 'ACTIVE'",
         )
         .bind(name)
@@ -98,7 +99,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM deployment_versions WHERE name = ?")
+            sqlx::query_scalar("SELECT MAX(version) FROM deployment_versions WHERE name = $1")
                 .bind(name)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -115,7 +116,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO deployment_versions (id, name, version, stub_id, status, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&row.id)
         .bind(name)
@@ -134,7 +135,7 @@ impl Store {
         version_id: &str,
         container_id: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deployment_versions SET container_id = ? WHERE id = ?")
+        sqlx::query("UPDATE deployment_versions SET container_id = $1 WHERE id = $2")
             .bind(container_id)
             .bind(version_id)
             .execute(&self.pool)
@@ -147,20 +148,20 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE deployment_versions SET status = 'REPLACED'
-             WHERE name = ? AND status = 'ACTIVE' AND version != ?",
+             WHERE name = $1 AND status = 'ACTIVE' AND version != $2",
         )
         .bind(name)
         .bind(version as i64)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE deployment_versions SET status = 'ACTIVE' WHERE name = ? AND version = ?",
+            "UPDATE deployment_versions SET status = 'ACTIVE' WHERE name = $1 AND version = $2",
         )
         .bind(name)
         .bind(version as i64)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE deployments SET active_version = ? WHERE name = ?")
+        sqlx::query("UPDATE deployments SET active_version = $1 WHERE name = $2")
             .bind(version as i64)
             .bind(name)
             .execute(&mut *tx)
@@ -170,7 +171,7 @@ impl Store {
     }
 
     pub async fn fail_version(&self, version_id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deployment_versions SET status = 'FAILED', reason = ? WHERE id = ?")
+        sqlx::query("UPDATE deployment_versions SET status = 'FAILED', reason = $1 WHERE id = $2")
             .bind(reason)
             .bind(version_id)
             .execute(&self.pool)
@@ -183,7 +184,7 @@ impl Store {
         name: &str,
         status: DeploymentStatus,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE deployments SET status = ? WHERE name = ?")
+        let done = sqlx::query("UPDATE deployments SET status = $1 WHERE name = $2")
             .bind(deployment_status_str(status))
             .bind(name)
             .execute(&self.pool)
@@ -192,7 +193,7 @@ impl Store {
     }
 
     pub async fn delete_deployment(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM deployments WHERE name = ?")
+        let done = sqlx::query("DELETE FROM deployments WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -200,7 +201,7 @@ impl Store {
     }
 
     pub async fn deployment(&self, name: &str) -> Result<Option<DeploymentRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM deployments WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM deployments WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -217,7 +218,7 @@ impl Store {
     /// The deployment's versions, newest first.
     pub async fn versions(&self, name: &str) -> Result<Vec<VersionRow>, StoreError> {
         let rows =
-            sqlx::query("SELECT * FROM deployment_versions WHERE name = ? ORDER BY version DESC")
+            sqlx::query("SELECT * FROM deployment_versions WHERE name = $1 ORDER BY version DESC")
                 .bind(name)
                 .fetch_all(&self.pool)
                 .await?;
@@ -228,7 +229,7 @@ impl Store {
     pub async fn deployment_containers(&self, name: &str) -> Result<Vec<ContainerRow>, StoreError> {
         let sql = format!(
             "SELECT * FROM containers WHERE deployment_id IN
-             (SELECT id FROM deployment_versions WHERE name = ?)
+             (SELECT id FROM deployment_versions WHERE name = $1)
              AND status NOT IN ({}) ORDER BY scheduled_at DESC, id",
             super::terminal_statuses_sql()
         );
@@ -244,8 +245,10 @@ mod tests {
 
     #[tokio::test]
     async fn versions_count_up_and_one_is_active() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db")).await.expect("store");
+        crate::store::testing::on_both(versions_count_up).await;
+    }
+
+    async fn versions_count_up(store: Store) {
         let spec: PodSpec = PodSpec::validate(
             serde_json::from_value(serde_json::json!({"image": "busybox"})).expect("req"),
         )

@@ -1,6 +1,7 @@
 //! The state store: SQLite through sqlx, with embedded migrations. Only this module runs SQL.
 
 mod deployments;
+mod legacy;
 mod pod_tokens;
 mod secrets;
 
@@ -13,8 +14,9 @@ use std::path::Path;
 use std::str::FromStr;
 
 use berth_api::ContainerStatus;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
 use crate::spec::PodSpec;
 
@@ -22,6 +24,10 @@ use crate::spec::PodSpec;
 pub enum StoreError {
     #[error("state store: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("state store {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("state store URL {0}")]
+    Url(String),
     #[error("state store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state store holds an unreadable {what}: {detail}")]
@@ -65,27 +71,97 @@ pub struct ContainerRow {
     pub stop_grace_seconds: Option<u64>,
 }
 
+/// The control plane's state: SQLite in the state directory on one machine, PostgreSQL when
+/// several machines share it. Both run the same migrations and the same SQL (`$N`
+/// placeholders, flags as 0/1 integers) through sqlx's `Any` driver.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Result<Backend, StoreError> {
+        match url.split_once(':').map(|(scheme, _)| scheme) {
+            Some("sqlite") => Ok(Backend::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Backend::Postgres),
+            _ => Err(StoreError::Url(format!(
+                "{:?} is neither postgres://... nor sqlite://...",
+                redact(url)
+            ))),
+        }
+    }
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) if user.contains(':') => {
+                let name = user.split(':').next().unwrap_or_default();
+                format!("{scheme}://{name}:***@{host}")
+            }
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 impl Store {
+    /// The one-machine store: SQLite at `path`, created if missing.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
+        let url = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed server
-            // loses nothing, a power cut may lose the last transitions, which the recovery
-            // at start reconciles against the node anyway. A create writes five rows.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+            .to_url_lossy();
+        Store::connect(url.as_str()).await
+    }
+
+    /// Connects to the database `url` names (`sqlite://PATH?mode=rwc` or `postgres://...`)
+    /// and brings its schema up to date. Replicas sharing one PostgreSQL may call this at
+    /// once: sqlx serializes the migrations with an advisory lock.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url)?;
+        let options = AnyPoolOptions::new().after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed
+                    // server loses nothing, a power cut may lose the last transitions, which
+                    // the recovery at start reconciles against the node anyway.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                }
+                Ok(())
+            })
+        });
+        let pool = match backend {
+            // One writer at a time in SQLite; a few readers beside it.
+            Backend::Sqlite => options.max_connections(4),
+            // A shared database has a connection limit for every replica together: give
+            // idle connections back soon after a burst.
+            Backend::Postgres => options
+                .max_connections(16)
+                .idle_timeout(std::time::Duration::from_secs(15)),
+        }
+        .connect(url)
+        .await
+        .map_err(|e| StoreError::Connect {
+            url: redact(url),
+            source: e,
+        })?;
+        let migrator = sqlx::migrate!("./migrations");
+        if backend == Backend::Sqlite {
+            legacy::upgrade(&pool, &migrator).await?;
+        }
+        migrator.run(&pool).await?;
         Ok(Store { pool })
     }
 
@@ -97,7 +173,7 @@ impl Store {
     }
 
     pub async fn insert_token(&self, name: &str, sha256: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tokens (name, token_sha256, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO tokens (name, token_sha256, created_at) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(sha256)
             .bind(now)
@@ -107,7 +183,7 @@ impl Store {
     }
 
     pub async fn token_exists(&self, sha256: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE token_sha256 = ?")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE token_sha256 = $1")
             .bind(sha256)
             .fetch_one(&self.pool)
             .await?;
@@ -119,17 +195,20 @@ impl Store {
             what: "stub",
             detail: e.to_string(),
         })?;
-        sqlx::query("INSERT OR IGNORE INTO stubs (id, spec, created_at) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(text)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO stubs (id, spec, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(text)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     pub async fn stub_spec(&self, id: &str) -> Result<Option<PodSpec>, StoreError> {
-        let text: Option<String> = sqlx::query_scalar("SELECT spec FROM stubs WHERE id = ?")
+        let text: Option<String> = sqlx::query_scalar("SELECT spec FROM stubs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -164,7 +243,7 @@ impl Store {
              memory_mib, keep_warm_seconds, exit_code, reason, ipv4, ipv6, scheduled_at, started_at,
              finished_at, authorized, runtime, block_network, allow_list, read_only_rootfs,
              disk_mib, privileged_user, init, stop_signal, stop_grace_seconds)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
         )
         .bind(&c.id)
         .bind(&c.stub_id)
@@ -182,14 +261,14 @@ impl Store {
         .bind(c.scheduled_at)
         .bind(c.started_at)
         .bind(c.finished_at)
-        .bind(c.authorized)
+        .bind(flag(c.authorized))
         .bind(&c.runtime)
-        .bind(c.block_network)
+        .bind(flag(c.block_network))
         .bind(c.allow_list.join(","))
-        .bind(c.read_only_rootfs)
+        .bind(flag(c.read_only_rootfs))
         .bind(c.disk_mib.map(|m| m as i64))
-        .bind(c.privileged_user)
-        .bind(c.init)
+        .bind(flag(c.privileged_user))
+        .bind(flag(c.init))
         .bind(&c.stop_signal)
         .bind(c.stop_grace_seconds.map(|g| g as i64))
         .execute(&self.pool)
@@ -200,9 +279,9 @@ impl Store {
     /// Writes every mutable field of the row.
     pub async fn update_container(&self, c: &ContainerRow) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE containers SET status = ?, image = ?, ports = ?, exit_code = ?, reason = ?,
-             ipv4 = ?, ipv6 = ?, started_at = ?, finished_at = ?, init = ?, stop_signal = ?
-             WHERE id = ?",
+            "UPDATE containers SET status = $1, image = $2, ports = $3, exit_code = $4, reason = $5,
+             ipv4 = $6, ipv6 = $7, started_at = $8, finished_at = $9, init = $10, stop_signal = $11
+             WHERE id = $12",
         )
         .bind(c.status.as_str())
         .bind(&c.image)
@@ -213,7 +292,7 @@ impl Store {
         .bind(c.ipv6.map(|a| a.to_string()))
         .bind(c.started_at)
         .bind(c.finished_at)
-        .bind(c.init)
+        .bind(flag(c.init))
         .bind(&c.stop_signal)
         .bind(&c.id)
         .execute(&self.pool)
@@ -222,7 +301,7 @@ impl Store {
     }
 
     pub async fn container(&self, id: &str) -> Result<Option<ContainerRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM containers WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM containers WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -269,7 +348,7 @@ fn terminal_statuses_sql() -> String {
 }
 
 /// An address column: empty, or an address berth wrote.
-fn address<T: FromStr>(r: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Option<T>, StoreError>
+fn address<T: FromStr>(r: &AnyRow, column: &str) -> Result<Option<T>, StoreError>
 where
     T::Err: std::fmt::Display,
 {
@@ -281,6 +360,11 @@ where
         })
     })
     .transpose()
+}
+
+/// A flag as stored: both databases read 0/1 integers alike, booleans not.
+fn flag(on: bool) -> i64 {
+    i64::from(on)
 }
 
 fn ports_text(ports: &[u16]) -> String {
@@ -295,7 +379,7 @@ fn corrupt(what: &'static str) -> impl FnOnce(String) -> StoreError {
     move |detail| StoreError::Corrupt { what, detail }
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
+fn from_row(r: &AnyRow) -> Result<ContainerRow, StoreError> {
     let status: String = r.try_get("status")?;
     let ports: String = r.try_get("ports")?;
     Ok(ContainerRow {
@@ -326,19 +410,19 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ContainerRow, StoreError> {
         scheduled_at: r.try_get("scheduled_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
-        authorized: r.try_get("authorized")?,
+        authorized: r.try_get::<i64, _>("authorized")? != 0,
         runtime: r.try_get("runtime")?,
-        block_network: r.try_get("block_network")?,
+        block_network: r.try_get::<i64, _>("block_network")? != 0,
         allow_list: r
             .try_get::<String, _>("allow_list")?
             .split(',')
             .filter(|c| !c.is_empty())
             .map(str::to_string)
             .collect(),
-        read_only_rootfs: r.try_get("read_only_rootfs")?,
+        read_only_rootfs: r.try_get::<i64, _>("read_only_rootfs")? != 0,
         disk_mib: r.try_get::<Option<i64>, _>("disk_mib")?.map(|m| m as u64),
-        privileged_user: r.try_get("privileged_user")?,
-        init: r.try_get("init")?,
+        privileged_user: r.try_get::<i64, _>("privileged_user")? != 0,
+        init: r.try_get::<i64, _>("init")? != 0,
         stop_signal: r.try_get("stop_signal")?,
         stop_grace_seconds: r
             .try_get::<Option<i64>, _>("stop_grace_seconds")?
@@ -352,10 +436,10 @@ mod tests {
 
     #[tokio::test]
     async fn containers_round_trip_and_filter() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("state.db"))
-            .await
-            .expect("opens");
+        testing::on_both(containers_round_trip).await;
+    }
+
+    async fn containers_round_trip(store: Store) {
         let spec = PodSpec {
             image: "busybox".into(),
             ports: vec![80],
@@ -434,5 +518,83 @@ mod tests {
         store.update_container(&row).await.expect("update");
         assert_eq!(store.containers(true).await.expect("list").len(), 0);
         assert_eq!(store.containers(false).await.expect("list"), vec![row]);
+        let counts = store.count_by_status().await.expect("counts");
+        assert_eq!(counts, vec![("EXITED".to_string(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn tokens_and_secrets_round_trip() {
+        testing::on_both(|store| async move {
+            store.insert_token("admin", "ab12", 1).await.expect("token");
+            assert!(store.token_exists("ab12").await.expect("lookup"));
+            assert!(!store.token_exists("ab13").await.expect("lookup"));
+            assert_eq!(store.api_token_hashes().await.expect("hashes"), ["ab12"]);
+            // Every byte value survives, and a second put replaces the first.
+            let all: Vec<u8> = (0..=255).collect();
+            store.put_secret("k", b"n1", b"c1", 1).await.expect("put");
+            store.put_secret("k", &all, &all, 2).await.expect("put");
+            assert_eq!(
+                store.secret("k").await.expect("get"),
+                Some((all.clone(), all))
+            );
+            assert_eq!(
+                store.secret_names().await.expect("names"),
+                [("k".to_string(), 2)]
+            );
+            assert!(store.delete_secret("k").await.expect("delete"));
+            assert_eq!(store.secret("k").await.expect("get"), None);
+            // Expiry in unix milliseconds, past what 32 bits hold.
+            let token = PodTokenRow {
+                id: "t1".into(),
+                token_hash: "h1".into(),
+                container_id: "pod-1".into(),
+                port: 8888,
+                expires_at: 4_000_000_000_000,
+                created_at: 3_000_000_000_000,
+            };
+            store.insert_pod_token(&token).await.expect("insert");
+            let live = store
+                .live_pod_tokens(3_500_000_000_000)
+                .await
+                .expect("live");
+            assert_eq!(live, [token]);
+            assert!(store
+                .live_pod_tokens(4_000_000_000_001)
+                .await
+                .expect("live")
+                .is_empty());
+            assert!(!store.delete_pod_token("pod-1", "t1").await.expect("gone"));
+        })
+        .await;
+    }
+}
+
+/// Store tests run on both backends.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::future::Future;
+
+    use super::Store;
+
+    /// Runs `check` on a fresh SQLite store, then on a fresh database in a PostgreSQL server
+    /// of its own.
+    pub async fn on_both<F, Fut>(check: F)
+    where
+        F: Fn(Store) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = Store::open(&dir.path().join("state.db"))
+            .await
+            .expect("SQLite store opens");
+        check(sqlite.clone()).await;
+        sqlite.close().await;
+        let server = berth_testpg::TestPostgres::start().expect("PostgreSQL starts");
+        let url = server.create_database("berth").expect("database");
+        let postgres = Store::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", server.log_text()));
+        check(postgres.clone()).await;
+        postgres.close().await;
     }
 }

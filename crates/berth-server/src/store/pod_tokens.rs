@@ -19,7 +19,7 @@ impl Store {
     pub async fn insert_pod_token(&self, t: &PodTokenRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO pod_tokens (id, token_hash, container_id, port, expires_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&t.id)
         .bind(&t.token_hash)
@@ -34,7 +34,7 @@ impl Store {
 
     /// Every token not yet expired (expired ones are deleted on the way).
     pub async fn live_pod_tokens(&self, now: i64) -> Result<Vec<PodTokenRow>, StoreError> {
-        sqlx::query("DELETE FROM pod_tokens WHERE expires_at <= ?")
+        sqlx::query("DELETE FROM pod_tokens WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
@@ -57,7 +57,7 @@ impl Store {
 
     /// Deletes one token of a container; false if it had no such token.
     pub async fn delete_pod_token(&self, container_id: &str, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM pod_tokens WHERE id = ? AND container_id = ?")
+        let done = sqlx::query("DELETE FROM pod_tokens WHERE id = $1 AND container_id = $2")
             .bind(id)
             .bind(container_id)
             .execute(&self.pool)

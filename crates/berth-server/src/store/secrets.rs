@@ -2,7 +2,14 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use sqlx::any::AnyRow;
+
+use super::{corrupt, Store, StoreError};
+
+fn unhex(r: &AnyRow, column: &str) -> Result<Vec<u8>, StoreError> {
+    let text: String = r.try_get(column)?;
+    hex::decode(&text).map_err(|e| corrupt("secret")(format!("{column}: {e}")))
+}
 
 impl Store {
     /// Writes (or replaces) the named secret's ciphertext.
@@ -14,13 +21,13 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO secrets (name, nonce, ciphertext, created_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO secrets (name, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT(name) DO UPDATE SET nonce = excluded.nonce,
              ciphertext = excluded.ciphertext, created_at = excluded.created_at",
         )
         .bind(name)
-        .bind(nonce)
-        .bind(ciphertext)
+        .bind(hex::encode(nonce))
+        .bind(hex::encode(ciphertext))
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -29,11 +36,11 @@ impl Store {
 
     /// (nonce, ciphertext) of the named secret.
     pub async fn secret(&self, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let row = sqlx::query("SELECT nonce, ciphertext FROM secrets WHERE name = ?")
+        let row = sqlx::query("SELECT nonce, ciphertext FROM secrets WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((r.try_get("nonce")?, r.try_get("ciphertext")?)))
+        row.map(|r| Ok((unhex(&r, "nonce")?, unhex(&r, "ciphertext")?)))
             .transpose()
     }
 
@@ -48,7 +55,7 @@ impl Store {
     }
 
     pub async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM secrets WHERE name = ?")
+        let done = sqlx::query("DELETE FROM secrets WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
             .await?;

@@ -24,6 +24,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     };
     let config = ServerConfig {
         state_dir: args.state_dir,
+        database_url: args.database_url,
         api_listen: args.api_listen,
         ingress_listen: args.ingress_listen,
         domain: args.domain.trim_matches('.').to_ascii_lowercase(),
