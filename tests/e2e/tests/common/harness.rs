@@ -33,6 +33,7 @@ impl Suite {
             .ctx("create the suite's temporary directory")?
             .keep();
         let before = Snapshot::take(&tmp);
+        super::database::start()?;
         Ok(Suite { tmp, before })
     }
 }
@@ -112,6 +113,7 @@ pub fn teardown(suite: &Suite, env: Option<&Env>, tests_failed: bool) -> Vec<Str
         env.registry.stop();
         fixtures = env.images.host_fixtures();
     }
+    super::database::stop();
 
     let report = leaks::check(&suite.before, &suite.tmp, Duration::from_secs(20));
     if !report.probe_errors.is_empty() {

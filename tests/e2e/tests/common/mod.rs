@@ -2,6 +2,7 @@
 //! the leak checker.
 
 pub mod client;
+pub mod database;
 pub mod fault_proxy;
 pub mod harness;
 pub mod images;

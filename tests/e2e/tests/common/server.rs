@@ -201,7 +201,7 @@ impl Server {
             network,
             registry: registry.to_string(),
             dir: dir.to_path_buf(),
-            extra_args: extra_args.to_vec(),
+            extra_args: [extra_args, &super::database::server_args()?].concat(),
             child: Mutex::new(None),
             successor: Mutex::new(None),
         };
