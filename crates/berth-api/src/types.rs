@@ -239,6 +239,9 @@ pub struct Container {
     /// Seconds a stop waits after the stop signal before SIGKILL.
     #[serde(default)]
     pub stop_grace_seconds: u64,
+    /// The node it is placed on (`GET /v1/nodes`).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -8,6 +8,7 @@ mod handover;
 mod images;
 mod lifecycle;
 mod node;
+mod nodes;
 mod profile;
 mod readiness;
 mod secrets;
@@ -34,6 +35,8 @@ use berth_image::{ContentStore, PullOptions, Puller, RegistryCredentials, Regist
 use berth_net::{NetConfig, Network};
 use berth_runtime::{OciRuntime, RuntimeKind};
 use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::node::Node as _;
 
 pub use api::openapi_document;
 
@@ -62,6 +65,8 @@ pub enum ServerError {
     Deploy(#[from] deployments::DeployError),
     #[error(transparent)]
     Secrets(#[from] secrets::SecretError),
+    #[error(transparent)]
+    Nodes(#[from] nodes::NodesError),
     #[error("cannot listen on {addr} for the {what}: {source}")]
     Listen {
         what: &'static str,
@@ -180,6 +185,8 @@ pub struct ServerConfig {
     pub max_pending_starts: usize,
     /// Image builds in flight past which builds get 429.
     pub max_pending_builds: usize,
+    /// What this node registers besides its capacity, for placing pods (`pool=gpu`).
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs the server until `stops` asks it to shut down (or closes), or until a hot restart
@@ -256,6 +263,18 @@ pub async fn run(
         );
     }
     let secrets = secrets::Secrets::open(store.clone(), state_dir)?;
+    let node_id = nodes::node_id(state_dir)?;
+    let nodes = nodes::Nodes::new(store.clone());
+    let heartbeat = nodes
+        .register(nodes::this_node(
+            node_id.clone(),
+            node.runtimes()
+                .iter()
+                .map(|k| k.as_str().to_string())
+                .collect(),
+            config.node_labels.clone(),
+        ))
+        .await?;
 
     let api_listener = match inherited.take("api", config.api_listen) {
         Some(listener) => {
@@ -314,6 +333,7 @@ pub async fn run(
             url_port,
             stop_grace: config.stop_timeout,
             max_pending_starts: config.max_pending_starts,
+            node_id,
         },
         Some(secrets.clone()),
     );
@@ -350,6 +370,7 @@ pub async fn run(
         images: images::Images::new(node.clone(), store.clone(), config.max_pending_builds),
         storage: storage::Storage::new(node.clone(), store.clone()),
         secrets,
+        nodes,
         tokens: profile::Tokens::new(store.clone()),
         access: access.clone(),
         metrics: metrics.clone(),
@@ -465,6 +486,7 @@ pub async fn run(
         }
     }
     monitor.abort();
+    heartbeat.abort();
     node.release_host_resources();
     store.close().await;
 

@@ -73,6 +73,8 @@ pub struct LifecycleConfig {
     pub stop_grace: Duration,
     /// Creates past this many starts in flight are refused (429) instead of queued.
     pub max_pending_starts: usize,
+    /// The node this lifecycle places pods on and watches over.
+    pub node_id: String,
 }
 
 pub struct Lifecycle<N: Node> {
@@ -274,6 +276,7 @@ impl<N: Node> Lifecycle<N> {
             init: spec.init,
             stop_signal: spec.stop_signal.clone(),
             stop_grace_seconds: spec.stop_grace_seconds,
+            node_id: Some(self.config.node_id.clone()),
         };
         self.store.insert_container(&row).await?;
         tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
@@ -529,7 +532,7 @@ impl<N: Node> Lifecycle<N> {
     /// Stops every container that is not stopped yet, all at once, and waits for them:
     /// for a server that takes its pods down with it.
     pub async fn stop_all(self: &Arc<Self>) -> Result<usize, LifecycleError> {
-        let rows = self.store.containers(true).await?;
+        let rows = self.own_active().await?;
         let longest_grace = rows
             .iter()
             .map(|r| self.grace_of(r))
@@ -541,7 +544,7 @@ impl<N: Node> Lifecycle<N> {
         let limit = longest_grace + STOP_ALL_SLACK;
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
-            if self.store.containers(true).await?.is_empty() {
+            if self.own_active().await?.is_empty() {
                 return Ok(asked);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -757,7 +760,7 @@ impl<N: Node> Lifecycle<N> {
 
     /// Stops running containers with no open connection whose keep-warm deadline passed.
     async fn check_idle(self: &Arc<Self>) -> Result<(), LifecycleError> {
-        let rows = self.store.containers(true).await?;
+        let rows = self.own_active().await?;
         for row in rows
             .into_iter()
             .filter(|r| r.status == ContainerStatus::Running && r.keep_warm_seconds >= 0)
@@ -808,7 +811,7 @@ impl<N: Node> Lifecycle<N> {
     /// After a server restart: adopt running containers, record the ends that happened while
     /// the server was down, finish interrupted stops, and undo starts that were cut off.
     pub async fn recover(self: &Arc<Self>) -> Result<(), LifecycleError> {
-        for row in self.store.containers(true).await? {
+        for row in self.own_active().await? {
             match row.status {
                 ContainerStatus::Running => match self.node.state(&row.id).await {
                     ProcessState::Running => {
@@ -840,6 +843,14 @@ impl<N: Node> Lifecycle<N> {
             }
         }
         Ok(())
+    }
+
+    /// The containers placed on this lifecycle's node that have not ended: the ones its
+    /// recovery, idle checks and stops look after (other nodes look after their own).
+    async fn own_active(&self) -> Result<Vec<ContainerRow>, LifecycleError> {
+        let mut rows = self.store.containers(true).await?;
+        rows.retain(|r| r.node_id.as_deref() == Some(self.config.node_id.as_str()));
+        Ok(rows)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Container>, LifecycleError> {
@@ -1029,6 +1040,7 @@ impl<N: Node> Lifecycle<N> {
             init: row.init,
             stop_signal: row.stop_signal,
             stop_grace_seconds,
+            node: row.node_id,
         }
     }
 
@@ -1384,6 +1396,7 @@ mod tests {
                 url_port: 80,
                 stop_grace: Duration::from_secs(1),
                 max_pending_starts,
+                node_id: "node-test".into(),
             },
             None,
         );

@@ -42,6 +42,9 @@ pub enum Command {
     /// Open an interactive shell in a running container (bash if it has one, else sh), on
     /// this terminal; `exit` ends it.
     Shell(ShellArgs),
+    /// List the machines that run pods: capacity, what their pods ask for, last heartbeat.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Print the path of berth's local CA certificate and how to trust it.
     Ca(CaArgs),
     /// Check this host for what berth needs (runtimes, CNI plugins, cgroups, overlayfs,
@@ -176,6 +179,10 @@ pub struct ServerArgs {
     /// Image builds in flight past which builds are refused with 429 and Retry-After.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10000))]
     pub max_pending_builds: u64,
+    /// A label this node registers, KEY=VALUE (repeatable), shown by `berth node list`;
+    /// for placing pods on a pool of machines once workers join.
+    #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = berth_api::parse_node_label)]
+    pub node_labels: Vec<(String, String)>,
     /// The static init mounted into pods as PID 1 (default: /usr/bin/tini-static from
     /// Debian's tini, if present).
     #[arg(long, value_name = "PATH")]
@@ -500,6 +507,13 @@ pub enum VolumeCommand {
     List(DeploymentListArgs),
     /// Delete a volume and its files (refused while a pod uses it).
     Delete(NameArg),
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// List nodes: status, CPU and memory asked for of what each offers, pods, runtimes,
+    /// labels and last heartbeat.
+    List(DeploymentListArgs),
 }
 
 #[derive(Subcommand)]

@@ -408,6 +408,15 @@ impl Client {
         .await
     }
 
+    pub async fn nodes(&self) -> Result<Vec<berth_api::NodeInfo>> {
+        let list: berth_api::NodeList = self
+            .send(self.http.get(self.url("/v1/nodes")))
+            .await?
+            .json()
+            .await?;
+        Ok(list.nodes)
+    }
+
     pub async fn volumes(&self) -> Result<Vec<Volume>> {
         let list: VolumeList = self
             .send(self.http.get(self.url("/v1/volumes")))

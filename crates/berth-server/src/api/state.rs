@@ -7,6 +7,7 @@ use crate::deployments::Deployments;
 use crate::images::Images;
 use crate::lifecycle::Lifecycle;
 use crate::node::Node;
+use crate::nodes::Nodes;
 use crate::profile::Tokens;
 use crate::secrets::Secrets;
 use crate::storage::Storage;
@@ -17,6 +18,7 @@ pub struct AppState<N: Node> {
     pub images: Images<N>,
     pub storage: Storage<N>,
     pub secrets: Secrets,
+    pub nodes: Nodes,
     pub tokens: Tokens,
     pub access: Arc<PodAccess>,
     pub metrics: Arc<berth_proxy::ProxyMetrics>,

@@ -2,9 +2,11 @@
 
 mod deployments;
 mod legacy;
+mod nodes;
 mod pod_tokens;
 mod secrets;
 
+pub use nodes::NodeRow;
 pub use pod_tokens::PodTokenRow;
 
 pub use deployments::{DeploymentRow, VersionRow};
@@ -69,6 +71,8 @@ pub struct ContainerRow {
     pub stop_signal: Option<String>,
     /// `None` for the server's default.
     pub stop_grace_seconds: Option<u64>,
+    /// The node it is placed on; `None` only in a database from before nodes.
+    pub node_id: Option<String>,
 }
 
 /// The control plane's state: SQLite in the state directory on one machine, PostgreSQL when
@@ -242,8 +246,8 @@ impl Store {
             "INSERT INTO containers (id, stub_id, deployment_id, status, image, ports, cpu_millis,
              memory_mib, keep_warm_seconds, exit_code, reason, ipv4, ipv6, scheduled_at, started_at,
              finished_at, authorized, runtime, block_network, allow_list, read_only_rootfs,
-             disk_mib, privileged_user, init, stop_signal, stop_grace_seconds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
+             disk_mib, privileged_user, init, stop_signal, stop_grace_seconds, node_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
         )
         .bind(&c.id)
         .bind(&c.stub_id)
@@ -271,6 +275,7 @@ impl Store {
         .bind(flag(c.init))
         .bind(&c.stop_signal)
         .bind(c.stop_grace_seconds.map(|g| g as i64))
+        .bind(&c.node_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -427,6 +432,7 @@ fn from_row(r: &AnyRow) -> Result<ContainerRow, StoreError> {
         stop_grace_seconds: r
             .try_get::<Option<i64>, _>("stop_grace_seconds")?
             .map(|g| g as u64),
+        node_id: r.try_get("node_id")?,
     })
 }
 
@@ -440,29 +446,7 @@ mod tests {
     }
 
     async fn containers_round_trip(store: Store) {
-        let spec = PodSpec {
-            image: "busybox".into(),
-            ports: vec![80],
-            cpu_millis: 1000,
-            memory_mib: 128,
-            env: Default::default(),
-            entrypoint: None,
-            keep_warm_seconds: 600,
-            volumes: vec![],
-            secrets: vec![],
-            code: None,
-            workdir: None,
-            authorized: false,
-            runtime: None,
-            block_network: false,
-            allow_list: vec![],
-            read_only_rootfs: false,
-            disk_mib: None,
-            privileged_user: false,
-            init: true,
-            stop_signal: None,
-            stop_grace_seconds: None,
-        };
+        let spec = testing::spec();
         store.upsert_stub("s1", &spec, 1).await.expect("stub");
         store
             .upsert_stub("s1", &spec, 2)
@@ -470,32 +454,14 @@ mod tests {
             .expect("stub again is fine");
         assert_eq!(store.stub_spec("s1").await.expect("read"), Some(spec));
         let mut row = ContainerRow {
-            id: "pod-s1-00000001".into(),
-            stub_id: "s1".into(),
-            deployment_id: None,
-            status: ContainerStatus::Pending,
-            image: "busybox".into(),
-            ports: vec![80, 81],
-            cpu_millis: 1000,
-            memory_mib: 128,
-            keep_warm_seconds: 600,
-            exit_code: None,
-            reason: None,
-            ipv4: None,
-            ipv6: None,
-            scheduled_at: 10,
-            started_at: None,
-            finished_at: None,
-            authorized: false,
             runtime: "gvisor".into(),
-            block_network: false,
             allow_list: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
             read_only_rootfs: true,
             disk_mib: Some(512),
             privileged_user: true,
-            init: true,
             stop_signal: Some("SIGINT".into()),
             stop_grace_seconds: Some(30),
+            ..testing::row("pod-s1-00000001", "s1")
         };
         store.insert_container(&row).await.expect("insert");
         assert_eq!(
@@ -574,7 +540,69 @@ mod tests {
 pub(crate) mod testing {
     use std::future::Future;
 
-    use super::Store;
+    use berth_api::ContainerStatus;
+
+    use super::{ContainerRow, Store};
+    use crate::spec::PodSpec;
+
+    pub fn spec() -> PodSpec {
+        PodSpec {
+            image: "busybox".into(),
+            ports: vec![80],
+            cpu_millis: 1000,
+            memory_mib: 128,
+            env: Default::default(),
+            entrypoint: None,
+            keep_warm_seconds: 600,
+            volumes: vec![],
+            secrets: vec![],
+            code: None,
+            workdir: None,
+            authorized: false,
+            runtime: None,
+            block_network: false,
+            allow_list: vec![],
+            read_only_rootfs: false,
+            disk_mib: None,
+            privileged_user: false,
+            init: true,
+            stop_signal: None,
+            stop_grace_seconds: None,
+        }
+    }
+
+    /// A PENDING container of `stub_id` on node `node-1`.
+    pub fn row(id: &str, stub_id: &str) -> ContainerRow {
+        ContainerRow {
+            id: id.into(),
+            stub_id: stub_id.into(),
+            deployment_id: None,
+            status: ContainerStatus::Pending,
+            image: "busybox".into(),
+            ports: vec![80, 81],
+            cpu_millis: 1000,
+            memory_mib: 128,
+            keep_warm_seconds: 600,
+            exit_code: None,
+            reason: None,
+            ipv4: None,
+            ipv6: None,
+            scheduled_at: 10,
+            started_at: None,
+            finished_at: None,
+            authorized: false,
+            runtime: "runc".into(),
+            block_network: false,
+            allow_list: vec![],
+            read_only_rootfs: false,
+            disk_mib: None,
+            privileged_user: false,
+            init: true,
+            stop_signal: None,
+            stop_grace_seconds: None,
+            node_id: Some("node-1".into()),
+        }
+    }
 
     /// Runs `check` on a fresh SQLite store, then on a fresh database in a PostgreSQL server
     /// of its own.

@@ -40,6 +40,7 @@ fn table(containers: &[Container], now: i64) -> String {
                 c.deployment_id.clone().unwrap_or_default(),
                 format!("{} ago", human(now - c.scheduled_at)),
                 uptime,
+                c.node.clone().unwrap_or_default(),
             ]
         })
         .collect();
@@ -51,12 +52,13 @@ fn table(containers: &[Container], now: i64) -> String {
             "Deployment ID",
             "Scheduled At",
             "Uptime",
+            "Node",
         ],
         &rows,
     )
 }
 
-fn human(seconds: i64) -> String {
+pub(crate) fn human(seconds: i64) -> String {
     let s = seconds.max(0);
     let (n, unit) = match s {
         0..=59 => (s, "second"),

@@ -7,6 +7,7 @@ pub mod cp;
 pub mod deploy;
 pub mod doctor;
 pub mod image;
+pub mod node;
 pub mod progress;
 pub mod python;
 pub mod resources;
@@ -18,7 +19,8 @@ pub mod terminal;
 use anyhow::Result;
 
 use crate::cli::{
-    Command, ContainerCommand, DeploymentCommand, ImageCommand, SecretCommand, VolumeCommand,
+    Command, ContainerCommand, DeploymentCommand, ImageCommand, NodeCommand, SecretCommand,
+    VolumeCommand,
 };
 
 pub async fn dispatch(command: Command) -> Result<()> {
@@ -43,6 +45,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Container(ContainerCommand::Exec(args)) => container::exec(args).await,
         Command::Container(ContainerCommand::Cp(args)) => cp::cp(args).await,
         Command::Shell(args) => terminal::shell(args).await,
+        Command::Node(NodeCommand::List(args)) => node::list(args).await,
         Command::Ca(args) => ca::ca(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Image(ImageCommand::Build(args)) => image::build(*args).await,

@@ -75,6 +75,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .then(|| Duration::from_secs(args.log_retention_hours.saturating_mul(3600))),
         max_pending_starts: usize::try_from(args.max_pending_starts).unwrap_or(usize::MAX),
         max_pending_builds: usize::try_from(args.max_pending_builds).unwrap_or(usize::MAX),
+        node_labels: args.node_labels.into_iter().collect(),
     };
     berth_server::run(config, stop_signals()?).await?;
     Ok(())

@@ -19,6 +19,7 @@ mod ingress;
 mod isolation;
 mod lifecycle;
 mod logs;
+mod nodes;
 mod pid1;
 mod pod_data;
 mod process;
@@ -57,6 +58,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "certs::acme_certificate_from_pebble",
             run: certs::acme_certificate_from_pebble,
+        },
+        Case {
+            name: "nodes::this_machine_is_a_node",
+            run: nodes::this_machine_is_a_node,
         },
         Case {
             name: "tls::https_pod_urls",

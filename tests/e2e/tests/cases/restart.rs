@@ -72,6 +72,13 @@ fn adopt_after_kill(env: &Env, server: &Server, api: &Api) -> Res<()> {
         before.started_at,
         pod.describe()
     );
+    // The node keeps its id across the restart, and the pod stays placed on it.
+    ensure!(
+        before.node.is_some() && after.node == before.node,
+        "{id} was on node {:?} before the restart and is on {:?} after it",
+        before.node,
+        after.node
+    );
     let out = api.cli(&["container", "list", "--format", "json"])?;
     ensure!(
         out.status.success(),

@@ -19,6 +19,9 @@ pub const STOP_TIMEOUT_SECONDS: u64 = 3;
 /// Proxy settings must never send loopback traffic (registry, API, ingress) elsewhere.
 pub const NO_PROXY: &str = "127.0.0.1,localhost,::1,.berth.test";
 
+/// The label key every test server registers its node with, its bridge as the value.
+pub const NODE_LABEL: &str = "berth-e2e";
+
 /// A test server's pod network: its bridge and pod subnets.
 #[derive(Debug, Clone, Copy)]
 pub struct PodNetwork {
@@ -236,6 +239,10 @@ impl Server {
             .args(["--pod-subnet-v4", self.network.subnet_v4])
             .args(["--pod-subnet-v6", self.network.subnet_v6.unwrap_or("none")])
             .args(["--bridge", self.network.bridge])
+            .args([
+                "--node-label",
+                &format!("{NODE_LABEL}={}", self.network.bridge),
+            ])
             .args(&self.extra_args)
             .args(
                 (!self.extra_args.iter().any(|a| a == "--ingress-listen"))

@@ -1,0 +1,225 @@
+//! The nodes of the control plane: this machine registers itself under an id kept in its
+//! state directory, with the capacity it offers, and heartbeats; `GET /v1/nodes` shows every
+//! registered node with what its live pods ask for. Workers on other machines will register
+//! through the same rows.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_api::{NodeInfo, NodeStatus};
+use rand::Rng;
+
+use crate::store::{NodeRow, Store, StoreError};
+
+/// How often a node tells the store it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A node whose last heartbeat is older than this many seconds is shown unreachable.
+const UNREACHABLE_AFTER_SECONDS: i64 = 3 * HEARTBEAT_INTERVAL.as_secs() as i64;
+
+/// The file in the state directory that keeps the node's id.
+const NODE_ID_FILE: &str = "node-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodesError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the node id {path}: {source}")]
+    IdFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the node id {path} holds {text:?}, not node-<12 hex>")]
+    BadId { path: PathBuf, text: String },
+}
+
+/// This machine's node id: the one in the state directory, or a new one kept there.
+pub fn node_id(state_dir: &Path) -> Result<String, NodesError> {
+    let path = state_dir.join(NODE_ID_FILE);
+    let io = |source| NodesError::IdFile {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if !is_node_id(id) {
+                return Err(NodesError::BadId {
+                    path,
+                    text: text.clone(),
+                });
+            }
+            Ok(id.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("node-{:012x}", rand::rng().random::<u64>() >> 16);
+            // Written whole or not at all: a crash never leaves half an id.
+            let partial = state_dir.join(format!("{NODE_ID_FILE}.partial"));
+            std::fs::write(&partial, format!("{id}\n")).map_err(io)?;
+            std::fs::rename(&partial, &path).map_err(io)?;
+            Ok(id)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn is_node_id(id: &str) -> bool {
+    id.strip_prefix("node-").is_some_and(|hex| {
+        hex.len() == 12 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// What this machine offers pods: every CPU it may use and all of its memory.
+pub fn host_capacity() -> (u64, u64) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| mem_total_mib(&text))
+        .unwrap_or(0);
+    (cpus * 1000, memory_mib)
+}
+
+/// `MemTotal` of a `/proc/meminfo`, in MiB.
+fn mem_total_mib(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// The machine's host name, or `localhost` if it has none.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The nodes as the API shows them.
+#[derive(Clone)]
+pub struct Nodes {
+    store: Store,
+}
+
+impl Nodes {
+    pub fn new(store: Store) -> Self {
+        Nodes { store }
+    }
+
+    /// Registers `node` (again, after a restart) and keeps heartbeating for it until the
+    /// returned task is aborted.
+    pub async fn register(&self, node: NodeRow) -> Result<tokio::task::JoinHandle<()>, NodesError> {
+        self.store.register_node(&node).await?;
+        let placed = self.store.place_unplaced(&node.id).await?;
+        if placed > 0 {
+            tracing::info!(node = %node.id, placed, "containers from before nodes placed on this node");
+        }
+        let store = self.store.clone();
+        Ok(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                // A store that is away for a beat is logged, not fatal: the next beat may
+                // reach it, and the node's pods run on regardless.
+                match store.heartbeat_node(&node.id, now()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if let Err(e) = store.register_node(&node).await {
+                            tracing::warn!(node = %node.id, "registering again: {e}");
+                        }
+                    }
+                    Err(e) => tracing::warn!(node = %node.id, "heartbeat: {e}"),
+                }
+            }
+        }))
+    }
+
+    pub async fn list(&self) -> Result<Vec<NodeInfo>, NodesError> {
+        let mut usage = self.store.node_usage().await?;
+        let now = now();
+        Ok(self
+            .store
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|n| {
+                let used = usage.remove(&n.id).unwrap_or_default();
+                NodeInfo {
+                    status: status_at(n.heartbeat_at, now),
+                    id: n.id,
+                    hostname: n.hostname,
+                    cpu_millis: n.cpu_millis,
+                    memory_mib: n.memory_mib,
+                    runtimes: n.runtimes,
+                    labels: n.labels,
+                    pods: used.pods,
+                    cpu_requested_millis: used.cpu_millis,
+                    memory_requested_mib: used.memory_mib,
+                    started_at: n.started_at,
+                    heartbeat_at: n.heartbeat_at,
+                }
+            })
+            .collect())
+    }
+}
+
+fn status_at(heartbeat_at: i64, now: i64) -> NodeStatus {
+    if now - heartbeat_at > UNREACHABLE_AFTER_SECONDS {
+        NodeStatus::Unreachable
+    } else {
+        NodeStatus::Ready
+    }
+}
+
+/// A node's row as it registers now.
+pub fn this_node(id: String, runtimes: Vec<String>, labels: BTreeMap<String, String>) -> NodeRow {
+    let (cpu_millis, memory_mib) = host_capacity();
+    let at = now();
+    NodeRow {
+        id,
+        hostname: hostname(),
+        cpu_millis,
+        memory_mib,
+        runtimes,
+        labels,
+        started_at: at,
+        heartbeat_at: at,
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = node_id(dir.path()).expect("new id");
+        assert!(is_node_id(&id), "{id}");
+        assert_eq!(node_id(dir.path()).expect("kept id"), id);
+        std::fs::write(dir.path().join(NODE_ID_FILE), "../../etc").expect("write");
+        assert!(matches!(node_id(dir.path()), Err(NodesError::BadId { .. })));
+    }
+
+    #[test]
+    fn memory_comes_from_meminfo() {
+        let meminfo = "MemFree:  1000 kB\nMemTotal:       24576000 kB\n";
+        assert_eq!(mem_total_mib(meminfo), Some(24_000));
+        assert_eq!(mem_total_mib("MemFree: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn a_node_past_three_missed_heartbeats_is_unreachable() {
+        assert_eq!(status_at(100, 100), NodeStatus::Ready);
+        assert_eq!(status_at(100, 115), NodeStatus::Ready);
+        assert_eq!(status_at(100, 116), NodeStatus::Unreachable);
+    }
+}
