@@ -55,6 +55,32 @@ pub struct NodeList {
     pub nodes: Vec<NodeInfo>,
 }
 
+/// `POST /v1/nodes/join-tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinTokenRequest {
+    /// How long the token lets workers join, in seconds; an hour when absent.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A join token lives at most this long.
+pub const MAX_JOIN_TOKEN_TTL_SECONDS: u64 = 7 * 24 * 3600;
+pub const DEFAULT_JOIN_TOKEN_TTL_SECONDS: u64 = 3600;
+
+/// A new join token, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokenCreated {
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// The control plane's node port, as workers are told to reach it; change the host to
+    /// one the workers can reach when it is a wildcard.
+    pub node_address: String,
+    /// The command that joins a worker with this token.
+    pub join_command: String,
+}
+
 /// The longest label key or value.
 pub const MAX_NODE_LABEL_LEN: usize = 63;
 

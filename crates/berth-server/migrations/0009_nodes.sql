@@ -14,3 +14,20 @@ CREATE TABLE nodes (
 
 ALTER TABLE containers ADD COLUMN node_id TEXT;
 CREATE INDEX containers_by_node ON containers(node_id);
+
+-- Tokens that let a worker join (`berth server join-token`): the secret's SHA-256, never
+-- the secret, and when it stops working.
+CREATE TABLE join_tokens (
+    id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+-- The client certificates signed at join, by SHA-256: a worker's requests on the node port
+-- are its node's by the certificate they come with.
+CREATE TABLE node_certs (
+    cert_sha256 TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);

@@ -3,6 +3,7 @@
 
 mod access;
 mod api;
+mod cluster;
 mod deployments;
 mod handover;
 mod images;
@@ -67,6 +68,8 @@ pub enum ServerError {
     Secrets(#[from] secrets::SecretError),
     #[error(transparent)]
     Nodes(#[from] nodes::NodesError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("cannot listen on {addr} for the {what}: {source}")]
     Listen {
         what: &'static str,
@@ -185,6 +188,9 @@ pub struct ServerConfig {
     pub max_pending_starts: usize,
     /// Image builds in flight past which builds get 429.
     pub max_pending_builds: usize,
+    /// Where workers join and heartbeat (mutual TLS with the cluster CA); no workers when
+    /// unset.
+    pub node_listen: Option<SocketAddr>,
     /// What this node registers besides its capacity, for placing pods (`pool=gpu`).
     pub node_labels: std::collections::BTreeMap<String, String>,
 }
@@ -306,16 +312,46 @@ pub async fn run(
         }
         None => (None, None, None),
     };
+    let node_listener = match config.node_listen {
+        Some(addr) => Some(match inherited.take("node", addr) {
+            Some(listener) => tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                ServerError::Listen {
+                    what: "node port",
+                    addr,
+                    source,
+                }
+            })?,
+            None => bind("node port", addr).await?,
+        }),
+        None => None,
+    };
     // Kept for a hot restart: the new process inherits these, whatever the serving loops do
     // with their own handles.
-    let handover_sockets =
-        HandoverSockets::dup(&api_listener, &ingress_listener, tls_listener.as_ref()).map_err(
-            |source| ServerError::Listen {
-                what: "API",
-                addr: api_addr,
+    let handover_sockets = HandoverSockets::dup(
+        &api_listener,
+        &ingress_listener,
+        tls_listener.as_ref(),
+        node_listener.as_ref(),
+    )
+    .map_err(|source| ServerError::Listen {
+        what: "API",
+        addr: api_addr,
+        source,
+    })?;
+    let (cluster, node_port) = match node_listener {
+        Some(tcp) => {
+            let addr = tcp.local_addr().map_err(|source| ServerError::Listen {
+                what: "node port",
+                addr: config.node_listen.unwrap_or(api_addr),
                 source,
-            },
-        )?;
+            })?;
+            let cluster = cluster::Cluster::open(state_dir, store.clone(), addr)?;
+            let port = cluster.serve(tcp)?;
+            tracing::info!("workers join on {addr} (`berth server join-token` prints a token)");
+            (Some(cluster), Some(port))
+        }
+        None => (None, None),
+    };
     let (url_scheme, url_port) = match tls_addr {
         Some(addr) => ("https", addr.port()),
         None => ("http", ingress_addr.port()),
@@ -371,6 +407,7 @@ pub async fn run(
         storage: storage::Storage::new(node.clone(), store.clone()),
         secrets,
         nodes,
+        cluster,
         tokens: profile::Tokens::new(store.clone()),
         access: access.clone(),
         metrics: metrics.clone(),
@@ -487,6 +524,7 @@ pub async fn run(
     }
     monitor.abort();
     heartbeat.abort();
+    drop(node_port);
     node.release_host_resources();
     store.close().await;
 
@@ -591,6 +629,7 @@ struct HandoverSockets {
     api: OwnedFd,
     ingress: OwnedFd,
     https: Option<OwnedFd>,
+    node: Option<OwnedFd>,
 }
 
 impl HandoverSockets {
@@ -598,11 +637,13 @@ impl HandoverSockets {
         api: &tokio::net::TcpListener,
         ingress: &std::net::TcpListener,
         https: Option<&std::net::TcpListener>,
+        node: Option<&tokio::net::TcpListener>,
     ) -> std::io::Result<Self> {
         Ok(Self {
             api: api.as_fd().try_clone_to_owned()?,
             ingress: ingress.as_fd().try_clone_to_owned()?,
             https: https.map(|l| l.as_fd().try_clone_to_owned()).transpose()?,
+            node: node.map(|l| l.as_fd().try_clone_to_owned()).transpose()?,
         })
     }
 
@@ -614,6 +655,9 @@ impl HandoverSockets {
         ];
         if let Some(https) = &self.https {
             all.push(("https", https.as_raw_fd()));
+        }
+        if let Some(node) = &self.node {
+            all.push(("node", node.as_raw_fd()));
         }
         all
     }

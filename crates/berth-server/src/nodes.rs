@@ -5,15 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use berth_api::{NodeInfo, NodeStatus};
+use berth_cluster::HEARTBEAT_INTERVAL;
 use rand::Rng;
 
 use crate::store::{NodeRow, Store, StoreError};
-
-/// How often a node tells the store it is alive.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A node whose last heartbeat is older than this many seconds is shown unreachable.
 const UNREACHABLE_AFTER_SECONDS: i64 = 3 * HEARTBEAT_INTERVAL.as_secs() as i64;
@@ -54,7 +51,7 @@ pub fn node_id(state_dir: &Path) -> Result<String, NodesError> {
             Ok(id.to_string())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = format!("node-{:012x}", rand::rng().random::<u64>() >> 16);
+            let id = new_node_id();
             // Written whole or not at all: a crash never leaves half an id.
             let partial = state_dir.join(format!("{NODE_ID_FILE}.partial"));
             std::fs::write(&partial, format!("{id}\n")).map_err(io)?;
@@ -65,36 +62,15 @@ pub fn node_id(state_dir: &Path) -> Result<String, NodesError> {
     }
 }
 
+/// A node id no node has had: `node-<12 hex>`.
+pub fn new_node_id() -> String {
+    format!("node-{:012x}", rand::rng().random::<u64>() >> 16)
+}
+
 fn is_node_id(id: &str) -> bool {
     id.strip_prefix("node-").is_some_and(|hex| {
         hex.len() == 12 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })
-}
-
-/// What this machine offers pods: every CPU it may use and all of its memory.
-pub fn host_capacity() -> (u64, u64) {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    let memory_mib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| mem_total_mib(&text))
-        .unwrap_or(0);
-    (cpus * 1000, memory_mib)
-}
-
-/// `MemTotal` of a `/proc/meminfo`, in MiB.
-fn mem_total_mib(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
-}
-
-/// The machine's host name, or `localhost` if it has none.
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The nodes as the API shows them.
@@ -177,11 +153,11 @@ fn status_at(heartbeat_at: i64, now: i64) -> NodeStatus {
 
 /// A node's row as it registers now.
 pub fn this_node(id: String, runtimes: Vec<String>, labels: BTreeMap<String, String>) -> NodeRow {
-    let (cpu_millis, memory_mib) = host_capacity();
+    let (cpu_millis, memory_mib) = berth_cluster::facts::capacity();
     let at = now();
     NodeRow {
         id,
-        hostname: hostname(),
+        hostname: berth_cluster::facts::hostname(),
         cpu_millis,
         memory_mib,
         runtimes,
@@ -207,13 +183,6 @@ mod tests {
         assert_eq!(node_id(dir.path()).expect("kept id"), id);
         std::fs::write(dir.path().join(NODE_ID_FILE), "../../etc").expect("write");
         assert!(matches!(node_id(dir.path()), Err(NodesError::BadId { .. })));
-    }
-
-    #[test]
-    fn memory_comes_from_meminfo() {
-        let meminfo = "MemFree:  1000 kB\nMemTotal:       24576000 kB\n";
-        assert_eq!(mem_total_mib(meminfo), Some(24_000));
-        assert_eq!(mem_total_mib("MemFree: 1 kB\n"), None);
     }
 
     #[test]

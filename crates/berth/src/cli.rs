@@ -18,8 +18,14 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the berth server: API, ingress and node agent in one process.
+    /// Run the berth server: API, ingress and node agent in one process; `berth server
+    /// join-token` prints a token for a worker to join it.
+    #[command(args_conflicts_with_subcommands = true)]
     Server(ServerArgs),
+    /// Join this machine to a berth server as a worker (`--join ADDR --token T` the first
+    /// time), then register what it offers and heartbeat until stopped. Pods are not placed
+    /// on workers yet: this is the joining half of scale-out.
+    Worker(WorkerArgs),
     /// Launch a pod (from an image, or a Pod in a Python module) and print its URL once it runs.
     Run(RunArgs),
     /// Deploy the Pod in a Python module (app.py:pod) as a named deployment with a stable URL.
@@ -71,6 +77,8 @@ pub struct EnvRuntimeArgs {
 
 #[derive(Args)]
 pub struct ServerArgs {
+    #[command(subcommand)]
+    pub action: Option<ServerAction>,
     /// Where berth keeps its database, images and container state.
     #[arg(long, default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,
@@ -183,6 +191,10 @@ pub struct ServerArgs {
     /// for placing pods on a pool of machines once workers join.
     #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = berth_api::parse_node_label)]
     pub node_labels: Vec<(String, String)>,
+    /// Take workers on this address (mutual TLS with berth's cluster CA, kept in the state
+    /// directory); `berth server join-token` prints a token for one to join. Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub node_listen: Option<SocketAddr>,
     /// The static init mounted into pods as PID 1 (default: /usr/bin/tini-static from
     /// Debian's tini, if present).
     #[arg(long, value_name = "PATH")]
@@ -507,6 +519,37 @@ pub enum VolumeCommand {
     List(DeploymentListArgs),
     /// Delete a volume and its files (refused while a pod uses it).
     Delete(NameArg),
+}
+
+#[derive(Subcommand)]
+pub enum ServerAction {
+    /// Print a token that lets workers join the server for `--ttl`, with the `berth worker`
+    /// command that uses it; the token alone is the last line. The server needs
+    /// `--node-listen`.
+    JoinToken(JoinTokenArgs),
+}
+
+#[derive(Args)]
+pub struct JoinTokenArgs {
+    /// How long the token lets workers join: seconds, or with a unit (90s, 10m, 2h, 7d).
+    #[arg(long, default_value = "1h", value_parser = crate::duration::parse_seconds)]
+    pub ttl: u64,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The server's node port (its `--node-listen`), HOST:PORT; needed to join, not after.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub join: Option<String>,
+    /// The join token `berth server join-token` printed; needed to join, not after.
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where the worker keeps its certificate and key once joined.
+    #[arg(long, default_value = "/var/lib/berth-worker")]
+    pub state_dir: PathBuf,
+    /// A label this worker registers, KEY=VALUE (repeatable), for placing pods on pools.
+    #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = berth_api::parse_node_label)]
+    pub node_labels: Vec<(String, String)>,
 }
 
 #[derive(Subcommand)]

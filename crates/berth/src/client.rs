@@ -408,6 +408,18 @@ impl Client {
         .await
     }
 
+    pub async fn create_join_token(&self, ttl_seconds: u64) -> Result<berth_api::JoinTokenCreated> {
+        Ok(self
+            .send(self.http.post(self.url("/v1/nodes/join-tokens")).json(
+                &berth_api::CreateJoinTokenRequest {
+                    ttl_seconds: Some(ttl_seconds),
+                },
+            ))
+            .await?
+            .json()
+            .await?)
+    }
+
     pub async fn nodes(&self) -> Result<Vec<berth_api::NodeInfo>> {
         let list: berth_api::NodeList = self
             .send(self.http.get(self.url("/v1/nodes")))

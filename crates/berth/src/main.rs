@@ -72,7 +72,7 @@ fn describe(error: &anyhow::Error) -> String {
 /// `log_sink`); the guard flushes them at exit.
 fn init_tracing(command: &cli::Command) -> anyhow::Result<Option<log_sink::LogGuard>> {
     let server = match command {
-        cli::Command::Server(args) => Some(args),
+        cli::Command::Server(args) if args.action.is_none() => Some(args),
         _ => None,
     };
     let default = if server.is_some() { "info" } else { "warn" };

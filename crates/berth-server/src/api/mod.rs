@@ -12,7 +12,7 @@ mod images;
 mod logs;
 mod metrics;
 mod nodes;
-mod response;
+pub(crate) mod response;
 mod secrets;
 mod state;
 mod tokens;
@@ -83,6 +83,7 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
             ),
         )
         .route("/v1/nodes", get(nodes::list::<N>))
+        .route("/v1/nodes/join-tokens", post(nodes::create_join_token::<N>))
         .route("/v1/volumes", get(volumes::list::<N>))
         .route("/v1/volumes/{name}", delete(volumes::delete::<N>))
         .route("/v1/secrets", get(secrets::list::<N>))
@@ -155,7 +156,8 @@ async fn healthz() -> Json<Health> {
         volumes::delete, secrets::put, secrets::list, secrets::delete, deployments::deploy,
         deployments::list, deployments::fetch, deployments::stop, deployments::delete,
         deployments::logs, tokens::create, tokens::list, tokens::revoke, exec::exec, exec_tty::exec_tty,
-        files::download, files::upload, files::list, files::make_dir, nodes::list),
+        files::download, files::upload, files::list, files::make_dir, nodes::list,
+        nodes::create_join_token),
     components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
         berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
         berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult,
@@ -166,7 +168,8 @@ async fn healthz() -> Json<Health> {
         berth_api::CreatePodTokenRequest, berth_api::PodToken, berth_api::PodTokenList,
         berth_api::ExecRequest, berth_api::ExecEvent, berth_api::TtyControl, berth_api::TtySize, berth_api::FileListing,
         berth_api::FileInfo, berth_api::FileKind, berth_api::FileWritten, berth_api::DirMade,
-        berth_api::NodeInfo, berth_api::NodeList, berth_api::NodeStatus)),
+        berth_api::NodeInfo, berth_api::NodeList, berth_api::NodeStatus,
+        berth_api::CreateJoinTokenRequest, berth_api::JoinTokenCreated)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -1,13 +1,17 @@
-//! `/v1/nodes`: the machines that run pods, with what their pods ask for.
+//! `/v1/nodes`: the machines that run pods, with what their pods ask for, and the tokens
+//! that let more join.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
-use berth_api::NodeList;
+use berth_api::{ApiError, CreateJoinTokenRequest, ErrorCode, JoinTokenCreated, NodeList};
 
-use super::response::Failure;
+use super::response::{parse_body, Failure};
 use super::state::AppState;
+use crate::cluster::ClusterError;
 use crate::node::Node;
 
 #[utoipa::path(get, path = "/v1/nodes", responses((status = 200, body = NodeList)),
@@ -17,4 +21,30 @@ pub async fn list<N: Node>(
 ) -> Result<Json<NodeList>, Failure> {
     let nodes = state.nodes.list().await.map_err(Failure::internal)?;
     Ok(Json(NodeList { nodes }))
+}
+
+#[utoipa::path(post, path = "/v1/nodes/join-tokens", request_body = Option<CreateJoinTokenRequest>,
+    responses((status = 201, body = JoinTokenCreated), (status = 400, body = ApiError),
+        (status = 409, body = ApiError)),
+    security(("bearer" = [])))]
+pub async fn create_join_token<N: Node>(
+    State(state): State<Arc<AppState<N>>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JoinTokenCreated>), Failure> {
+    let req: CreateJoinTokenRequest = if body.is_empty() {
+        CreateJoinTokenRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    let cluster = state.cluster.as_ref().ok_or_else(|| {
+        Failure(ApiError::new(
+            ErrorCode::Conflict,
+            "this server takes no workers: start it with --node-listen ADDR:PORT",
+        ))
+    })?;
+    match cluster.mint_token(req.ttl_seconds).await {
+        Ok(created) => Ok((StatusCode::CREATED, Json(created))),
+        Err(e @ ClusterError::Ttl) => Err(Failure(ApiError::invalid("ttl_seconds", e))),
+        Err(e) => Err(Failure::internal(e)),
+    }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::access::PodAccess;
+use crate::cluster::Cluster;
 use crate::deployments::Deployments;
 use crate::images::Images;
 use crate::lifecycle::Lifecycle;
@@ -19,6 +20,8 @@ pub struct AppState<N: Node> {
     pub storage: Storage<N>,
     pub secrets: Secrets,
     pub nodes: Nodes,
+    /// Workers may join; `None` without `--node-listen`.
+    pub cluster: Option<Cluster>,
     pub tokens: Tokens,
     pub access: Arc<PodAccess>,
     pub metrics: Arc<berth_proxy::ProxyMetrics>,

@@ -1,5 +1,6 @@
 //! The state store: SQLite through sqlx, with embedded migrations. Only this module runs SQL.
 
+mod cluster;
 mod deployments;
 mod legacy;
 mod nodes;

@@ -15,6 +15,7 @@ pub mod run;
 pub mod server;
 pub mod table;
 pub mod terminal;
+pub mod worker;
 
 use anyhow::Result;
 
@@ -26,6 +27,7 @@ use crate::cli::{
 pub async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Server(args) => server::run(args).await,
+        Command::Worker(args) => worker::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Deploy(args) => deploy::deploy(args),
         Command::Deployment(DeploymentCommand::List(args)) => deploy::list(args).await,

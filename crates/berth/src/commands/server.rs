@@ -9,9 +9,35 @@ use std::net::SocketAddr;
 
 use berth_server::{Relaunch, ServerConfig, Stop, TlsConfig, TlsSource};
 
-use crate::cli::{RuntimeArg, ServerArgs};
+use crate::cli::{JoinTokenArgs, RuntimeArg, ServerAction, ServerArgs};
+use crate::client::Client;
 
 pub async fn run(args: ServerArgs) -> Result<()> {
+    match args.action {
+        Some(ServerAction::JoinToken(token)) => join_token(token).await,
+        None => serve(args).await,
+    }
+}
+
+async fn join_token(args: JoinTokenArgs) -> Result<()> {
+    let created = Client::from_env()?.create_join_token(args.ttl).await?;
+    let expires = time::OffsetDateTime::from_unix_timestamp(created.expires_at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| created.expires_at.to_string());
+    println!("=> Join token, good until {expires}. On the worker, run:");
+    println!("   {}", created.join_command);
+    if created.node_address.starts_with("0.0.0.0:") || created.node_address.starts_with("[::]:") {
+        println!("   (with this server's address in place of the wildcard)");
+    }
+    println!("{}", created.token);
+    Ok(())
+}
+
+async fn serve(args: ServerArgs) -> Result<()> {
     raise_open_files_limit();
     // The server keeps the network's state under its own state directory.
     let network = args.network.config(std::path::PathBuf::new())?;
@@ -76,6 +102,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         max_pending_starts: usize::try_from(args.max_pending_starts).unwrap_or(usize::MAX),
         max_pending_builds: usize::try_from(args.max_pending_builds).unwrap_or(usize::MAX),
         node_labels: args.node_labels.into_iter().collect(),
+        node_listen: args.node_listen,
     };
     berth_server::run(config, stop_signals()?).await?;
     Ok(())

@@ -5,6 +5,7 @@ mod browser;
 mod builds;
 mod certs;
 mod cli;
+mod cluster;
 mod conda;
 mod deployments;
 mod disk_full;
@@ -58,6 +59,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "certs::acme_certificate_from_pebble",
             run: certs::acme_certificate_from_pebble,
+        },
+        Case {
+            name: "cluster::a_worker_joins_over_mutual_tls",
+            run: cluster::a_worker_joins_over_mutual_tls,
         },
         Case {
             name: "nodes::this_machine_is_a_node",

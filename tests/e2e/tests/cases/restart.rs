@@ -188,7 +188,7 @@ fn stop_with_the_server(env: &Env, server: &Server, api: &Api) -> Res<()> {
 }
 
 /// The test's outcome and its cleanup's as one result, with the server log on failure.
-fn with_cleanup(server: &Server, outcome: Res<()>, cleanup: Res<()>) -> Res<()> {
+pub(super) fn with_cleanup(server: &Server, outcome: Res<()>, cleanup: Res<()>) -> Res<()> {
     match (outcome, cleanup) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(e), Ok(())) => Err(server.with_log(e)),
@@ -199,7 +199,7 @@ fn with_cleanup(server: &Server, outcome: Res<()>, cleanup: Res<()>) -> Res<()> 
 
 /// Stops every pod of the test server and the server itself (starting it again first if it is
 /// down, since only a server can stop its pods), and checks that it removed its bridge.
-fn shut_down(server: &Server, api: &Api, network: &PodNetwork) -> Res<()> {
+pub(super) fn shut_down(server: &Server, api: &Api, network: &PodNetwork) -> Res<()> {
     if !server.is_running() {
         server.restart()?;
     }

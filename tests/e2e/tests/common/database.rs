@@ -53,3 +53,33 @@ pub fn stop() {
     let server = POSTGRES.lock().unwrap_or_else(|p| p.into_inner()).take();
     drop(server);
 }
+
+/// How many connections a server started with `server_args` holds to its database now (0
+/// under SQLite, whose files count among its descriptors from the start). A bounded pool
+/// that grows under load and keeps what periodic work uses is not a leak: descriptor
+/// counts leave these out.
+pub fn pool_connections(server_args: &[String]) -> Res<usize> {
+    let guard = POSTGRES.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(server) = guard.as_ref() else {
+        return Ok(0);
+    };
+    let Some(name) = server_args
+        .iter()
+        .position(|a| a == "--database-url")
+        .and_then(|at| server_args.get(at + 1))
+        .and_then(|url| url.rsplit_once('/'))
+        .and_then(|(_, rest)| rest.split('?').next())
+    else {
+        return Ok(0);
+    };
+    let count = server
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"),
+        )
+        .map_err(|e| e.to_string())?;
+    count
+        .trim()
+        .parse()
+        .map_err(|e| format!("pg_stat_activity count {count:?}: {e}"))
+}

@@ -318,10 +318,13 @@ impl Server {
         guard.as_ref().map(Child::id)
     }
 
-    /// The server process's resident memory and open descriptors now.
+    /// Its memory and descriptors, not counting its connections to a PostgreSQL store.
     pub fn usage(&self) -> Res<ProcessUsage> {
         let pid = self.pid().ok_or("the server is not running")?;
-        ProcessUsage::of(pid)
+        let mut usage = ProcessUsage::of(pid)?;
+        let pooled = super::database::pool_connections(&self.extra_args)?;
+        usage.fds = usage.fds.saturating_sub(pooled);
+        Ok(usage)
     }
 
     /// Whether the server process is still running.

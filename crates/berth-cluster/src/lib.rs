@@ -1,0 +1,78 @@
+//! How berth's machines trust each other when workers join a control plane.
+//!
+//! The control plane keeps a cluster CA of its own (not the ingress CA: browsers trust that
+//! one, nodes trust this one). `berth server join-token` mints a short-lived token that also
+//! carries the CA's SHA-256, so a worker that has only the token can tell the real control
+//! plane from an impostor on its first connection, as kubeadm's discovery hash does. At join
+//! the worker sends a certificate request; the control plane signs it with the node's id as
+//! its name, and from then on each side proves itself with a certificate from that CA
+//! (mutual TLS), the worker by its client certificate, the control plane by a server
+//! certificate for [`CONTROL_PLANE_NAME`].
+
+mod agent;
+mod ca;
+mod credentials;
+pub mod facts;
+mod tls;
+mod token;
+mod wire;
+
+pub use agent::{host_port, ControlPlane, JoinError};
+pub use ca::ClusterCa;
+pub use credentials::Credentials;
+pub use token::{JoinToken, TokenError};
+pub use wire::{JoinRequest, JoinResponse, Registration};
+
+/// The name the control plane's node port certificate carries and workers check, whatever
+/// address they reach it at.
+pub const CONTROL_PLANE_NAME: &str = "control-plane.berth.internal";
+
+/// How often a node tells the control plane it is alive.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// SHA-256 of a certificate's DER, in lowercase hex: how a node's certificate is known.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("{path}: {message}")]
+    BadPem {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("the certificate request is not valid: {0}")]
+    BadRequest(String),
+}
+
+/// Writes `data` to `path` with `mode` whole or not at all (a temporary file renamed over it).
+fn write_whole(path: &std::path::Path, data: &[u8], mode: u32) -> Result<(), ClusterError> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let io = |what| {
+        let path = path.to_path_buf();
+        move |source| ClusterError::Io { what, path, source }
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io("writing"))?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io("securing"))?;
+    file.write_all(data).map_err(io("writing"))?;
+    file.as_file().sync_all().map_err(io("writing"))?;
+    file.persist(path).map_err(|e| io("writing")(e.error))?;
+    Ok(())
+}

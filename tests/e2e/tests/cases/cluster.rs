@@ -1,0 +1,344 @@
+//! Workers join a server: a token from `berth server join-token`, `berth worker --join` on
+//! another host (a network namespace of the test's own, reaching the server's node port
+//! over a veth pair), mutual TLS from then on, and `berth node list` showing the worker
+//! ready, then unreachable when it dies, then ready again under the same id when it comes
+//! back without a token.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use berth_api::{NodeInfo, NodeList, NodeStatus};
+use reqwest::Method;
+
+use super::restart::{shut_down, with_cleanup};
+use crate::common::client::{parse_json, Api};
+use crate::common::harness::{own_server_dir, Env};
+use crate::common::server::{berth_bin, terminate, PodNetwork, Server};
+use crate::common::{command_output, free_port, indent, poll, random_hex, Context, Res};
+use crate::ensure;
+
+const NETWORK: PodNetwork = PodNetwork {
+    bridge: "berthtest16",
+    subnet_v4: "10.232.0.0/16",
+    subnet_v6: None,
+};
+/// The veth pair between the host (the control plane) and the worker's namespace.
+const HOST_ADDRESS: &str = "10.231.0.1";
+const WORKER_ADDRESS: &str = "10.231.0.2";
+/// Three missed heartbeats (5 s each) and a margin.
+const UNREACHABLE_WITHIN: Duration = Duration::from_secs(30);
+const READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// Another machine: a network namespace whose one link leads to the host.
+struct WorkerHost {
+    netns: String,
+}
+
+impl WorkerHost {
+    fn create() -> Res<WorkerHost> {
+        let tag = random_hex(3);
+        let host = WorkerHost {
+            netns: format!("berthe2e-worker-{tag}"),
+        };
+        let (outside, inside) = (format!("bwh{tag}"), format!("bww{tag}"));
+        command_output("ip", &["netns", "add", &host.netns])?;
+        command_output(
+            "ip",
+            &[
+                "link",
+                "add",
+                &outside,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &inside,
+                "netns",
+                &host.netns,
+            ],
+        )?;
+        command_output(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{HOST_ADDRESS}/30"),
+                "dev",
+                &outside,
+            ],
+        )?;
+        command_output("ip", &["link", "set", &outside, "up"])?;
+        let v4 = format!("{WORKER_ADDRESS}/30");
+        for args in [
+            ["addr", "add", v4.as_str(), "dev", inside.as_str()].as_slice(),
+            &["link", "set", inside.as_str(), "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            let mut all = vec!["netns", "exec", host.netns.as_str(), "ip"];
+            all.extend_from_slice(args);
+            command_output("ip", &all)?;
+        }
+        Ok(host)
+    }
+
+    fn worker(&self, state_dir: &Path, args: &[&str]) -> Res<Command> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
+            .arg(berth_bin()?)
+            .arg("worker")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(args)
+            .env_remove("BERTH_JOIN_TOKEN")
+            .stdin(Stdio::null());
+        Ok(cmd)
+    }
+
+    /// Runs a worker that should refuse to start; its output.
+    fn refused(&self, state_dir: &Path, args: &[&str]) -> Res<String> {
+        let out: Output = self
+            .worker(state_dir, args)?
+            .output()
+            .ctx("run berth worker")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            !out.status.success(),
+            "berth worker {args:?} should have failed:\n{}",
+            indent(&text)
+        );
+        Ok(text)
+    }
+
+    fn spawn(&self, state_dir: &Path, args: &[&str], log: &Path) -> Res<Child> {
+        let out = std::fs::File::create(log).ctx("worker log")?;
+        let err = out.try_clone().ctx("worker log")?;
+        self.worker(state_dir, args)?
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .ctx("start berth worker")
+    }
+}
+
+impl Drop for WorkerHost {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        if let Err(e) = command_output("ip", &["netns", "del", &self.netns]) {
+            eprintln!("cleanup: deleting {}: {e}", self.netns);
+        }
+    }
+}
+
+fn nodes(api: &Api) -> Res<Vec<NodeInfo>> {
+    let (status, body) = api.send(api.request(Method::GET, "/v1/nodes"), "list nodes")?;
+    ensure!(status.is_success(), "GET /v1/nodes: {status} {body}");
+    Ok(parse_json::<NodeList>(&body, "node list")?.nodes)
+}
+
+fn wait_status(api: &Api, id: &str, status: NodeStatus, within: Duration) -> Res<NodeInfo> {
+    poll(within, Duration::from_millis(500), || {
+        nodes(api)
+            .ok()?
+            .into_iter()
+            .find(|n| n.id == id && n.status == status)
+    })
+    .ok_or_else(|| {
+        format!(
+            "node {id} was not {status} within {within:?}: {:#?}",
+            nodes(api)
+        )
+    })
+}
+
+pub fn a_worker_joins_over_mutual_tls(env: &Env) -> Res<()> {
+    let host = WorkerHost::create()?;
+    let dir = own_server_dir(env, &NETWORK, "cluster")?;
+    let node_port = format!("{HOST_ADDRESS}:{}", free_port()?);
+    let server = Server::start_with_args(
+        &dir,
+        &env.registry.host(),
+        NETWORK,
+        &["--node-listen".to_string(), node_port.clone()],
+    )?;
+    let api = Api::new(&server)?;
+    let outcome = join_and_heartbeat(&host, &dir, &api, &node_port);
+    let cleanup = shut_down(&server, &api, &NETWORK);
+    drop(host);
+    with_cleanup(&server, outcome, cleanup)
+}
+
+fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str) -> Res<()> {
+    let minted = api.cli(&["server", "join-token", "--ttl", "10m"])?;
+    ensure!(minted.status.success(), "join-token:\n{}", minted.show());
+    let token = minted
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    ensure!(
+        minted
+            .stdout
+            .contains(&format!("berth worker --join {node_port} --token {token}")),
+        "join-token printed no join command for {node_port}:\n{}",
+        minted.show()
+    );
+    let state = dir.join("worker-state");
+    let credentials = state.join("cluster-credentials.json");
+
+    // A mistyped secret, a token naming another CA, an expired token: refused, nothing kept.
+    let parts: Vec<&str> = token.split('.').collect();
+    ensure!(parts.len() == 4, "the token {token:?} is not four parts");
+    let flip = |s: &str| s.chars().rev().collect::<String>();
+    let wrong_secret = format!("{}.{}.{}.{}", parts[0], parts[1], flip(parts[2]), parts[3]);
+    let wrong_ca = format!("{}.{}.{}.{}", parts[0], parts[1], parts[2], flip(parts[3]));
+    let expired = api.cli(&["server", "join-token", "--ttl", "1"])?;
+    let expired = expired
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(2100));
+    for (bad, expect) in [
+        (wrong_secret.as_str(), "not one this control plane minted"),
+        (wrong_ca.as_str(), "CA is not the one the join token names"),
+        (expired.as_str(), "expired"),
+        ("berth1.nope", "not berth1."),
+    ] {
+        let said = host.refused(&state, &["--join", node_port, "--token", bad])?;
+        ensure!(
+            said.contains(expect),
+            "a worker with the token {bad:?} should be told {expect:?}:\n{}",
+            indent(&said)
+        );
+        ensure!(
+            !credentials.exists(),
+            "a refused join left {}",
+            credentials.display()
+        );
+    }
+    let said = host.refused(&state, &[])?;
+    ensure!(
+        said.contains("has not joined a server yet"),
+        "a worker with no token and no credentials:\n{}",
+        indent(&said)
+    );
+
+    // Without a certificate the node routes are closed.
+    let anonymous = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .ctx("client")?;
+    let refused = anonymous
+        .post(format!("https://{node_port}/v1/cluster/heartbeat"))
+        .json(&serde_json::json!({}))
+        .send()
+        .ctx("anonymous heartbeat")?;
+    ensure!(
+        refused.status() == reqwest::StatusCode::UNAUTHORIZED,
+        "a heartbeat without a certificate got {}",
+        refused.status()
+    );
+
+    let log = dir.join("worker.log");
+    let args = [
+        "--join",
+        node_port,
+        "--token",
+        &token,
+        "--node-label",
+        "pool=edge",
+    ];
+    let worker = host.spawn(&state, &args, &log)?;
+    let mut worker = KillOnDrop(Some(worker));
+    let joined = poll(READY_WITHIN, Duration::from_millis(300), || {
+        let text = std::fs::read_to_string(&credentials).ok()?;
+        let saved: serde_json::Value = serde_json::from_str(&text).ok()?;
+        saved["node_id"].as_str().map(str::to_string)
+    });
+    let Some(node_id) = joined else {
+        return Err(format!(
+            "the worker did not join within {READY_WITHIN:?}:\n{}",
+            indent(&std::fs::read_to_string(&log).unwrap_or_default())
+        ));
+    };
+    let mode = std::fs::metadata(&credentials).ctx("credentials")?;
+    ensure!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o077 == 0,
+        "the worker's key is readable by others: {:o}",
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions())
+    );
+    let ready = wait_status(api, &node_id, NodeStatus::Ready, READY_WITHIN).map_err(|e| {
+        format!(
+            "{e}\nworker log:\n{}",
+            indent(&std::fs::read_to_string(&log).unwrap_or_default())
+        )
+    })?;
+    ensure!(
+        ready.labels.get("pool").map(String::as_str) == Some("edge")
+            && ready.cpu_millis > 0
+            && ready.memory_mib > 0
+            && nodes(api)?.len() == 2,
+        "the joined worker: {ready:#?}\nall nodes: {:#?}",
+        nodes(api)
+    );
+    let listing = api.cli(&["node", "list"])?;
+    ensure!(
+        listing
+            .stdout
+            .lines()
+            .any(|l| l.contains(&node_id) && l.contains("READY") && l.contains("pool=edge")),
+        "berth node list does not show {node_id} READY:\n{}",
+        listing.show()
+    );
+
+    // Killed: it stops heartbeating and is shown unreachable.
+    worker.kill();
+    wait_status(api, &node_id, NodeStatus::Unreachable, UNREACHABLE_WITHIN)?;
+
+    // Back without a token: the saved certificate is enough, the id is the same.
+    let again = host.spawn(&state, &[], &dir.join("worker-again.log"))?;
+    worker.0 = Some(again);
+    let back = wait_status(api, &node_id, NodeStatus::Ready, READY_WITHIN)?;
+    ensure!(
+        back.heartbeat_at > ready.heartbeat_at && nodes(api)?.len() == 2,
+        "the worker came back as {back:#?}; nodes: {:#?}",
+        nodes(api)
+    );
+    let stopped = worker
+        .0
+        .take()
+        .map(|child| terminate(child, Duration::from_secs(5)));
+    ensure!(
+        stopped.flatten().is_some_and(|s| s.success()),
+        "the worker did not stop cleanly on SIGTERM: {stopped:?}"
+    );
+    Ok(())
+}
+
+/// The worker process, killed if the test ends early.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
