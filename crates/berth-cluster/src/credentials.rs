@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{write_whole, ClusterError};
+use crate::ClusterError;
 
 const FILE: &str = "cluster-credentials.json";
 
@@ -50,6 +50,11 @@ impl Credentials {
             path: Self::path(state_dir),
             message: e.to_string(),
         })?;
-        write_whole(&Self::path(state_dir), &text, 0o600)
+        let path = Self::path(state_dir);
+        berth_pki::write_atomically(&path, &text, 0o600).map_err(|source| ClusterError::Io {
+            what: "writing",
+            path,
+            source,
+        })
     }
 }

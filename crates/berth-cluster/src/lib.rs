@@ -47,6 +47,8 @@ pub enum ClusterError {
     },
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
+    #[error(transparent)]
+    Pki(#[from] berth_pki::PkiError),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
     #[error("{path}: {message}")]
@@ -56,23 +58,4 @@ pub enum ClusterError {
     },
     #[error("the certificate request is not valid: {0}")]
     BadRequest(String),
-}
-
-/// Writes `data` to `path` with `mode` whole or not at all (a temporary file renamed over it).
-fn write_whole(path: &std::path::Path, data: &[u8], mode: u32) -> Result<(), ClusterError> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let io = |what| {
-        let path = path.to_path_buf();
-        move |source| ClusterError::Io { what, path, source }
-    };
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io("writing"))?;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io("securing"))?;
-    file.write_all(data).map_err(io("writing"))?;
-    file.as_file().sync_all().map_err(io("writing"))?;
-    file.persist(path).map_err(|e| io("writing")(e.error))?;
-    Ok(())
 }

@@ -4,33 +4,24 @@
 //! (`berth ca` says how) and every pod URL after that.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use berth_pki::{leaf_params, KeptCa};
 use futures_util::future::BoxFuture;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rcgen::{ExtendedKeyUsagePurpose, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 use time::{Duration, OffsetDateTime};
 
-use super::{server_config, write_atomically, CertSource, TlsError};
+use super::{server_config, CertSource, TlsError};
 
-const CA_CERT: &str = "ca.pem";
-const CA_KEY: &str = "ca.key";
 /// Leaf certificates are short-lived and reissued from memory well before they end.
 const LEAF_LIFETIME: Duration = Duration::days(7);
 const LEAF_RENEW_BEFORE: Duration = Duration::days(1);
-/// A CA outlives many servers; browsers put no cap on a private root's lifetime.
-const CA_LIFETIME: Duration = Duration::days(3650);
 
 pub struct LocalCa {
-    cert_path: PathBuf,
-    ca_der: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
+    ca: KeptCa,
     issued: Mutex<HashMap<String, Issued>>,
 }
 
@@ -42,62 +33,29 @@ struct Issued {
 impl LocalCa {
     /// The CA kept in `dir`, made there (dir 0700, key 0600) if it is not there yet.
     pub fn load_or_create(dir: &Path) -> Result<Self, TlsError> {
-        let io = |what, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| TlsError::Io { what, path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("securing", dir))?;
-        let cert_path = dir.join(CA_CERT);
-        let key_path = dir.join(CA_KEY);
-        // The key is written first and the certificate last: a CA with both files is whole.
-        if !cert_path.exists() {
-            let key = KeyPair::generate()?;
-            let cert = ca_params().self_signed(&key)?;
-            write_atomically(&key_path, key.serialize_pem().as_bytes(), 0o600)
-                .map_err(io("writing", &key_path))?;
-            write_atomically(&cert_path, cert.pem().as_bytes(), 0o644)
-                .map_err(io("writing", &cert_path))?;
-        }
-        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io("reading", &cert_path))?;
-        let key_pem = std::fs::read_to_string(&key_path).map_err(io("reading", &key_path))?;
-        let bad = |message: String| TlsError::BadPem {
-            path: cert_path.clone(),
-            message,
-        };
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(format!("CA key: {e}")))?;
-        let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| bad(format!("CA certificate: {e}")))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
         Ok(Self {
-            cert_path,
-            ca_der,
-            issuer,
+            ca: KeptCa::load_or_create(dir, &format!("berth local CA ({host})"))?,
             issued: Mutex::default(),
         })
     }
 
     /// The CA certificate (PEM) that clients add to their trust stores.
     pub fn cert_path(&self) -> &Path {
-        &self.cert_path
+        self.ca.cert_path()
     }
 
     fn issue(&self, name: &str) -> Result<Issued, TlsError> {
         let now = OffsetDateTime::now_utc();
-        let mut params = CertificateParams::new(vec![name.to_string()])?;
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        // Backdated a little: a client whose clock lags must not see a future certificate.
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + LEAF_LIFETIME;
-        params.serial_number = Some(random_serial());
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = leaf_params(name, LEAF_LIFETIME)?;
+        params.subject_alt_names = vec![rcgen::SanType::DnsName(name.try_into()?)];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        let chain = vec![cert.der().clone(), self.ca_der.clone()];
+        let cert = params.signed_by(&key, self.ca.issuer())?;
+        let chain = vec![cert.der().clone(), self.ca.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok(Issued {
             config: server_config(chain, key)?,
@@ -130,38 +88,6 @@ impl CertSource for LocalCa {
     }
 }
 
-fn ca_params() -> CertificateParams {
-    let now = OffsetDateTime::now_utc();
-    let mut params = CertificateParams::default();
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("berth local CA ({host})"));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "berth");
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + CA_LIFETIME;
-    params.serial_number = Some(random_serial());
-    params
-}
-
-fn random_serial() -> SerialNumber {
-    // Positive 16-byte serials: unique without bookkeeping.
-    let mut bytes: [u8; 16] = rand::random();
-    bytes[0] &= 0x7f;
-    SerialNumber::from_slice(&bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
@@ -175,7 +101,7 @@ mod tests {
         let ca = LocalCa::load_or_create(&tls).expect("ca");
         let first = std::fs::read(ca.cert_path()).expect("cert");
         assert_eq!(
-            std::fs::metadata(tls.join(CA_KEY)).expect("key").mode() & 0o777,
+            std::fs::metadata(tls.join("ca.key")).expect("key").mode() & 0o777,
             0o600
         );
         let again = LocalCa::load_or_create(&tls).expect("ca again");

@@ -46,6 +46,8 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error("ACME: {0}")]
     Acme(String),
+    #[error(transparent)]
+    Ca(#[from] berth_pki::PkiError),
 }
 
 /// Where the ingress's certificates come from.
@@ -70,22 +72,7 @@ pub(crate) fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Writes `data` to `path` with `mode` through a temporary file and a rename, so a reader
-/// (or the next start after a crash) sees the old file or the whole new one.
-pub(crate) fn write_atomically(path: &std::path::Path, data: &[u8], mode: u32) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
+pub(crate) use berth_pki::write_atomically;
 
 /// The ingress's TLS listener: plain TCP accepts, the TLS handshake in the connection's task.
 pub struct TlsListener {

@@ -67,8 +67,10 @@ pub fn pool_connections(server_args: &[String]) -> Res<usize> {
         .iter()
         .position(|a| a == "--database-url")
         .and_then(|at| server_args.get(at + 1))
+        // postgres://USER@HOST/NAME?host=/socket/dir: the name is before the query.
+        .and_then(|url| url.split('?').next())
         .and_then(|url| url.rsplit_once('/'))
-        .and_then(|(_, rest)| rest.split('?').next())
+        .map(|(_, name)| name)
     else {
         return Ok(0);
     };
