@@ -172,22 +172,20 @@ pub fn a_worker_joins_over_mutual_tls(env: &Env) -> Res<()> {
     with_cleanup(&server, outcome, cleanup)
 }
 
-fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str) -> Res<()> {
-    let minted = api.cli(&["server", "join-token", "--ttl", "10m"])?;
+/// `berth server join-token --ttl TTL`: the token (its last line) and all it printed.
+fn mint(api: &Api, ttl: &str) -> Res<(String, String)> {
+    let minted = api.cli(&["server", "join-token", "--ttl", ttl])?;
     ensure!(minted.status.success(), "join-token:\n{}", minted.show());
-    let token = minted
-        .stdout
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let token = minted.stdout.lines().last().unwrap_or_default().trim();
+    Ok((token.to_string(), minted.stdout.clone()))
+}
+
+fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str) -> Res<()> {
+    let (token, printed) = mint(api, "10m")?;
     ensure!(
-        minted
-            .stdout
-            .contains(&format!("berth worker --join {node_port} --token {token}")),
+        printed.contains(&format!("berth worker --join {node_port} --token {token}")),
         "join-token printed no join command for {node_port}:\n{}",
-        minted.show()
+        indent(&printed)
     );
     let state = dir.join("worker-state");
     let credentials = state.join("cluster-credentials.json");
@@ -198,14 +196,7 @@ fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str)
     let flip = |s: &str| s.chars().rev().collect::<String>();
     let wrong_secret = format!("{}.{}.{}.{}", parts[0], parts[1], flip(parts[2]), parts[3]);
     let wrong_ca = format!("{}.{}.{}.{}", parts[0], parts[1], parts[2], flip(parts[3]));
-    let expired = api.cli(&["server", "join-token", "--ttl", "1"])?;
-    let expired = expired
-        .stdout
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let (expired, _) = mint(api, "1")?;
     std::thread::sleep(Duration::from_millis(2100));
     for (bad, expect) in [
         (wrong_secret.as_str(), "not one this control plane minted"),
