@@ -270,7 +270,7 @@ pub async fn run(
     }
     let secrets = secrets::Secrets::open(store.clone(), state_dir)?;
     let node_id = nodes::node_id(state_dir)?;
-    let nodes = nodes::Nodes::new(store.clone());
+    let nodes = nodes::Nodes::new(store.clone(), node_id.clone());
     let heartbeat = nodes
         .register(nodes::this_node(
             node_id.clone(),

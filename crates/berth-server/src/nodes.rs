@@ -30,6 +30,12 @@ pub enum NodesError {
     },
     #[error("the node id {path} holds {text:?}, not node-<12 hex>")]
     BadId { path: PathBuf, text: String },
+    #[error("no node {0}")]
+    NoNode(String),
+    #[error("{0} is this server's own node")]
+    Own(String),
+    #[error("{pods} containers that have not ended are placed on {id}; stop them first")]
+    Busy { id: String, pods: u64 },
 }
 
 /// This machine's node id: the one in the state directory, or a new one kept there.
@@ -77,11 +83,33 @@ fn is_node_id(id: &str) -> bool {
 #[derive(Clone)]
 pub struct Nodes {
     store: Store,
+    /// This server's own node, which stays.
+    own: String,
 }
 
 impl Nodes {
-    pub fn new(store: Store) -> Self {
-        Nodes { store }
+    pub fn new(store: Store, own: String) -> Self {
+        Nodes { store, own }
+    }
+
+    /// Forgets a node that has left, and revokes the certificate it joined with: its next
+    /// heartbeat is refused and the worker stops.
+    pub async fn delete(&self, id: &str) -> Result<(), NodesError> {
+        if id == self.own {
+            return Err(NodesError::Own(id.to_string()));
+        }
+        let pods = self.store.node_usage().await?.get(id).map_or(0, |u| u.pods);
+        if pods > 0 {
+            return Err(NodesError::Busy {
+                id: id.to_string(),
+                pods,
+            });
+        }
+        if !self.store.delete_node(id).await? {
+            return Err(NodesError::NoNode(id.to_string()));
+        }
+        tracing::info!(node = %id, "node deleted; its certificate no longer works");
+        Ok(())
     }
 
     /// Registers `node` (again, after a restart) and keeps heartbeating for it until the

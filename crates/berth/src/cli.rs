@@ -557,6 +557,15 @@ pub enum NodeCommand {
     /// List nodes: status, CPU and memory asked for of what each offers, pods, runtimes,
     /// labels and last heartbeat.
     List(DeploymentListArgs),
+    /// Forget a worker that has left and revoke its certificate (it stops at its next
+    /// heartbeat); refused for the server's own node and while pods are placed on it.
+    Delete(NodeIdArg),
+}
+
+#[derive(Args)]
+pub struct NodeIdArg {
+    /// The node id (`berth node list`).
+    pub id: String,
 }
 
 #[derive(Subcommand)]

@@ -420,6 +420,12 @@ impl Client {
             .await?)
     }
 
+    pub async fn delete_node(&self, id: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/nodes/{id}"))))
+            .await?;
+        Ok(())
+    }
+
     pub async fn nodes(&self) -> Result<Vec<berth_api::NodeInfo>> {
         let list: berth_api::NodeList = self
             .send(self.http.get(self.url("/v1/nodes")))

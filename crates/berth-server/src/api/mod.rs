@@ -84,6 +84,7 @@ pub fn router<N: Node>(state: Arc<AppState<N>>) -> Router {
         )
         .route("/v1/nodes", get(nodes::list::<N>))
         .route("/v1/nodes/join-tokens", post(nodes::create_join_token::<N>))
+        .route("/v1/nodes/{id}", delete(nodes::delete::<N>))
         .route("/v1/volumes", get(volumes::list::<N>))
         .route("/v1/volumes/{name}", delete(volumes::delete::<N>))
         .route("/v1/secrets", get(secrets::list::<N>))
@@ -157,7 +158,7 @@ async fn healthz() -> Json<Health> {
         deployments::list, deployments::fetch, deployments::stop, deployments::delete,
         deployments::logs, tokens::create, tokens::list, tokens::revoke, exec::exec, exec_tty::exec_tty,
         files::download, files::upload, files::list, files::make_dir, nodes::list,
-        nodes::create_join_token),
+        nodes::create_join_token, nodes::delete),
     components(schemas(CreateContainerRequest, Container, ContainerList, StopRequest, ApiError, Health,
         berth_api::ImageSource, berth_api::ImageSpec, berth_api::BuildStep, berth_api::BuildEvent,
         berth_api::ImageList, berth_api::ImageSummary, berth_api::PruneResult,

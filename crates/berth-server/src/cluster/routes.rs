@@ -148,11 +148,11 @@ async fn heartbeat(
 
 /// What a worker says of itself, checked as any input at the edge.
 fn check(reg: &Registration) -> Result<(), ApiError> {
-    let host_ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+    let host_ok = |b: u8| b.is_ascii_alphanumeric() || b"-._".contains(&b);
     if reg.hostname.is_empty() || reg.hostname.len() > 253 || !reg.hostname.bytes().all(host_ok) {
         return Err(ApiError::invalid(
             "hostname",
-            "must be 1 to 253 of letters, digits, - and .",
+            "must be 1 to 253 of letters, digits, -, _ and .",
         ));
     }
     if !(1..=MAX_CPU_MILLIS).contains(&reg.cpu_millis) {

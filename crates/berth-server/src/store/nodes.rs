@@ -99,6 +99,22 @@ impl Store {
             .collect()
     }
 
+    /// Forgets the node and the certificates signed for it, at once; `false` if there was no
+    /// such node.
+    pub async fn delete_node(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM node_certs WHERE node_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM nodes WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Places containers recorded before nodes were (a database from an older berth) on
     /// `node_id`, the one machine that ran them; returns how many.
     pub async fn place_unplaced(&self, node_id: &str) -> Result<u64, StoreError> {
@@ -214,6 +230,15 @@ mod tests {
             assert_eq!(store.place_unplaced("node-2").await.expect("place"), 0);
             let usage = store.node_usage().await.expect("usage");
             assert_eq!(usage["node-2"].pods, 1);
+
+            store
+                .insert_node_cert("c2", "node-2", 5)
+                .await
+                .expect("cert");
+            assert!(store.delete_node("node-2").await.expect("delete"));
+            assert!(!store.delete_node("node-2").await.expect("delete"));
+            assert_eq!(store.node_of_cert("c2").await.expect("cert"), None);
+            assert_eq!(store.nodes().await.expect("list").len(), 1);
         })
         .await;
     }

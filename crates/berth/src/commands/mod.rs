@@ -48,6 +48,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Container(ContainerCommand::Cp(args)) => cp::cp(args).await,
         Command::Shell(args) => terminal::shell(args).await,
         Command::Node(NodeCommand::List(args)) => node::list(args).await,
+        Command::Node(NodeCommand::Delete(args)) => node::delete(args).await,
         Command::Ca(args) => ca::ca(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Image(ImageCommand::Build(args)) => image::build(*args).await,

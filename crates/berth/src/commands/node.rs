@@ -3,7 +3,7 @@
 use anyhow::Result;
 use berth_api::NodeInfo;
 
-use crate::cli::{DeploymentListArgs, Format};
+use crate::cli::{DeploymentListArgs, Format, NodeIdArg};
 use crate::client::Client;
 use crate::commands::container::human;
 
@@ -16,6 +16,15 @@ pub async fn list(args: DeploymentListArgs) -> Result<()> {
             table(&nodes, time::OffsetDateTime::now_utc().unix_timestamp())
         ),
     }
+    Ok(())
+}
+
+pub async fn delete(args: NodeIdArg) -> Result<()> {
+    Client::from_env()?.delete_node(&args.id).await?;
+    println!(
+        "=> Deleted node {}; its certificate no longer works",
+        args.id
+    );
     Ok(())
 }
 

@@ -105,6 +105,9 @@ async fn register(plane: &ControlPlane, registration: &Registration) -> Result<(
     loop {
         match plane.register(registration).await {
             Ok(()) => return Ok(()),
+            Err(e @ JoinError::Refused { status: 401, .. }) => {
+                bail!("the server no longer takes this worker: {e}")
+            }
             Err(e @ JoinError::Refused { .. }) => return Err(e).context("registering"),
             Err(e) => {
                 eprintln!("=> Registering failed, retrying: {e}");

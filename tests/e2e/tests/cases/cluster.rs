@@ -313,6 +313,48 @@ fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str)
         stopped.flatten().is_some_and(|s| s.success()),
         "the worker did not stop cleanly on SIGTERM: {stopped:?}"
     );
+
+    // Deleting the node revokes its certificate: the worker, running again, is turned away
+    // at its next heartbeat and stops. The server's own node cannot be deleted.
+    let own = nodes(api)?
+        .into_iter()
+        .find(|n| n.id != node_id)
+        .ok_or("no node of the server's own")?;
+    let refused = api.cli(&["node", "delete", &own.id])?;
+    ensure!(
+        !refused.status.success() && refused.combined().contains("own node"),
+        "deleting the server's own node:\n{}",
+        refused.show()
+    );
+    let last_log = dir.join("worker-last.log");
+    worker.0 = Some(host.spawn(&state, &[], &last_log)?);
+    let registered = poll(READY_WITHIN, Duration::from_millis(200), || {
+        let text = std::fs::read_to_string(&last_log).ok()?;
+        text.contains("=> Registered").then_some(())
+    });
+    ensure!(
+        registered.is_some(),
+        "the worker did not register again within {READY_WITHIN:?}:\n{}",
+        indent(&std::fs::read_to_string(&last_log).unwrap_or_default())
+    );
+    let deleted = api.cli(&["node", "delete", &node_id])?;
+    ensure!(deleted.status.success(), "node delete:\n{}", deleted.show());
+    let ended = poll(UNREACHABLE_WITHIN, Duration::from_millis(300), || {
+        worker.0.as_mut()?.try_wait().ok().flatten()
+    });
+    let said = std::fs::read_to_string(&last_log).unwrap_or_default();
+    ensure!(
+        ended.is_some_and(|s| !s.success()) && said.contains("no longer takes this worker"),
+        "after its node was deleted the worker ended {ended:?}, saying:\n{}",
+        indent(&said)
+    );
+    worker.0 = None;
+    let left: Vec<String> = nodes(api)?.into_iter().map(|n| n.id).collect();
+    ensure!(
+        left == [own.id.clone()],
+        "after the delete the nodes are {left:?}, not just {}",
+        own.id
+    );
     Ok(())
 }
 
