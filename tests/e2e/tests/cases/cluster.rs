@@ -2,7 +2,8 @@
 //! another host (a network namespace of the test's own, reaching the server's node port
 //! over a veth pair), mutual TLS from then on, and `berth node list` showing the worker
 //! ready, then unreachable when it dies, then ready again under the same id when it comes
-//! back without a token.
+//! back without a token, unreachable while partitioned and ready again when that heals, and
+//! turned away once its node is deleted.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -29,6 +30,8 @@ const WORKER_ADDRESS: &str = "10.231.0.2";
 /// Three missed heartbeats (5 s each) and a margin.
 const UNREACHABLE_WITHIN: Duration = Duration::from_secs(30);
 const READY_WITHIN: Duration = Duration::from_secs(20);
+/// A heartbeat caught in the partition times out after 10 s before the next one is sent.
+const HEAL_WITHIN: Duration = Duration::from_secs(30);
 
 /// Another machine: a network namespace whose one link leads to the host.
 struct WorkerHost {
@@ -112,6 +115,20 @@ impl WorkerHost {
             indent(&text)
         );
         Ok(text)
+    }
+
+    /// `iptables ACTION RULE...` in the worker's namespace (gone with it).
+    fn iptables(&self, action: &str, rule: &[&str]) -> Res<()> {
+        let mut all = vec![
+            "netns",
+            "exec",
+            self.netns.as_str(),
+            "iptables",
+            "-w",
+            action,
+        ];
+        all.extend_from_slice(rule);
+        command_output("ip", &all).map(drop)
     }
 
     fn spawn(&self, state_dir: &Path, args: &[&str], log: &Path) -> Res<Child> {
@@ -297,13 +314,32 @@ fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str)
     wait_status(api, &node_id, NodeStatus::Unreachable, UNREACHABLE_WITHIN)?;
 
     // Back without a token: the saved certificate is enough, the id is the same.
-    let again = host.spawn(&state, &[], &dir.join("worker-again.log"))?;
+    let again_log = dir.join("worker-again.log");
+    let again = host.spawn(&state, &[], &again_log)?;
     worker.0 = Some(again);
     let back = wait_status(api, &node_id, NodeStatus::Ready, READY_WITHIN)?;
     ensure!(
         back.heartbeat_at > ready.heartbeat_at && nodes(api)?.len() == 2,
         "the worker came back as {back:#?}; nodes: {:#?}",
         nodes(api)
+    );
+
+    // Partitioned (its packets to the server dropped in its own namespace): unreachable,
+    // then ready again under the same id once the partition heals, and still one node.
+    let drop_rule = ["OUTPUT", "-d", HOST_ADDRESS, "-j", "DROP"];
+    host.iptables("-A", &drop_rule)?;
+    let partitioned = wait_status(api, &node_id, NodeStatus::Unreachable, UNREACHABLE_WITHIN);
+    host.iptables("-D", &drop_rule)?;
+    partitioned?;
+    wait_status(api, &node_id, NodeStatus::Ready, HEAL_WITHIN)?;
+    let said = std::fs::read_to_string(&again_log).unwrap_or_default();
+    ensure!(
+        nodes(api)?.len() == 2
+            && said.contains("Heartbeat failed")
+            && said.contains("Heartbeats reach the server again"),
+        "after the partition healed: nodes {:#?}; the worker said:\n{}",
+        nodes(api),
+        indent(&said)
     );
     let stopped = worker
         .0
