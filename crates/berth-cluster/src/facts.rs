@@ -1,7 +1,5 @@
 //! What a machine offers pods, as a node registers it.
 
-use std::path::Path;
-
 /// Every CPU the process may use, in thousandths of a core, and all memory, in MiB.
 pub fn capacity() -> (u64, u64) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -26,23 +24,6 @@ pub fn hostname() -> String {
         .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
-}
-
-/// The runtimes whose binaries are on `PATH`: `runc` for runc, `gvisor` for runsc.
-pub fn runtimes_on_path() -> Vec<String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = |binary: &str| std::env::split_paths(&path).any(|d| is_executable(&d.join(binary)));
-    [("runc", "runc"), ("runsc", "gvisor")]
-        .into_iter()
-        .filter(|(binary, _)| found(binary))
-        .map(|(_, kind)| kind.to_string())
-        .collect()
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]

@@ -28,6 +28,28 @@ pub enum RuntimeKind {
 }
 
 impl RuntimeKind {
+    pub const ALL: [RuntimeKind; 2] = [RuntimeKind::Runc, RuntimeKind::Gvisor];
+
+    /// Where this runtime's usual binary is installed: on `PATH`, or failing that on berth's
+    /// default path.
+    pub fn find_binary(self) -> Option<PathBuf> {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(berth_api::DEFAULT_PATH.split(':').map(PathBuf::from))
+            .map(|dir| dir.join(self.default_binary()))
+            .find(|path| path.is_file())
+    }
+
+    /// The runtimes whose binaries are installed.
+    pub fn installed() -> Vec<RuntimeKind> {
+        RuntimeKind::ALL
+            .into_iter()
+            .filter(|k| k.find_binary().is_some())
+            .collect()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RuntimeKind::Runc => "runc",

@@ -126,7 +126,8 @@ fn exit_words(code: i32) -> String {
     }
 }
 
-fn now() -> i64 {
+/// Unix seconds now.
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -848,9 +849,10 @@ impl<N: Node> Lifecycle<N> {
     /// The containers placed on this lifecycle's node that have not ended: the ones its
     /// recovery, idle checks and stops look after (other nodes look after their own).
     async fn own_active(&self) -> Result<Vec<ContainerRow>, LifecycleError> {
-        let mut rows = self.store.containers(true).await?;
-        rows.retain(|r| r.node_id.as_deref() == Some(self.config.node_id.as_str()));
-        Ok(rows)
+        Ok(self
+            .store
+            .active_containers_on(&self.config.node_id)
+            .await?)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Container>, LifecycleError> {

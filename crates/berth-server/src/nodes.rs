@@ -10,6 +10,7 @@ use berth_api::{NodeInfo, NodeStatus};
 use berth_cluster::HEARTBEAT_INTERVAL;
 use rand::Rng;
 
+use crate::lifecycle::now;
 use crate::store::{NodeRow, Store, StoreError};
 
 /// A node whose last heartbeat is older than this many seconds is shown unreachable.
@@ -59,9 +60,7 @@ pub fn node_id(state_dir: &Path) -> Result<String, NodesError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = new_node_id();
             // Written whole or not at all: a crash never leaves half an id.
-            let partial = state_dir.join(format!("{NODE_ID_FILE}.partial"));
-            std::fs::write(&partial, format!("{id}\n")).map_err(io)?;
-            std::fs::rename(&partial, &path).map_err(io)?;
+            berth_pki::write_atomically(&path, format!("{id}\n").as_bytes(), 0o644).map_err(io)?;
             Ok(id)
         }
         Err(e) => Err(io(e)),
@@ -193,10 +192,6 @@ pub fn this_node(id: String, runtimes: Vec<String>, labels: BTreeMap<String, Str
         started_at: at,
         heartbeat_at: at,
     }
-}
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 #[cfg(test)]

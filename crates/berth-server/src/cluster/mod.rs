@@ -13,6 +13,7 @@ use std::sync::Arc;
 use berth_api::{JoinTokenCreated, DEFAULT_JOIN_TOKEN_TTL_SECONDS, MAX_JOIN_TOKEN_TTL_SECONDS};
 use berth_cluster::{ClusterCa, JoinToken};
 
+pub(crate) use crate::lifecycle::now;
 use crate::store::{Store, StoreError};
 
 pub use listener::Peer;
@@ -115,8 +116,4 @@ impl Drop for NodePort {
         self.accepting.abort();
         self.serving.abort();
     }
-}
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }

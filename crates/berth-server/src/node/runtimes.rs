@@ -2,7 +2,7 @@
 //! is installed. A pod names one (or takes the default); the choice is written into its
 //! sandbox directory, so a restarted server stops and removes it with the same runtime.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_runtime::{OciRuntime, RuntimeKind};
 
@@ -19,11 +19,11 @@ impl Runtimes {
     pub fn new(default: OciRuntime, state_root: &Path) -> Self {
         let kind = default.kind();
         let mut available = vec![default];
-        for other in [RuntimeKind::Runc, RuntimeKind::Gvisor] {
+        for other in RuntimeKind::ALL {
             if other == kind {
                 continue;
             }
-            if let Some(binary) = on_path(other.default_binary()) {
+            if let Some(binary) = other.find_binary() {
                 available.push(OciRuntime::new(
                     other,
                     binary,
@@ -68,16 +68,6 @@ impl Runtimes {
             .and_then(|k| self.get(k))
             .unwrap_or_else(|| self.default_runtime())
     }
-}
-
-fn on_path(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(berth_api::DEFAULT_PATH.split(':').map(PathBuf::from))
-        .map(|dir| dir.join(binary))
-        .find(|path| path.is_file())
 }
 
 #[cfg(test)]

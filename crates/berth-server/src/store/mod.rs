@@ -328,6 +328,23 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// The containers placed on `node_id` that are not in a terminal state, newest first.
+    pub async fn active_containers_on(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<ContainerRow>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM containers WHERE node_id = $1 AND status NOT IN ({})
+             ORDER BY scheduled_at DESC, id",
+            terminal_statuses_sql()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(node_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
     pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM containers GROUP BY status")
             .fetch_all(&self.pool)

@@ -226,6 +226,9 @@ mod tests {
                     }
                 )])
             );
+            let on_node_1 = store.active_containers_on("node-1").await.expect("on");
+            let ids: Vec<&str> = on_node_1.iter().map(|c| c.id.as_str()).collect();
+            assert_eq!(ids, ["pod-a", "pod-b"]);
             assert_eq!(store.place_unplaced("node-2").await.expect("place"), 1);
             assert_eq!(store.place_unplaced("node-2").await.expect("place"), 0);
             let usage = store.node_usage().await.expect("usage");

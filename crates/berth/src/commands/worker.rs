@@ -54,7 +54,10 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         hostname: facts::hostname(),
         cpu_millis,
         memory_mib,
-        runtimes: facts::runtimes_on_path(),
+        runtimes: berth_runtime::RuntimeKind::installed()
+            .into_iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
         labels: args.node_labels.into_iter().collect(),
     };
     let mut stop = std::pin::pin!(stop_signal());
