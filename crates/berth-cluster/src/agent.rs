@@ -102,7 +102,7 @@ impl ControlPlane {
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
             .build()
-            .map_err(|e| unreachable(chain(&e)))?;
+            .map_err(|e| unreachable(crate::error_chain(&e)))?;
         Ok(ControlPlane {
             http,
             base: format!("https://{CONTROL_PLANE_NAME}:{}", addr.port()),
@@ -137,13 +137,13 @@ impl ControlPlane {
             .await
             .map_err(|e| JoinError::Unreachable {
                 address: self.address.clone(),
-                message: chain(&e),
+                message: crate::error_chain(&e),
             })?;
         let status = response.status();
         let text = response
             .text()
             .await
-            .map_err(|e| JoinError::BadAnswer(chain(&e)))?;
+            .map_err(|e| JoinError::BadAnswer(crate::error_chain(&e)))?;
         if !status.is_success() {
             let message = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -177,20 +177,6 @@ pub fn host_port(address: &str) -> Result<String, JoinError> {
 fn pem_cert(pem: &str) -> Result<CertificateDer<'static>, JoinError> {
     CertificateDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| JoinError::BadAnswer(format!("a certificate: {e}")))
-}
-
-/// An error with its causes, for the TLS reason behind a failed connection.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text = format!("{text}: {next}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

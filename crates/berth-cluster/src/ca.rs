@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use berth_pki::{leaf_params, KeptCa};
 use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::Duration;
 
 use crate::{fingerprint, ClusterError, CONTROL_PLANE_NAME};
@@ -68,13 +68,58 @@ impl ClusterCa {
         Ok(Arc::new(config))
     }
 
-    /// Signs a worker's certificate request as `node_id`, for client authentication only:
-    /// whatever names or uses the request asks for, the certificate says this and no more.
+    /// Signs a worker's certificate request as `node_id`: the worker shows it to the node
+    /// port, and serves its agent port with it under the name `node_id`. Whatever names or
+    /// uses the request asks for, the certificate says this and no more.
     pub fn sign_node(&self, csr_pem: &str, node_id: &str) -> Result<String, ClusterError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| ClusterError::BadRequest(e.to_string()))?;
         csr.params = leaf_params(node_id, NODE_LIFETIME)?;
-        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        csr.params.subject_alt_names = vec![rcgen::SanType::DnsName(node_id.try_into()?)];
+        csr.params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
         Ok(csr.signed_by(self.ca.issuer())?.pem())
+    }
+
+    /// The control plane's certificate for workers' agent ports, issued afresh at every
+    /// start: only a certificate for [`CONTROL_PLANE_NAME`] from this CA may command a
+    /// worker, and no worker's certificate carries that name.
+    pub fn control_plane_identity(&self) -> Result<Identity, ClusterError> {
+        let key = KeyPair::generate()?;
+        let mut params = leaf_params(CONTROL_PLANE_NAME, SERVER_LIFETIME)?;
+        params.subject_alt_names = vec![rcgen::SanType::DnsName(CONTROL_PLANE_NAME.try_into()?)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, self.ca.issuer())?;
+        Ok(Identity {
+            ca: self.ca.der().clone(),
+            cert: cert.der().clone(),
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        })
+    }
+}
+
+/// A certificate from the cluster CA, its key, and the CA that both sides trust.
+pub struct Identity {
+    pub ca: CertificateDer<'static>,
+    pub cert: CertificateDer<'static>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Identity {
+    /// A client's TLS that shows this certificate and trusts only the cluster CA.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, ClusterError> {
+        crate::tls::mutual(self.ca.clone(), self.cert.clone(), self.key.clone_key())
     }
 }

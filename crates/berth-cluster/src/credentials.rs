@@ -45,6 +45,24 @@ impl Credentials {
         }
     }
 
+    /// The worker's certificate and key, with the cluster CA.
+    pub fn identity(&self) -> Result<crate::Identity, ClusterError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &str, e: rustls::pki_types::pem::Error| ClusterError::BadPem {
+            path: PathBuf::from(FILE),
+            message: format!("{what}: {e}"),
+        };
+        Ok(crate::Identity {
+            ca: CertificateDer::from_pem_slice(self.ca_pem.as_bytes())
+                .map_err(|e| bad("ca_pem", e))?,
+            cert: CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+                .map_err(|e| bad("cert_pem", e))?,
+            key: PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+                .map_err(|e| bad("key_pem", e))?,
+        })
+    }
+
     pub fn save(&self, state_dir: &Path) -> Result<(), ClusterError> {
         let text = serde_json::to_vec_pretty(self).map_err(|e| ClusterError::BadPem {
             path: Self::path(state_dir),

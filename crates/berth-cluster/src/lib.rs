@@ -18,8 +18,9 @@ mod token;
 mod wire;
 
 pub use agent::{host_port, ControlPlane, JoinError};
-pub use ca::ClusterCa;
+pub use ca::{ClusterCa, Identity};
 pub use credentials::Credentials;
+pub use tls::agent_server;
 pub use token::{JoinToken, TokenError};
 pub use wire::{JoinRequest, JoinResponse, Registration};
 
@@ -34,6 +35,20 @@ pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_se
 pub fn fingerprint(der: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(der))
+}
+
+/// An error with its causes, for the TLS reason behind a failed connection.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[derive(Debug, thiserror::Error)]

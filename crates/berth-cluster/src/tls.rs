@@ -7,9 +7,14 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
-use crate::{fingerprint, ClusterError};
+use crate::{fingerprint, ClusterError, CONTROL_PLANE_NAME};
 
 /// What a control plane whose CA is not the token's gets told.
 pub const WRONG_CA: &str = "the control plane's CA is not the one the join token names";
@@ -49,6 +54,81 @@ pub fn mutual(
         .with_client_auth_cert(vec![cert], key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A worker's agent port: its own certificate, and only the control plane's certificate
+/// (from the cluster CA, for [`CONTROL_PLANE_NAME`]) let in; other workers' are refused at
+/// the handshake.
+pub fn agent_server(
+    ca: CertificateDer<'static>,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, ClusterError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone())?;
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(ControlPlaneOnly { inner }))
+        .with_single_cert(vec![cert, ca], key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct ControlPlaneOnly {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for ControlPlaneOnly {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let name = ServerName::try_from(CONTROL_PLANE_NAME)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        webpki::EndEntityCert::try_from(end_entity)
+            .and_then(|cert| cert.verify_is_valid_for_subject_name(&name))
+            .map_err(|_| {
+                rustls::Error::General(
+                    "only the control plane may use a worker's agent port".into(),
+                )
+            })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 #[derive(Debug)]
@@ -195,5 +275,95 @@ mod tests {
             .expect("sign");
         assert!(handshake(server, client(&foreign)).await.is_err());
         assert!(ca.sign_node("not a request", "node-x").is_err());
+    }
+
+    /// Handshakes a client against a worker's agent port, as the control plane does: by
+    /// the worker's node id.
+    async fn agent_handshake(
+        server: Arc<rustls::ServerConfig>,
+        client: ClientConfig,
+        node_id: &str,
+    ) -> Result<(), String> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let accept = tokio::spawn(async move { TlsAcceptor::from(server).accept(b).await });
+        let name = ServerName::try_from(node_id.to_string()).expect("name");
+        let connected = TlsConnector::from(Arc::new(client)).connect(name, a).await;
+        let served = accept.await.expect("join");
+        connected.map_err(|e| e.to_string())?;
+        served.map(drop).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn only_the_control_plane_commands_a_worker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = ClusterCa::load_or_create(&dir.path().join("a")).expect("ca");
+        let impostor = ClusterCa::load_or_create(&dir.path().join("b")).expect("ca");
+        let worker = |ca: &ClusterCa, node_id: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+                .and_then(|p| p.serialize_request(&key))
+                .expect("csr");
+            let signed = ca
+                .sign_node(&csr.pem().expect("pem"), node_id)
+                .expect("sign");
+            crate::Identity {
+                ca: CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("ca"),
+                cert: CertificateDer::from_pem_slice(signed.as_bytes()).expect("cert"),
+                key: PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key"),
+            }
+        };
+        let a = worker(&ca, "node-aaaaaaaaaaaa");
+        let agent = agent_server(a.ca.clone(), a.cert.clone(), a.key.clone_key()).expect("agent");
+        let plane = ca.control_plane_identity().expect("identity");
+
+        let ok = agent_handshake(
+            agent.clone(),
+            plane.client_config().expect("client"),
+            "node-aaaaaaaaaaaa",
+        )
+        .await;
+        assert_eq!(ok, Ok(()));
+        // Another worker of the same cluster may not command this one.
+        let b = worker(&ca, "node-bbbbbbbbbbbb");
+        let peer = agent_handshake(
+            agent.clone(),
+            b.client_config().expect("client"),
+            "node-aaaaaaaaaaaa",
+        )
+        .await;
+        assert!(peer.is_err(), "a worker's certificate got in");
+        // Nor may another cluster's control plane.
+        let foreign = impostor.control_plane_identity().expect("identity");
+        let mut foreign_client = foreign.client_config().expect("client");
+        // It trusts this cluster's CA for the server, but shows its own certificate.
+        foreign_client = {
+            let mut roots = RootCertStore::empty();
+            roots.add(plane.ca.clone()).expect("root");
+            let mut config = ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_client_auth_cert(vec![foreign.cert.clone()], foreign.key.clone_key())
+                .expect("client");
+            config.alpn_protocols = foreign_client.alpn_protocols.clone();
+            config
+        };
+        assert!(
+            agent_handshake(agent.clone(), foreign_client, "node-aaaaaaaaaaaa")
+                .await
+                .is_err(),
+            "another cluster's control plane got in"
+        );
+        // The control plane checks it reached the worker it meant.
+        assert!(
+            agent_handshake(
+                agent,
+                plane.client_config().expect("client"),
+                "node-bbbbbbbbbbbb"
+            )
+            .await
+            .is_err(),
+            "worker a answered as worker b"
+        );
     }
 }

@@ -30,4 +30,9 @@ pub struct Registration {
     pub memory_mib: u64,
     pub runtimes: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// The port of the worker's agent, where the control plane sends pod operations and
+    /// pod traffic (at the address the worker's requests come from); `None` for a worker
+    /// that takes no pods.
+    #[serde(default)]
+    pub agent_port: Option<u16>,
 }

@@ -54,6 +54,6 @@ pub use ingress::{Ingress, DEFAULT_MAX_BODY_BYTES, DEFAULT_POD_CONNECTION_LIMIT}
 pub use listener::Listener;
 pub use metrics::{PodStats, ProxyMetrics, LATENCY_BUCKETS};
 pub use route::{MissOutcome, RouteMiss};
-pub use routes::{Route, RouteTable};
+pub use routes::{Route, RouteTable, Tunnel, UpstreamIo};
 pub use serve::serve;
 pub use threads::{serve_on_threads, IngressThreads};

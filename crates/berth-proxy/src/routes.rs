@@ -3,6 +3,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use crate::Activity;
 
@@ -16,6 +21,18 @@ pub struct Route {
     pub activity: Arc<Activity>,
     /// Requests need a token (see [`Authorizer`](crate::Authorizer)).
     pub authorized: bool,
+    /// How the pod's addresses are reached when they are not this machine's: a pod on
+    /// another machine is reached through that machine, never by routing to its network.
+    pub via: Option<Arc<dyn Tunnel>>,
+}
+
+/// A byte stream to a pod's port.
+pub trait UpstreamIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> UpstreamIo for T {}
+
+/// Opens connections to pod addresses that live on another machine.
+pub trait Tunnel: Send + Sync + std::fmt::Debug + 'static {
+    fn open(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<Box<dyn UpstreamIo>>>;
 }
 
 impl Route {
@@ -24,6 +41,30 @@ impl Route {
             .iter()
             .map(|ip| SocketAddr::new(*ip, port))
             .collect()
+    }
+
+    /// A connection to the pod's `port` (IPv4 first, then IPv6, so apps listening on only
+    /// one family are reached), through its tunnel if it has one; else why none was made.
+    pub async fn connect(&self, port: u16, limit: Duration) -> Result<Box<dyn UpstreamIo>, String> {
+        let mut reason = String::from("the pod has no address");
+        for addr in self.socket_addrs(port) {
+            let opened = async {
+                match &self.via {
+                    Some(tunnel) => tunnel.open(addr).await,
+                    None => {
+                        let tcp = TcpStream::connect(addr).await?;
+                        let _ = tcp.set_nodelay(true);
+                        Ok(Box::new(tcp) as Box<dyn UpstreamIo>)
+                    }
+                }
+            };
+            match tokio::time::timeout(limit, opened).await {
+                Ok(Ok(io)) => return Ok(io),
+                Ok(Err(e)) => reason = e.to_string(),
+                Err(_) => reason = "connection timed out".into(),
+            }
+        }
+        Err(reason)
     }
 }
 
@@ -95,6 +136,7 @@ mod tests {
             ports: ports.to_vec(),
             activity: Arc::default(),
             authorized: false,
+            via: None,
         }
     }
 

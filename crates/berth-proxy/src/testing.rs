@@ -100,6 +100,7 @@ pub(crate) fn route(id: &str, port: u16) -> (Route, Arc<Activity>) {
         ports: vec![port],
         activity: activity.clone(),
         authorized: false,
+        via: None,
     };
     (route, activity)
 }

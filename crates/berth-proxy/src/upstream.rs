@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::forward::ReqBody;
 use crate::Route;
@@ -39,43 +38,30 @@ pub(crate) enum UpstreamError {
     },
 }
 
-/// Opens an HTTP/1.1 connection to the pod: IPv4 first, then IPv6, so apps listening on only
-/// one family are reached.
+/// Opens an HTTP/1.1 connection to the pod.
 pub(crate) async fn connect(
     route: &Route,
     port: u16,
 ) -> Result<SendRequest<ReqBody>, UpstreamError> {
-    let mut reason = String::from("the pod has no address");
-    for addr in route.socket_addrs(port) {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                reason = e.to_string();
-                continue;
-            }
-            Err(_) => {
-                reason = "connection timed out".into();
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| UpstreamError::Handshake {
-                container_id: route.container_id.clone(),
-                source,
-            })?;
-        // The connection drives itself; it ends when the sender is dropped or the pod closes.
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        return Ok(sender);
-    }
-    Err(UpstreamError::NotListening {
-        container_id: route.container_id.clone(),
-        port,
-        reason,
-    })
+    let stream = route
+        .connect(port, CONNECT_TIMEOUT)
+        .await
+        .map_err(|reason| UpstreamError::NotListening {
+            container_id: route.container_id.clone(),
+            port,
+            reason,
+        })?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| UpstreamError::Handshake {
+            container_id: route.container_id.clone(),
+            source,
+        })?;
+    // The connection drives itself; it ends when the sender is dropped or the pod closes.
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
 }
 
 /// The upstream connections a client connection left idle after its responses.

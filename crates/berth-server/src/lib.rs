@@ -2,9 +2,11 @@
 //! `berth server`.
 
 mod access;
+mod agent;
 mod api;
 mod cluster;
 mod deployments;
+mod fleet;
 mod handover;
 mod images;
 mod lifecycle;
@@ -12,6 +14,7 @@ mod node;
 mod nodes;
 mod profile;
 mod readiness;
+mod schedule;
 mod secrets;
 mod spec;
 mod start_metrics;
@@ -20,6 +23,7 @@ mod storage;
 mod store;
 mod systemd;
 mod tls;
+pub mod worker;
 
 pub use handover::{Relaunch, Stop};
 pub use tls::{TlsConfig, TlsSource, LETS_ENCRYPT};
@@ -126,22 +130,14 @@ pub fn check_database_url(url: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// How a machine runs pods, the same for a server and a worker.
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub state_dir: PathBuf,
-    /// The state store's database; `state.db` in the state directory when unset.
-    pub database_url: Option<String>,
-    pub api_listen: SocketAddr,
-    pub ingress_listen: SocketAddr,
-    pub domain: String,
+pub struct NodeSettings {
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<RegistryMirror>,
     pub runtime: RuntimeKind,
     /// The runtime binary; its usual name on PATH when unset.
     pub runtime_binary: Option<PathBuf>,
-    pub stop_timeout: Duration,
-    /// Stop every pod (concurrently) when the server stops, instead of leaving them running.
-    pub stop_pods_on_exit: bool,
     /// The static init mounted into pods as PID 1; found on the host when unset.
     pub init_binary: Option<PathBuf>,
     /// Filter runc pods' syscalls (off only to measure the filter's cost).
@@ -156,13 +152,94 @@ pub struct ServerConfig {
     pub berth_exe: PathBuf,
     /// The berth-shim binary, one running per container.
     pub shim_exe: PathBuf,
-    pub profile_path: PathBuf,
     /// The CA bundle build steps trust (not baked into images); `None` for the image's own.
     pub build_ca_bundle: Option<PathBuf>,
     /// Resolvers for pods; empty to follow the host's.
     pub dns: Vec<std::net::IpAddr>,
     /// The most bytes a code upload may unpack to.
     pub max_code_bytes: u64,
+    /// A container's log rotates to `container.log.1` past this size.
+    pub container_log_max_bytes: u64,
+    /// How long an ended container's log is kept; `None` keeps it for ever.
+    pub log_retention: Option<Duration>,
+}
+
+impl NodeSettings {
+    /// The pod network these settings describe; checked, but nothing is made yet.
+    pub fn network(&self, state_dir: &Path) -> Result<Network, ServerError> {
+        Ok(Network::new(NetConfig {
+            bridge: self.bridge.clone(),
+            subnet_v4: self.subnet_v4,
+            subnet_v6: self.subnet_v6,
+            cni_bin_dir: self.cni_bin_dir.clone(),
+            state_dir: state_dir.join("net"),
+        })?)
+    }
+
+    /// Opens the node that runs pods on this machine, its state under `state_dir`.
+    pub fn open_node(
+        &self,
+        state_dir: &Path,
+        network: Network,
+    ) -> Result<Arc<node::LocalNode>, ServerError> {
+        let puller = Puller::new(
+            ContentStore::open(state_dir.join("images"))?,
+            PullOptions {
+                insecure_registries: self.insecure_registries.clone(),
+                mirrors: self.registry_mirrors.clone(),
+                credentials: RegistryCredentials::from_env(),
+            },
+        );
+        let runtime = OciRuntime::new(
+            self.runtime,
+            self.runtime_binary
+                .clone()
+                .unwrap_or_else(|| self.runtime.default_binary().into()),
+            state_dir.join("runtime").join(self.runtime.as_str()),
+        );
+        let node = node::LocalNode::new(node::LocalNodeConfig {
+            containers_dir: state_dir.join("containers"),
+            puller,
+            network,
+            runtime,
+            shim_exe: self.shim_exe.clone(),
+            berth_exe: self.berth_exe.clone(),
+            build_ca: self.build_ca_bundle.clone(),
+            dns: self.dns.clone(),
+            code_dir: state_dir.join("code"),
+            max_code_bytes: self.max_code_bytes,
+            volumes_dir: state_dir.join("volumes"),
+            seccomp: self.seccomp,
+            conda_cache: state_dir.join("conda"),
+            buildah_dir: state_dir.join("buildah"),
+            init_binary: find_init(self.init_binary.as_deref())?,
+            warm_networks: self.warm_networks,
+            log_max_bytes: self.container_log_max_bytes,
+            log_retention: self.log_retention,
+        })?;
+        if !self.seccomp {
+            tracing::warn!(
+                "runc pods start with no seccomp filter (--unsafe-no-seccomp): never run untrusted code on this machine"
+            );
+        }
+        Ok(node)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub state_dir: PathBuf,
+    /// The state store's database; `state.db` in the state directory when unset.
+    pub database_url: Option<String>,
+    pub api_listen: SocketAddr,
+    pub ingress_listen: SocketAddr,
+    pub domain: String,
+    /// How this machine runs pods: images, network, runtime.
+    pub node: NodeSettings,
+    pub stop_timeout: Duration,
+    /// Stop every pod (concurrently) when the server stops, instead of leaving them running.
+    pub stop_pods_on_exit: bool,
+    pub profile_path: PathBuf,
     /// How long a request that wakes a deployment waits before a 503.
     pub wake_timeout: Duration,
     /// HTTPS on the ingress; pod URLs are `https://` when set.
@@ -180,10 +257,6 @@ pub struct ServerConfig {
     pub upgrade_drain: Duration,
     /// How a hot restart starts the new process; `None` refuses hot restarts.
     pub relaunch: Option<Relaunch>,
-    /// A container's log rotates to `container.log.1` past this size.
-    pub container_log_max_bytes: u64,
-    /// How long an ended container's log is kept; `None` keeps it for ever.
-    pub log_retention: Option<Duration>,
     /// Pod starts in flight (create to RUNNING, pulls included) past which creates get 429.
     pub max_pending_starts: usize,
     /// Image builds in flight past which builds get 429.
@@ -193,6 +266,9 @@ pub struct ServerConfig {
     pub node_listen: Option<SocketAddr>,
     /// What this node registers besides its capacity, for placing pods (`pool=gpu`).
     pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Pods may be placed on this machine; off for a control plane that leaves pods to
+    /// workers.
+    pub takes_pods: bool,
 }
 
 /// Runs the server until `stops` asks it to shut down (or closes), or until a hot restart
@@ -206,13 +282,7 @@ pub async fn run(
     let mut inherited = handover::Inherited::from_env();
     let mut predecessor = handover::Predecessor::from_env();
     // Checked before anything is written: a refused configuration leaves no state behind.
-    let network = Network::new(NetConfig {
-        bridge: config.bridge.clone(),
-        subnet_v4: config.subnet_v4,
-        subnet_v6: config.subnet_v6,
-        cni_bin_dir: config.cni_bin_dir.clone(),
-        state_dir: state_dir.join("net"),
-    })?;
+    let network = config.node.network(state_dir)?;
     if let Some(predecessor) = &mut predecessor {
         // The configuration is good: the old server may now let go of the state.
         predecessor.ready().await?;
@@ -224,50 +294,10 @@ pub async fn run(
     };
     let token = profile::ensure_admin_token(&store, state_dir).await?;
 
-    let puller = Puller::new(
-        ContentStore::open(state_dir.join("images"))?,
-        PullOptions {
-            insecure_registries: config.insecure_registries.clone(),
-            mirrors: config.registry_mirrors.clone(),
-            credentials: RegistryCredentials::from_env(),
-        },
-    );
-    let runtime = OciRuntime::new(
-        config.runtime,
-        config
-            .runtime_binary
-            .clone()
-            .unwrap_or_else(|| config.runtime.default_binary().into()),
-        state_dir.join("runtime").join(config.runtime.as_str()),
-    );
-    let node = node::LocalNode::new(node::LocalNodeConfig {
-        containers_dir: state_dir.join("containers"),
-        puller,
-        network,
-        runtime,
-        shim_exe: config.shim_exe.clone(),
-        berth_exe: config.berth_exe.clone(),
-        build_ca: config.build_ca_bundle.clone(),
-        dns: config.dns.clone(),
-        code_dir: state_dir.join("code"),
-        max_code_bytes: config.max_code_bytes,
-        volumes_dir: state_dir.join("volumes"),
-        seccomp: config.seccomp,
-        conda_cache: state_dir.join("conda"),
-        buildah_dir: state_dir.join("buildah"),
-        init_binary: find_init(config.init_binary.as_deref())?,
-        warm_networks: config.warm_networks,
-        log_max_bytes: config.container_log_max_bytes,
-        log_retention: config.log_retention,
-    })?;
+    let node = config.node.open_node(state_dir, network)?;
     // Until the server serves, a failed start (a port in use, a bad TLS file) undoes what
     // the node made ready, its warm networks and bridge, instead of leaving them behind.
     let mut unwind = ReleaseOnFailure(Some(node.clone()));
-    if !config.seccomp {
-        tracing::warn!(
-            "runc pods start with no seccomp filter (--unsafe-no-seccomp): never run untrusted code on this server"
-        );
-    }
     let secrets = secrets::Secrets::open(store.clone(), state_dir)?;
     let node_id = nodes::node_id(state_dir)?;
     let nodes = nodes::Nodes::new(store.clone(), node_id.clone());
@@ -279,6 +309,7 @@ pub async fn run(
                 .map(|k| k.as_str().to_string())
                 .collect(),
             config.node_labels.clone(),
+            config.takes_pods,
         ))
         .await?;
 
@@ -357,11 +388,29 @@ pub async fn run(
         None => ("http", ingress_addr.port()),
     };
 
+    // The control plane's machine and the workers that joined, as one node; recovery needs
+    // the workers known before it looks at their pods.
+    let agent_tls = match &cluster {
+        Some(cluster) => Some(cluster.agent_client_tls()?),
+        None => None,
+    };
+    let fleet = fleet::Fleet::new(node.clone(), node_id.clone(), agent_tls);
+    fleet.sync(&store.nodes().await?);
+    let registrations = cluster
+        .as_ref()
+        .map(|c| c.registrations())
+        .unwrap_or_default();
+    let fleet_sync = fleet.spawn_sync(
+        store.clone(),
+        berth_cluster::HEARTBEAT_INTERVAL,
+        registrations,
+    );
+
     let routes = Arc::new(berth_proxy::RouteTable::new());
     let metrics = Arc::new(berth_proxy::ProxyMetrics::default());
     let lifecycle = lifecycle::Lifecycle::new(
         store.clone(),
-        node.clone(),
+        fleet.clone(),
         routes.clone(),
         lifecycle::LifecycleConfig {
             domain: config.domain.clone(),
@@ -403,15 +452,15 @@ pub async fn run(
     let app = api::router(Arc::new(api::AppState {
         lifecycle: lifecycle.clone(),
         deployments: deployments.clone(),
-        images: images::Images::new(node.clone(), store.clone(), config.max_pending_builds),
-        storage: storage::Storage::new(node.clone(), store.clone()),
+        images: images::Images::new(fleet.clone(), store.clone(), config.max_pending_builds),
+        storage: storage::Storage::new(fleet.clone(), store.clone()),
         secrets,
         nodes,
         cluster,
         tokens: profile::Tokens::new(store.clone()),
         access: access.clone(),
         metrics: metrics.clone(),
-        max_code_bytes: config.max_code_bytes,
+        max_code_bytes: config.node.max_code_bytes,
     }));
     let mut ingress = berth_proxy::Ingress::new(config.domain.clone(), routes, metrics)
         .with_route_miss(deployments)
@@ -524,6 +573,7 @@ pub async fn run(
     }
     monitor.abort();
     heartbeat.abort();
+    fleet_sync.abort();
     drop(node_port);
     node.release_host_resources();
     store.close().await;

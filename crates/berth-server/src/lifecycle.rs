@@ -17,6 +17,7 @@ use crate::node::{
     LogStream, MountSource, Node, NodeError, NodeEvent, PodMount, ProcessState, StartContainer,
     StopPath,
 };
+use crate::schedule::{Ask, PlaceError};
 use crate::secrets::Secrets;
 use crate::spec::PodSpec;
 use crate::start_metrics::StartMetrics;
@@ -55,6 +56,9 @@ pub enum LifecycleError {
     },
     #[error("{limit} pod starts are already queued on this server (--max-pending-starts); retry in a moment")]
     Busy { limit: usize },
+    /// No node can take the pod now.
+    #[error("{0}")]
+    Unplaceable(PlaceError),
     #[error("container {id} is {from}; it cannot become {to}")]
     Illegal {
         id: String,
@@ -97,6 +101,9 @@ pub struct Lifecycle<N: Node> {
     tasks: tokio_util::task::TaskTracker,
     /// One permit per start in flight, from create to RUNNING or the end.
     start_slots: Arc<tokio::sync::Semaphore>,
+    /// Held from placing a pod to recording where, so two creates do not both take the
+    /// same room.
+    placing: tokio::sync::Mutex<()>,
 }
 
 /// What a container's end adds when forks failed at its pids limit while it ran.
@@ -123,6 +130,20 @@ fn exit_words(code: i32) -> String {
     match meaning {
         Some(meaning) => format!("exited with code {code} ({meaning})"),
         None => format!("exited with code {code}"),
+    }
+}
+
+/// What keeps a pod on the control plane's machine, if anything: what it needs lives
+/// there alone for now (uploads, volumes, builds).
+fn control_plane_only(spec: &PodSpec) -> Option<&'static str> {
+    if spec.code.is_some() {
+        Some("a pod with uploaded code")
+    } else if !spec.volumes.is_empty() {
+        Some("a pod with volumes")
+    } else if matches!(spec.image, ImageSource::Spec(_)) {
+        Some("a pod with an image berth builds")
+    } else {
+        None
     }
 }
 
@@ -168,6 +189,7 @@ impl<N: Node> Lifecycle<N> {
             start_metrics: StartMetrics::default(),
             transitions: tokio::sync::Notify::new(),
             tasks: tokio_util::task::TaskTracker::new(),
+            placing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -184,15 +206,16 @@ impl<N: Node> Lifecycle<N> {
     /// Checks that what the spec names exists: its runtime, its secrets and its uploaded code.
     pub async fn check_references(&self, spec: &PodSpec) -> Result<(), LifecycleError> {
         if let Some(runtime) = &spec.runtime {
-            let offered = self.node.runtimes();
-            if !offered.iter().any(|k| k.as_str() == runtime) {
-                let names: Vec<&str> = offered.iter().map(|k| k.as_str()).collect();
+            let ask = Ask {
+                cpu_millis: 0,
+                memory_mib: 0,
+                runtime: Some(runtime.clone()),
+                control_plane_only: None,
+            };
+            if let Err(e @ PlaceError::NoRuntime { .. }) = self.place(&ask).await {
                 return Err(LifecycleError::Invalid(ApiError::invalid(
                     "runtime",
-                    format!(
-                        "{runtime} is not installed on this server; it offers {}",
-                        names.join(", ")
-                    ),
+                    e.to_string(),
                 )));
             }
         }
@@ -244,6 +267,17 @@ impl<N: Node> Lifecycle<N> {
             detail: e.to_string(),
         })?;
         let id = format!("pod-{stub_id}-{:08x}", rand::rng().random::<u32>());
+        let placing = self.placing.lock().await;
+        let node_id = self
+            .place(&Ask {
+                cpu_millis: spec.cpu_millis,
+                memory_mib: spec.memory_mib,
+                runtime: spec.runtime.clone(),
+                control_plane_only: control_plane_only(&spec),
+            })
+            .await
+            .map_err(LifecycleError::Unplaceable)?;
+        let node = self.on(&node_id)?;
         let at = now();
         self.store.upsert_stub(&stub_id, &spec, at).await?;
         let row = ContainerRow {
@@ -267,7 +301,7 @@ impl<N: Node> Lifecycle<N> {
             runtime: spec
                 .runtime
                 .clone()
-                .or_else(|| self.node.runtimes().first().map(|k| k.as_str().to_string()))
+                .or_else(|| node.runtimes().first().map(|k| k.as_str().to_string()))
                 .unwrap_or_default(),
             block_network: spec.block_network,
             allow_list: spec.allow_list.iter().map(ToString::to_string).collect(),
@@ -277,19 +311,20 @@ impl<N: Node> Lifecycle<N> {
             init: spec.init,
             stop_signal: spec.stop_signal.clone(),
             stop_grace_seconds: spec.stop_grace_seconds,
-            node_id: Some(self.config.node_id.clone()),
+            node_id: Some(node_id.clone()),
         };
         self.store.insert_container(&row).await?;
-        tracing::info!(container = %id, image = %spec.image_name(), "PENDING");
+        drop(placing);
+        tracing::info!(container = %id, image = %spec.image_name(), node = %node_id, "PENDING");
         let this = self.clone();
         self.tasks.spawn(async move {
-            this.start(id, stub_id, spec).await;
+            this.start(id, stub_id, spec, node).await;
             drop(slot);
         });
         Ok(self.view(row))
     }
 
-    async fn start(self: Arc<Self>, id: String, stub_id: String, spec: PodSpec) {
+    async fn start(self: Arc<Self>, id: String, stub_id: String, spec: PodSpec, node: N) {
         let began = std::time::Instant::now();
         let (phase, line) = match &spec.image {
             ImageSource::Reference(r) => (ContainerStatus::Pulling, format!("Pulling image {r}")),
@@ -305,7 +340,7 @@ impl<N: Node> Lifecycle<N> {
             Arc::new(move |line| this.set_progress(&id, line))
         };
         let preparing = std::time::Instant::now();
-        let image = match self.node.prepare_image(&spec.image, progress).await {
+        let image = match node.prepare_image(&spec.image, progress).await {
             Ok(image) => image,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
@@ -356,7 +391,7 @@ impl<N: Node> Lifecycle<N> {
             init: spec.init,
             stop_signal: spec.stop_signal,
         };
-        let started = match self.node.start(req).await {
+        let started = match node.start(req).await {
             Ok(started) => started,
             Err(e) => return self.fail_start(&id, e.to_string()).await,
         };
@@ -381,7 +416,7 @@ impl<N: Node> Lifecycle<N> {
                 self.start_metrics.observe("total", began.elapsed());
                 // An end the node pushed before the row said RUNNING was not ours to take
                 // then; take it now.
-                let state = self.node.state(&id).await;
+                let state = node.state(&id).await;
                 if state != ProcessState::Running {
                     self.on_process_end(row, state);
                 }
@@ -438,7 +473,9 @@ impl<N: Node> Lifecycle<N> {
 
     async fn finish_early_stop(self: &Arc<Self>, id: &str) {
         self.clear_progress(id);
-        let _ = self.node.teardown(id).await;
+        if let Ok(node) = self.node_for(id).await {
+            let _ = node.teardown(id).await;
+        }
         let _ = self
             .transition(id, ContainerStatus::Stopped, |row| {
                 row.reason = Some("stopped before it started".into());
@@ -505,7 +542,16 @@ impl<N: Node> Lifecycle<N> {
             Some(r) => self.grace_of(r),
             None => self.config.stop_grace,
         });
-        let stopped = self.node.stop(&id, signal, grace).await;
+        let stopped = match self.node_for(&id).await {
+            Ok(node) => node.stop(&id, signal, grace).await,
+            Err(e) => {
+                tracing::warn!(container = %id, "stop: {e}");
+                crate::node::Stopped {
+                    state: ProcessState::Lost,
+                    path: StopPath::Ended,
+                }
+            }
+        };
         let exit_code = match stopped.state {
             ProcessState::Exited(rec) => Some(rec.exit_code),
             _ => None,
@@ -564,7 +610,10 @@ impl<N: Node> Lifecycle<N> {
     ) {
         self.routes.remove(id);
         self.activities_lock().remove(id);
-        let cleanup = self.node.teardown(id).await.err();
+        let cleanup = match self.node_for(id).await {
+            Ok(node) => node.teardown(id).await.err(),
+            Err(e) => Some(e),
+        };
         if let Some(e) = &cleanup {
             tracing::warn!(container = %id, "teardown: {e}");
         }
@@ -650,6 +699,7 @@ impl<N: Node> Lifecycle<N> {
             ports: row.ports.clone(),
             activity,
             authorized: row.authorized,
+            via: self.on_row(row).ok().and_then(|node| node.tunnel()),
         }
     }
 
@@ -813,8 +863,15 @@ impl<N: Node> Lifecycle<N> {
     /// the server was down, finish interrupted stops, and undo starts that were cut off.
     pub async fn recover(self: &Arc<Self>) -> Result<(), LifecycleError> {
         for row in self.own_active().await? {
+            let node = match self.on_row(&row) {
+                Ok(node) => node,
+                Err(e) => {
+                    tracing::warn!(container = %row.id, "not recovered: {e}");
+                    continue;
+                }
+            };
             match row.status {
-                ContainerStatus::Running => match self.node.state(&row.id).await {
+                ContainerStatus::Running => match node.state(&row.id).await {
                     ProcessState::Running => {
                         tracing::info!(container = %row.id, "adopted running container");
                         self.add_route(&row);
@@ -831,7 +888,7 @@ impl<N: Node> Lifecycle<N> {
                 }
                 _ => {
                     let id = row.id.clone();
-                    let _ = self.node.teardown(&id).await;
+                    let _ = node.teardown(&id).await;
                     let _ = self
                         .transition(&id, ContainerStatus::Failed, |r| {
                             r.reason = Some(
@@ -846,13 +903,52 @@ impl<N: Node> Lifecycle<N> {
         Ok(())
     }
 
-    /// The containers placed on this lifecycle's node that have not ended: the ones its
-    /// recovery, idle checks and stops look after (other nodes look after their own).
+    /// The containers placed on this lifecycle's node and on workers that have not ended:
+    /// the ones its recovery, idle checks and stops look after (another control plane's
+    /// machine looks after its own).
     async fn own_active(&self) -> Result<Vec<ContainerRow>, LifecycleError> {
         Ok(self
             .store
-            .active_containers_on(&self.config.node_id)
+            .active_containers_managed_by(&self.config.node_id)
             .await?)
+    }
+
+    /// The node `node_id` among those the control plane reaches.
+    fn on(&self, node_id: &str) -> Result<N, NodeError> {
+        self.node
+            .member(node_id)
+            .ok_or_else(|| NodeError::UnknownNode(node_id.to_string()))
+    }
+
+    /// The node `row` is placed on; this machine for a row from before nodes.
+    fn on_row(&self, row: &ContainerRow) -> Result<N, NodeError> {
+        self.on(row.node_id.as_deref().unwrap_or(&self.config.node_id))
+    }
+
+    /// The node container `id` is placed on, by its row.
+    async fn node_for(&self, id: &str) -> Result<N, NodeError> {
+        match self.store.container(id).await {
+            Ok(Some(row)) => self.on_row(&row),
+            _ => self.on(&self.config.node_id),
+        }
+    }
+
+    /// Where a pod asking `ask` goes: a node that is up, takes pods and offers its
+    /// runtime, with room if one has it (see [`crate::schedule`]).
+    async fn place(&self, ask: &Ask) -> Result<String, PlaceError> {
+        let now = now();
+        let (nodes, usage) = match (self.store.nodes().await, self.store.node_usage().await) {
+            (Ok(nodes), Ok(usage)) => (nodes, usage),
+            (Err(e), _) | (_, Err(e)) => return Err(PlaceError::NoNode(e.to_string())),
+        };
+        let candidates = crate::schedule::candidates(nodes, usage, |n| {
+            crate::nodes::is_up(n.heartbeat_at, now) && self.node.member(&n.id).is_some()
+        });
+        let placed = crate::schedule::place(&candidates, &self.config.node_id, ask)?;
+        if placed.overcommitted {
+            tracing::info!(node = %placed.node_id, "no node has room for the pod's requests; placing it on the roomiest");
+        }
+        Ok(placed.node_id)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Container>, LifecycleError> {
@@ -865,8 +961,8 @@ impl<N: Node> Lifecycle<N> {
         id: &str,
         exec: crate::node::ExecCommand,
     ) -> Result<crate::node::ExecStream, LifecycleError> {
-        self.running(id, "exec").await?;
-        Ok(self.node.exec(id, exec).await?)
+        let node = self.running(id, "exec").await?;
+        Ok(node.exec(id, exec).await?)
     }
 
     /// Runs an interactive command in a running pod on a terminal.
@@ -876,8 +972,8 @@ impl<N: Node> Lifecycle<N> {
         exec: crate::node::ExecCommand,
         size: crate::node::TtySize,
     ) -> Result<crate::node::TtySession, LifecycleError> {
-        self.running(id, "exec").await?;
-        Ok(self.node.exec_tty(id, exec, size).await?)
+        let node = self.running(id, "exec").await?;
+        Ok(node.exec_tty(id, exec, size).await?)
     }
 
     /// Streams a file out of a running pod.
@@ -887,8 +983,8 @@ impl<N: Node> Lifecycle<N> {
         path: String,
         max: u64,
     ) -> Result<crate::node::FileDownload, LifecycleError> {
-        self.running(id, "reading files").await?;
-        Ok(self.node.read_file(id, path, max).await?)
+        let node = self.running(id, "reading files").await?;
+        Ok(node.read_file(id, path, max).await?)
     }
 
     /// Writes a file into a running pod, whole or not at all.
@@ -900,8 +996,8 @@ impl<N: Node> Lifecycle<N> {
         body: crate::node::UploadBody,
         max: u64,
     ) -> Result<u64, LifecycleError> {
-        self.running(id, "writing files").await?;
-        Ok(self.node.write_file(id, path, mode, body, max).await?)
+        let node = self.running(id, "writing files").await?;
+        Ok(node.write_file(id, path, mode, body, max).await?)
     }
 
     pub async fn list_files(
@@ -909,8 +1005,8 @@ impl<N: Node> Lifecycle<N> {
         id: &str,
         path: String,
     ) -> Result<berth_api::FileListing, LifecycleError> {
-        self.running(id, "listing files").await?;
-        Ok(self.node.list_files(id, path).await?)
+        let node = self.running(id, "listing files").await?;
+        Ok(node.list_files(id, path).await?)
     }
 
     pub async fn make_dir(
@@ -919,12 +1015,12 @@ impl<N: Node> Lifecycle<N> {
         path: String,
         mode: u32,
     ) -> Result<bool, LifecycleError> {
-        self.running(id, "making directories").await?;
-        Ok(self.node.make_dir(id, path, mode).await?)
+        let node = self.running(id, "making directories").await?;
+        Ok(node.make_dir(id, path, mode).await?)
     }
 
-    /// Fails unless the container exists and is running.
-    async fn running(&self, id: &str, what: &'static str) -> Result<(), LifecycleError> {
+    /// The node of the container, unless it does not exist or is not running.
+    async fn running(&self, id: &str, what: &'static str) -> Result<N, LifecycleError> {
         let row = self
             .store
             .container(id)
@@ -937,7 +1033,7 @@ impl<N: Node> Lifecycle<N> {
                 what,
             });
         }
-        Ok(())
+        Ok(self.on_row(&row)?)
     }
 
     pub async fn list(&self, all: bool) -> Result<Vec<Container>, LifecycleError> {
@@ -968,7 +1064,7 @@ impl<N: Node> Lifecycle<N> {
             }
             let _ = tokio::time::timeout(START_WAIT_INTERVAL, changed).await;
         }
-        Ok(self.node.logs(id, follow).await?)
+        Ok(self.node_for(id).await?.logs(id, follow).await?)
     }
 
     /// How many containers are in each state.
@@ -1190,6 +1286,10 @@ mod tests {
     }
 
     impl Node for Arc<FakeNode> {
+        fn member(&self, _node_id: &str) -> Option<Self> {
+            Some(self.clone())
+        }
+
         async fn prepare_image(
             &self,
             image: &ImageSource,
@@ -1386,6 +1486,16 @@ mod tests {
     async fn harness_limited(node: FakeNode, max_pending_starts: usize) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db")).await.expect("store");
+        // The one machine pods are placed on.
+        store
+            .register_node(&crate::nodes::this_node(
+                "node-test".into(),
+                vec!["runc".into()],
+                Default::default(),
+                true,
+            ))
+            .await
+            .expect("register");
         let node = Arc::new(node);
         let routes = Arc::new(RouteTable::new());
         let lifecycle = Lifecycle::new(

@@ -170,6 +170,11 @@ impl Nodes {
     }
 }
 
+/// Whether a node with this latest heartbeat is up at `now`.
+pub fn is_up(heartbeat_at: i64, now: i64) -> bool {
+    status_at(heartbeat_at, now) == NodeStatus::Ready
+}
+
 fn status_at(heartbeat_at: i64, now: i64) -> NodeStatus {
     if now - heartbeat_at > UNREACHABLE_AFTER_SECONDS {
         NodeStatus::Unreachable
@@ -178,8 +183,14 @@ fn status_at(heartbeat_at: i64, now: i64) -> NodeStatus {
     }
 }
 
-/// A node's row as it registers now.
-pub fn this_node(id: String, runtimes: Vec<String>, labels: BTreeMap<String, String>) -> NodeRow {
+/// A control plane's own machine's row as it registers now; `schedulable` unless it takes
+/// no pods.
+pub fn this_node(
+    id: String,
+    runtimes: Vec<String>,
+    labels: BTreeMap<String, String>,
+    schedulable: bool,
+) -> NodeRow {
     let (cpu_millis, memory_mib) = berth_cluster::facts::capacity();
     let at = now();
     NodeRow {
@@ -191,6 +202,8 @@ pub fn this_node(id: String, runtimes: Vec<String>, labels: BTreeMap<String, Str
         labels,
         started_at: at,
         heartbeat_at: at,
+        agent_address: None,
+        schedulable,
     }
 }
 

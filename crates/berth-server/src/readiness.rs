@@ -12,16 +12,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// probe's cost, and what it adds to the first answer at worst.
 const PROBE_INTERVAL: Duration = Duration::from_millis(2);
 
-/// Whether the pod accepts a TCP connection on `port` (on any of its addresses).
+/// Whether the pod accepts a TCP connection on `port` (on any of its addresses, through
+/// its worker for a pod on one).
 pub async fn accepts(route: &Route, port: u16) -> bool {
-    for addr in route.socket_addrs(port) {
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
-        {
-            return true;
-        }
-    }
-    false
+    route.connect(port, PROBE_TIMEOUT).await.is_ok()
 }
 
 /// Probes until `port` accepts or `limit` passes; whether it accepts.

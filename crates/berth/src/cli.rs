@@ -136,18 +136,8 @@ pub struct ServerArgs {
     /// Domain of pod URLs: <stub-id>-<port>.<domain>. `localhost` works without DNS.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
-    /// A registry (HOST:PORT) to reach over plain HTTP; repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
-    /// Send pulls for a registry to a mirror, e.g. docker.io=HOST:PORT; repeatable.
-    #[arg(long = "registry-mirror", value_name = "REGISTRY=HOST:PORT")]
-    pub registry_mirrors: Vec<berth_image::RegistryMirror>,
-    /// The OCI runtime for pods.
-    #[arg(long, value_enum, default_value_t = RuntimeArg::Runc)]
-    pub runtime: RuntimeArg,
-    /// Path of the runtime binary (default: runc or runsc on PATH).
-    #[arg(long)]
-    pub runtime_binary: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Seconds between the stop signal and SIGKILL when stopping a pod that sets no grace
     /// of its own.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -172,14 +162,6 @@ pub struct ServerArgs {
     /// With --log-file: MiB past which the server's log moves to FILE.1.
     #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1048576))]
     pub log_max_mib: u64,
-    /// A container's log moves to container.log.1 past this many MiB (replacing the one
-    /// before), so each pod keeps at most twice this on disk.
-    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1048576))]
-    pub container_log_max_mib: u64,
-    /// Hours an ended container's log is kept (readable with `berth container logs`) before
-    /// it is removed; 0 keeps logs for ever.
-    #[arg(long, default_value_t = 168, value_name = "HOURS", value_parser = clap::value_parser!(u64).range(0..=876000))]
-    pub log_retention_hours: u64,
     /// Pod starts in flight (from create to RUNNING, pulls included) past which creates are
     /// refused with 429 and Retry-After, so a burst cannot queue without bound.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100000))]
@@ -195,6 +177,39 @@ pub struct ServerArgs {
     /// directory); `berth server join-token` prints a token for one to join. Off by default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub node_listen: Option<SocketAddr>,
+    /// Place no pods on this machine: it runs the control plane, and pods go to the
+    /// workers that joined it.
+    #[arg(long)]
+    pub no_pods: bool,
+    /// Seconds a request that wakes a scaled-to-zero deployment waits for it before a 503
+    /// with Retry-After.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub wake_timeout: u64,
+}
+
+/// How this machine runs pods, the same flags for `server` and `worker`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// A registry (HOST:PORT) to reach over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Send pulls for a registry to a mirror, e.g. docker.io=HOST:PORT; repeatable.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=HOST:PORT")]
+    pub registry_mirrors: Vec<berth_image::RegistryMirror>,
+    /// The OCI runtime for pods.
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Runc)]
+    pub runtime: RuntimeArg,
+    /// Path of the runtime binary (default: runc or runsc on PATH).
+    #[arg(long)]
+    pub runtime_binary: Option<PathBuf>,
+    /// A container's log moves to container.log.1 past this many MiB (replacing the one
+    /// before), so each pod keeps at most twice this on disk.
+    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1048576))]
+    pub container_log_max_mib: u64,
+    /// Hours an ended container's log is kept (readable with `berth container logs`) before
+    /// it is removed; 0 keeps logs for ever.
+    #[arg(long, default_value_t = 168, value_name = "HOURS", value_parser = clap::value_parser!(u64).range(0..=876000))]
+    pub log_retention_hours: u64,
     /// The static init mounted into pods as PID 1 (default: /usr/bin/tini-static from
     /// Debian's tini, if present).
     #[arg(long, value_name = "PATH")]
@@ -220,10 +235,6 @@ pub struct ServerArgs {
     /// The most MiB an uploaded working directory may hold.
     #[arg(long, default_value_t = 100, value_name = "MIB")]
     pub max_code_mib: u64,
-    /// Seconds a request that wakes a scaled-to-zero deployment waits for it before a 503
-    /// with Retry-After.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    pub wake_timeout: u64,
 }
 
 #[derive(Args)]
@@ -550,6 +561,13 @@ pub struct WorkerArgs {
     /// A label this worker registers, KEY=VALUE (repeatable), for placing pods on pools.
     #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = berth_api::parse_node_label)]
     pub node_labels: Vec<(String, String)>,
+    /// Where the control plane sends this worker's pod operations and pod traffic (mutual
+    /// TLS: only the control plane's certificate gets in); it is reached at the address
+    /// the worker's heartbeats come from.
+    #[arg(long, default_value = "0.0.0.0:7444", value_name = "ADDR:PORT")]
+    pub agent_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 #[derive(Subcommand)]

@@ -40,6 +40,7 @@ impl From<LifecycleError> for Failure {
             LifecycleError::Node(node) => node_error_code(node),
             LifecycleError::Store(_) => ErrorCode::Internal,
             LifecycleError::Busy { .. } => ErrorCode::TooManyRequests,
+            LifecycleError::Unplaceable(_) => ErrorCode::Conflict,
         };
         Failure(ApiError::new(code, e.to_string()))
     }
@@ -60,6 +61,7 @@ fn node_error_code(e: &NodeError) -> ErrorCode {
         )
         | NodeError::Upload(_) => ErrorCode::InvalidArgument,
         NodeError::FileTooLarge { .. } => ErrorCode::PayloadTooLarge,
+        NodeError::NotOnWorkers { .. } => ErrorCode::Conflict,
         _ => ErrorCode::Internal,
     }
 }

@@ -16,6 +16,7 @@ use berth_cluster::{ClusterCa, JoinToken};
 pub(crate) use crate::lifecycle::now;
 use crate::store::{Store, StoreError};
 
+pub(crate) use listener::NodeListener;
 pub use listener::Peer;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub struct Cluster {
     ca: Arc<ClusterCa>,
     store: Store,
     node_address: SocketAddr,
+    /// Woken when a worker registers, for the fleet to reach it at once.
+    registered: Arc<tokio::sync::Notify>,
 }
 
 impl Cluster {
@@ -54,7 +57,13 @@ impl Cluster {
             ca: Arc::new(ca),
             store,
             node_address,
+            registered: Arc::default(),
         })
+    }
+
+    /// Woken each time a worker registers.
+    pub fn registrations(&self) -> Arc<tokio::sync::Notify> {
+        self.registered.clone()
     }
 
     /// A token that lets workers join for `ttl_seconds` (an hour by default).
@@ -85,6 +94,12 @@ impl Cluster {
             expires_at,
             node_address,
         })
+    }
+
+    /// The control plane's TLS for workers' agent ports: a certificate for it from the
+    /// cluster CA, and that CA alone trusted.
+    pub fn agent_client_tls(&self) -> Result<Arc<rustls::ClientConfig>, ClusterError> {
+        Ok(Arc::new(self.ca.control_plane_identity()?.client_config()?))
     }
 
     /// Serves the node port on `tcp` until the returned task is aborted.

@@ -120,10 +120,16 @@ async fn register(
             labels: reg.labels,
             started_at: at,
             heartbeat_at: at,
+            // The agent is at the address the worker's requests come from.
+            agent_address: reg.agent_port.map(|port| {
+                std::net::SocketAddr::new(peer.addr.ip().to_canonical(), port).to_string()
+            }),
+            schedulable: reg.agent_port.is_some(),
         })
         .await
         .map_err(Failure::internal)?;
     tracing::info!(node = %node_id, peer = %peer.addr, "a worker registered");
+    cluster.registered.notify_waiters();
     Ok(Json(json!({ "node_id": node_id })))
 }
 
@@ -167,6 +173,9 @@ fn check(reg: &Registration) -> Result<(), ApiError> {
             format!("must be 1 to {MAX_MEMORY_MIB}"),
         ));
     }
+    if reg.agent_port == Some(0) {
+        return Err(ApiError::invalid("agent_port", "must be 1 to 65535"));
+    }
     let known = |r: &String| matches!(r.as_str(), "runc" | "gvisor");
     if reg.runtimes.len() > 2 || !reg.runtimes.iter().all(known) {
         return Err(ApiError::invalid("runtimes", "may hold runc and gvisor"));
@@ -195,6 +204,7 @@ mod tests {
             memory_mib: 4096,
             runtimes: vec!["runc".into(), "gvisor".into()],
             labels: BTreeMap::from([("pool".into(), "a".into())]),
+            agent_port: Some(7444),
         };
         assert!(check(&good).is_ok());
         let bad = [
@@ -212,6 +222,10 @@ mod tests {
             },
             Registration {
                 memory_mib: MAX_MEMORY_MIB + 1,
+                ..good.clone()
+            },
+            Registration {
+                agent_port: Some(0),
                 ..good.clone()
             },
             Registration {

@@ -334,6 +334,10 @@ impl LocalNode {
 }
 
 impl Node for Arc<LocalNode> {
+    fn member(&self, _node_id: &str) -> Option<Self> {
+        Some(self.clone())
+    }
+
     async fn prepare_image(
         &self,
         image: &ImageSource,

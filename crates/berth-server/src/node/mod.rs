@@ -93,6 +93,13 @@ pub enum NodeError {
     FileTooLarge { max: u64 },
     #[error("receiving the upload: {0}")]
     Upload(String),
+    /// What a worker answered, or why it could not be asked.
+    #[error("on {node}: {message}")]
+    Remote { node: String, message: String },
+    #[error("{what} is not offered for pods on workers yet; it works for pods on the control plane's machine")]
+    NotOnWorkers { what: &'static str },
+    #[error("{0} is not a node this control plane reaches (it has not registered an agent port, or it was deleted)")]
+    UnknownNode(String),
 }
 
 impl NodeError {
@@ -254,6 +261,16 @@ pub struct NodeEvent {
 }
 
 pub trait Node: Clone + Send + Sync + 'static {
+    /// The node with id `node_id` among those this one reaches, to act on the containers
+    /// placed there; a single machine reaches itself under any id.
+    fn member(&self, node_id: &str) -> Option<Self>;
+
+    /// How the ingress reaches this node's pods when they are on another machine; `None`
+    /// when their addresses route from here.
+    fn tunnel(&self) -> Option<Arc<dyn berth_proxy::Tunnel>> {
+        None
+    }
+
     /// Makes the image ready to run (pull, or build), sending progress lines.
     fn prepare_image(
         &self,

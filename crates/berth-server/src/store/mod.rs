@@ -7,7 +7,7 @@ mod nodes;
 mod pod_tokens;
 mod secrets;
 
-pub use nodes::NodeRow;
+pub use nodes::{NodeRow, NodeUsage};
 pub use pod_tokens::PodTokenRow;
 
 pub use deployments::{DeploymentRow, VersionRow};
@@ -328,14 +328,16 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// The containers placed on `node_id` that are not in a terminal state, newest first.
-    pub async fn active_containers_on(
+    /// The containers that have not ended on `node_id` and on every worker (a node with an
+    /// agent address): the ones a control plane on `node_id` looks after.
+    pub async fn active_containers_managed_by(
         &self,
         node_id: &str,
     ) -> Result<Vec<ContainerRow>, StoreError> {
         let sql = format!(
-            "SELECT * FROM containers WHERE node_id = $1 AND status NOT IN ({})
-             ORDER BY scheduled_at DESC, id",
+            "SELECT * FROM containers WHERE (node_id = $1 OR node_id IN
+             (SELECT id FROM nodes WHERE agent_address IS NOT NULL))
+             AND status NOT IN ({}) ORDER BY scheduled_at DESC, id",
             terminal_statuses_sql()
         );
         let rows = sqlx::query(&sql)

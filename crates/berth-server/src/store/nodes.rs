@@ -19,6 +19,10 @@ pub struct NodeRow {
     pub labels: BTreeMap<String, String>,
     pub started_at: i64,
     pub heartbeat_at: i64,
+    /// A worker's agent port, `HOST:PORT`; `None` for a control plane's own machine.
+    pub agent_address: Option<String>,
+    /// Pods may be placed on it.
+    pub schedulable: bool,
 }
 
 /// What the containers placed on one node that have not ended ask for.
@@ -38,11 +42,13 @@ impl Store {
         })?;
         sqlx::query(
             "INSERT INTO nodes (id, hostname, cpu_millis, memory_mib, runtimes, labels, started_at,
-             heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             heartbeat_at, agent_address, schedulable) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+             $9, $10)
              ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname,
              cpu_millis = excluded.cpu_millis, memory_mib = excluded.memory_mib,
              runtimes = excluded.runtimes, labels = excluded.labels,
-             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+             agent_address = excluded.agent_address, schedulable = excluded.schedulable",
         )
         .bind(&node.id)
         .bind(&node.hostname)
@@ -52,6 +58,8 @@ impl Store {
         .bind(labels)
         .bind(node.started_at)
         .bind(node.heartbeat_at)
+        .bind(&node.agent_address)
+        .bind(i64::from(node.schedulable))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -145,6 +153,8 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRow, StoreError> {
         })?,
         started_at: r.try_get("started_at")?,
         heartbeat_at: r.try_get("heartbeat_at")?,
+        agent_address: r.try_get("agent_address")?,
+        schedulable: r.try_get::<i64, _>("schedulable")? != 0,
     })
 }
 
@@ -165,6 +175,9 @@ mod tests {
             labels: BTreeMap::from([("pool".into(), "gpu".into())]),
             started_at: at,
             heartbeat_at: at,
+            // node-1 is a control plane's own machine, the others workers.
+            agent_address: (id != "node-1").then(|| "10.0.0.2:7444".into()),
+            schedulable: true,
         }
     }
 
@@ -226,11 +239,22 @@ mod tests {
                     }
                 )])
             );
-            let on_node_1 = store.active_containers_on("node-1").await.expect("on");
+            let on_node_1 = store
+                .active_containers_managed_by("node-1")
+                .await
+                .expect("on");
             let ids: Vec<&str> = on_node_1.iter().map(|c| c.id.as_str()).collect();
             assert_eq!(ids, ["pod-a", "pod-b"]);
             assert_eq!(store.place_unplaced("node-2").await.expect("place"), 1);
             assert_eq!(store.place_unplaced("node-2").await.expect("place"), 0);
+            // A control plane looks after its own pods and those on workers.
+            let managed = store
+                .active_containers_managed_by("node-1")
+                .await
+                .expect("managed");
+            let mut ids: Vec<&str> = managed.iter().map(|c| c.id.as_str()).collect();
+            ids.sort_unstable();
+            assert_eq!(ids, ["pod-a", "pod-b", "pod-d"]);
             let usage = store.node_usage().await.expect("usage");
             assert_eq!(usage["node-2"].pods, 1);
 

@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use berth_runtime::RuntimeKind;
 use std::net::SocketAddr;
 
-use berth_server::{Relaunch, ServerConfig, Stop, TlsConfig, TlsSource};
+use berth_server::{NodeSettings, Relaunch, ServerConfig, Stop, TlsConfig, TlsSource};
 
-use crate::cli::{JoinTokenArgs, RuntimeArg, ServerAction, ServerArgs};
+use crate::cli::{JoinTokenArgs, NodeArgs, RuntimeArg, ServerAction, ServerArgs};
 use crate::client::Client;
 
 pub async fn run(args: ServerArgs) -> Result<()> {
@@ -39,8 +39,6 @@ async fn join_token(args: JoinTokenArgs) -> Result<()> {
 
 async fn serve(args: ServerArgs) -> Result<()> {
     raise_open_files_limit();
-    // The server keeps the network's state under its own state directory.
-    let network = args.network.config(std::path::PathBuf::new())?;
     let tls = tls_config(&args);
     let berth_exe = std::env::current_exe().context("locating the berth binary")?;
     // A hot restart runs the binary now at this path, so an upgrade installed over it.
@@ -54,16 +52,42 @@ async fn serve(args: ServerArgs) -> Result<()> {
         api_listen: args.api_listen,
         ingress_listen: args.ingress_listen,
         domain: args.domain.trim_matches('.').to_ascii_lowercase(),
-        insecure_registries: args.insecure_registries,
-        registry_mirrors: args.registry_mirrors,
+        node: node_settings(&args.node)?,
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+        stop_pods_on_exit: args.stop_pods_on_exit,
+        profile_path: berth_api::default_profile_path(),
+        wake_timeout: Duration::from_secs(args.wake_timeout),
+        tls,
+        max_request_body_bytes: args.max_request_body_mib.saturating_mul(1024 * 1024),
+        pod_connection_limit: args.max_pod_connections,
+        ingress_threads: usize::from(args.ingress_threads),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        upgrade_drain: Duration::from_secs(args.upgrade_drain),
+        relaunch: Some(relaunch),
+        max_pending_starts: usize::try_from(args.max_pending_starts).unwrap_or(usize::MAX),
+        max_pending_builds: usize::try_from(args.max_pending_builds).unwrap_or(usize::MAX),
+        node_labels: args.node_labels.into_iter().collect(),
+        node_listen: args.node_listen,
+        takes_pods: !args.no_pods,
+    };
+    berth_server::run(config, stop_signals()?).await?;
+    Ok(())
+}
+
+/// The node flags, shared with `berth worker`, as the server library takes them.
+pub fn node_settings(args: &NodeArgs) -> Result<NodeSettings> {
+    // The node keeps the network's state under its own state directory.
+    let network = args.network.config(std::path::PathBuf::new())?;
+    let berth_exe = std::env::current_exe().context("locating the berth binary")?;
+    Ok(NodeSettings {
+        insecure_registries: args.insecure_registries.clone(),
+        registry_mirrors: args.registry_mirrors.clone(),
         runtime: match args.runtime {
             RuntimeArg::Runc => RuntimeKind::Runc,
             RuntimeArg::Gvisor => RuntimeKind::Gvisor,
         },
-        runtime_binary: args.runtime_binary,
-        stop_timeout: Duration::from_secs(args.stop_timeout),
-        stop_pods_on_exit: args.stop_pods_on_exit,
-        init_binary: args.init_binary,
+        runtime_binary: args.runtime_binary.clone(),
+        init_binary: args.init_binary.clone(),
         seccomp: !args.unsafe_no_seccomp,
         warm_networks: args.warm_networks.into(),
         subnet_v4: network.subnet_v4,
@@ -72,7 +96,6 @@ async fn serve(args: ServerArgs) -> Result<()> {
         cni_bin_dir: network.cni_bin_dir,
         shim_exe: shim_binary(&berth_exe)?,
         berth_exe,
-        profile_path: berth_api::default_profile_path(),
         build_ca_bundle: match args.build_ca_bundle.as_str() {
             "none" | "" => None,
             path => {
@@ -86,26 +109,12 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 Some(path)
             }
         },
-        dns: args.dns,
+        dns: args.dns.clone(),
         max_code_bytes: args.max_code_mib.saturating_mul(1024 * 1024),
-        wake_timeout: Duration::from_secs(args.wake_timeout),
-        tls,
-        max_request_body_bytes: args.max_request_body_mib.saturating_mul(1024 * 1024),
-        pod_connection_limit: args.max_pod_connections,
-        ingress_threads: usize::from(args.ingress_threads),
-        shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        upgrade_drain: Duration::from_secs(args.upgrade_drain),
-        relaunch: Some(relaunch),
         container_log_max_bytes: args.container_log_max_mib.saturating_mul(1024 * 1024),
         log_retention: (args.log_retention_hours > 0)
             .then(|| Duration::from_secs(args.log_retention_hours.saturating_mul(3600))),
-        max_pending_starts: usize::try_from(args.max_pending_starts).unwrap_or(usize::MAX),
-        max_pending_builds: usize::try_from(args.max_pending_builds).unwrap_or(usize::MAX),
-        node_labels: args.node_labels.into_iter().collect(),
-        node_listen: args.node_listen,
-    };
-    berth_server::run(config, stop_signals()?).await?;
-    Ok(())
+    })
 }
 
 /// SIGTERM and Ctrl-C stop the server; SIGUSR2 hot-restarts it.

@@ -9,6 +9,8 @@ use berth_cluster::{
     HEARTBEAT_INTERVAL,
 };
 
+use berth_server::worker::WorkerNode;
+
 use crate::cli::WorkerArgs;
 
 pub async fn run(args: WorkerArgs) -> Result<()> {
@@ -49,16 +51,23 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         }
     };
     let plane = ControlPlane::connect(&credentials).await?;
+    let settings = super::server::node_settings(&args.node)?;
+    let node = WorkerNode::start(
+        &args.state_dir,
+        &settings,
+        args.agent_listen,
+        &credentials.identity()?,
+    )
+    .await?;
+    println!("=> Agent listening on {}", node.agent_addr());
     let (cpu_millis, memory_mib) = facts::capacity();
     let registration = Registration {
         hostname: facts::hostname(),
         cpu_millis,
         memory_mib,
-        runtimes: berth_runtime::RuntimeKind::installed()
-            .into_iter()
-            .map(|k| k.as_str().to_string())
-            .collect(),
+        runtimes: node.runtimes(),
         labels: args.node_labels.into_iter().collect(),
+        agent_port: Some(node.agent_addr().port()),
     };
     let mut stop = std::pin::pin!(stop_signal());
     tokio::select! {
@@ -99,7 +108,8 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
             }
         }
     }
-    println!("=> Worker stopped");
+    node.release_host_resources();
+    println!("=> Worker stopped; its pods keep running for its next start");
     Ok(())
 }
 

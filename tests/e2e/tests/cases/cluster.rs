@@ -3,16 +3,20 @@
 //! over a veth pair), mutual TLS from then on, and `berth node list` showing the worker
 //! ready, then unreachable when it dies, then ready again under the same id when it comes
 //! back without a token, unreachable while partitioned and ready again when that heals, and
-//! turned away once its node is deleted.
+//! turned away once its node is deleted. With the server taking no pods (`--no-pods`), a
+//! pod lands on the worker, pulls there (from a registry the worker's namespace reaches),
+//! answers through the server's one ingress (tunnelled through the worker's agent port),
+//! keeps running and answering across a `kill -9` of the worker, and stops on request.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use berth_api::{NodeInfo, NodeList, NodeStatus};
+use berth_api::{ContainerStatus, NodeInfo, NodeList, NodeStatus};
 use reqwest::Method;
 
 use super::restart::{shut_down, with_cleanup};
+use super::testapp_spec;
 use crate::common::client::{parse_json, Api};
 use crate::common::harness::{own_server_dir, Env};
 use crate::common::server::{berth_bin, terminate, PodNetwork, Server};
@@ -24,6 +28,9 @@ const NETWORK: PodNetwork = PodNetwork {
     subnet_v4: "10.232.0.0/16",
     subnet_v6: None,
 };
+/// The worker's own pod network, inside its namespace.
+const WORKER_BRIDGE: &str = "berthw16";
+const WORKER_SUBNET: &str = "10.233.0.0/16";
 /// The veth pair between the host (the control plane) and the worker's namespace.
 const HOST_ADDRESS: &str = "10.231.0.1";
 const WORKER_ADDRESS: &str = "10.231.0.2";
@@ -36,6 +43,8 @@ const HEAL_WITHIN: Duration = Duration::from_secs(30);
 /// Another machine: a network namespace whose one link leads to the host.
 struct WorkerHost {
     netns: String,
+    /// The node flags every start of the worker gets: its pod network, and where it pulls.
+    node_args: Vec<String>,
 }
 
 impl WorkerHost {
@@ -43,6 +52,7 @@ impl WorkerHost {
         let tag = random_hex(3);
         let host = WorkerHost {
             netns: format!("berthe2e-worker-{tag}"),
+            node_args: Vec::new(),
         };
         let (outside, inside) = (format!("bwh{tag}"), format!("bww{tag}"));
         command_output("ip", &["netns", "add", &host.netns])?;
@@ -85,13 +95,18 @@ impl WorkerHost {
         Ok(host)
     }
 
+    /// `berth worker` in the namespace's network only (`nsenter`, not `ip netns exec`,
+    /// whose private mount namespace would hide the pods' mounts from the worker's next
+    /// start, as another machine's would not be).
     fn worker(&self, state_dir: &Path, args: &[&str]) -> Res<Command> {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns])
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
             .arg(berth_bin()?)
             .arg("worker")
             .arg("--state-dir")
             .arg(state_dir)
+            .args(&self.node_args)
             .args(args)
             .env_remove("BERTH_JOIN_TOKEN")
             .stdin(Stdio::null());
@@ -173,17 +188,44 @@ fn wait_status(api: &Api, id: &str, status: NodeStatus, within: Duration) -> Res
 }
 
 pub fn a_worker_joins_over_mutual_tls(env: &Env) -> Res<()> {
-    let host = WorkerHost::create()?;
+    let mut host = WorkerHost::create()?;
     let dir = own_server_dir(env, &NETWORK, "cluster")?;
+    // The worker pulls from the suite's images through a registry on the host side of its
+    // link, as a mirror of the one image references name.
+    let mirror = env
+        .registry
+        .mirror_on(&dir.join("mirror"), HOST_ADDRESS.parse().ctx("address")?)?;
+    host.node_args = [
+        "--warm-networks",
+        "0",
+        "--bridge",
+        WORKER_BRIDGE,
+        "--pod-subnet-v4",
+        WORKER_SUBNET,
+        "--pod-subnet-v6",
+        "none",
+        "--agent-listen",
+        &format!("{WORKER_ADDRESS}:{}", free_port()?),
+        "--insecure-registry",
+        &mirror.host(),
+        "--registry-mirror",
+        &format!("{}={}", env.registry.host(), mirror.host()),
+    ]
+    .map(String::from)
+    .to_vec();
     let node_port = format!("{HOST_ADDRESS}:{}", free_port()?);
     let server = Server::start_with_args(
         &dir,
         &env.registry.host(),
         NETWORK,
-        &["--node-listen".to_string(), node_port.clone()],
+        &[
+            "--node-listen".to_string(),
+            node_port.clone(),
+            "--no-pods".to_string(),
+        ],
     )?;
     let api = Api::new(&server)?;
-    let outcome = join_and_heartbeat(&host, &dir, &api, &node_port);
+    let outcome = join_and_heartbeat(env, &host, &dir, &api, &node_port);
     let cleanup = shut_down(&server, &api, &NETWORK);
     drop(host);
     with_cleanup(&server, outcome, cleanup)
@@ -197,7 +239,13 @@ fn mint(api: &Api, ttl: &str) -> Res<(String, String)> {
     Ok((token.to_string(), minted.stdout.clone()))
 }
 
-fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str) -> Res<()> {
+fn join_and_heartbeat(
+    env: &Env,
+    host: &WorkerHost,
+    dir: &Path,
+    api: &Api,
+    node_port: &str,
+) -> Res<()> {
     let (token, printed) = mint(api, "10m")?;
     ensure!(
         printed.contains(&format!("berth worker --join {node_port} --token {token}")),
@@ -309,11 +357,52 @@ fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str)
         listing.show()
     );
 
-    // Killed: it stops heartbeating and is shown unreachable.
+    // The server takes no pods: one lands on the worker, and answers through the ingress.
+    let pod = api.launch(testapp_spec(env, &["http", "8080"]))?;
+    let running = api.wait_running(&pod.id).map_err(|e| {
+        format!(
+            "{e}\nworker log:\n{}",
+            indent(&std::fs::read_to_string(&log).unwrap_or_default())
+        )
+    })?;
+    ensure!(
+        running.node.as_deref() == Some(node_id.as_str()),
+        "the pod was placed on {:?}, not the worker {node_id}",
+        running.node
+    );
+    let url = pod.url(8080)?;
+    let answers = |when: &str| -> Res<()> {
+        let (status, body) = api.ingress_get(&url)?;
+        ensure!(
+            status.is_success() && body.contains("hello from testapp"),
+            "{when}, GET {url} through the ingress answered {status}: {body}"
+        );
+        Ok(())
+    };
+    answers("on the worker")?;
+    let listed = api.cli(&["container", "list"])?;
+    ensure!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.contains(&pod.id) && l.contains(&node_id)),
+        "container list does not show {} on {node_id}:\n{}",
+        pod.id,
+        listed.show()
+    );
+    let logs = api.cli(&["container", "logs", &pod.id])?;
+    ensure!(
+        logs.status.success() && logs.stdout.contains("listening on"),
+        "the pod's log, read from the worker:\n{}",
+        logs.show()
+    );
+
+    // Killed: it stops heartbeating and is shown unreachable; its pod runs on.
     worker.kill();
     wait_status(api, &node_id, NodeStatus::Unreachable, UNREACHABLE_WITHIN)?;
 
-    // Back without a token: the saved certificate is enough, the id is the same.
+    // Back without a token: the saved certificate is enough, the id is the same, and the
+    // pod it left running is adopted and reached again.
     let again_log = dir.join("worker-again.log");
     let again = host.spawn(&state, &[], &again_log)?;
     worker.0 = Some(again);
@@ -323,6 +412,27 @@ fn join_and_heartbeat(host: &WorkerHost, dir: &Path, api: &Api, node_port: &str)
         "the worker came back as {back:#?}; nodes: {:#?}",
         nodes(api)
     );
+    poll(READY_WITHIN, Duration::from_millis(300), || {
+        answers("after the worker's restart").ok()
+    })
+    .ok_or_else(|| {
+        format!(
+            "the pod did not answer after the worker came back: {:?}\nworker log:\n{}",
+            answers("after the worker's restart"),
+            indent(&std::fs::read_to_string(&again_log).unwrap_or_default())
+        )
+    })?;
+    let stopped = api.stop(&pod.id)?;
+    let ended = api.wait_terminal(&pod.id, Duration::from_secs(30))?;
+    ensure!(
+        ended.status == ContainerStatus::Stopped
+            && ended
+                .reason
+                .as_deref()
+                .is_some_and(|r| !r.contains("cleanup failed")),
+        "stopping the pod on the worker: {stopped:?} then {ended:?}"
+    );
+    drop(pod);
 
     // Partitioned (its packets to the server dropped in its own namespace): unreachable,
     // then ready again under the same id once the partition heals, and still one node.

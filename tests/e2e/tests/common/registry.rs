@@ -30,20 +30,35 @@ impl Registry {
     /// Starts `docker-registry serve` with its storage and config under `dir`, and waits until
     /// `GET /v2/` answers.
     pub fn start(dir: &Path) -> Res<Registry> {
+        std::fs::create_dir_all(dir.join("storage")).ctx("create registry storage dir")?;
+        Registry::serve(dir, &dir.join("storage"), loopback(free_port()?))
+    }
+
+    /// A second registry process serving this one's images at `ip` (an address of the
+    /// host that another namespace reaches), its config and log under `dir`.
+    pub fn mirror_on(&self, dir: &Path, ip: std::net::IpAddr) -> Res<Registry> {
+        let storage = self
+            .log
+            .parent()
+            .ok_or("the registry log has no directory")?
+            .join("storage");
+        std::fs::create_dir_all(dir).ctx("create mirror dir")?;
+        Registry::serve(dir, &storage, SocketAddr::new(ip, free_port()?))
+    }
+
+    fn serve(dir: &Path, storage: &Path, addr: SocketAddr) -> Res<Registry> {
         if !Path::new(REGISTRY_BIN).exists() {
             return Err(format!(
                 "{REGISTRY_BIN} is missing: install the Debian package docker-registry"
             ));
         }
-        std::fs::create_dir_all(dir.join("storage")).ctx("create registry storage dir")?;
-        let addr = loopback(free_port()?);
         let config = dir.join("config.yml");
         let yaml = format!(
             "version: 0.1\n\
              log:\n  level: warn\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
              http:\n  addr: {addr}\n",
-            dir.join("storage").display()
+            storage.display()
         );
         std::fs::write(&config, yaml).ctx("write registry config")?;
         let log = dir.join("registry.log");
