@@ -105,7 +105,8 @@ pub struct VolumeMount {
     pub mount_path: String,
 }
 
-/// Where a container is in its life. Terminal states: `stopped`, `exited`, `oom_killed`, `failed`.
+/// Where a container is in its life. Terminal states: `stopped`, `exited`, `oom_killed`,
+/// `failed`, `lost`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ContainerStatus {
@@ -119,10 +120,13 @@ pub enum ContainerStatus {
     Exited,
     OomKilled,
     Failed,
+    /// Its worker stopped heartbeating: the pod is given up on, and stopped there if the
+    /// worker comes back.
+    Lost,
 }
 
 impl ContainerStatus {
-    pub const ALL: [ContainerStatus; 10] = [
+    pub const ALL: [ContainerStatus; 11] = [
         ContainerStatus::Pending,
         ContainerStatus::Pulling,
         ContainerStatus::Building,
@@ -133,6 +137,7 @@ impl ContainerStatus {
         ContainerStatus::Exited,
         ContainerStatus::OomKilled,
         ContainerStatus::Failed,
+        ContainerStatus::Lost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -147,6 +152,7 @@ impl ContainerStatus {
             ContainerStatus::Exited => "EXITED",
             ContainerStatus::OomKilled => "OOM_KILLED",
             ContainerStatus::Failed => "FAILED",
+            ContainerStatus::Lost => "LOST",
         }
     }
 
@@ -172,6 +178,7 @@ impl ContainerStatus {
                 | ContainerStatus::Exited
                 | ContainerStatus::OomKilled
                 | ContainerStatus::Failed
+                | ContainerStatus::Lost
         )
     }
 }

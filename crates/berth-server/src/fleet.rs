@@ -208,6 +208,10 @@ impl<L: Node> Node for Fleet<L> {
         on_target!(self, n => n.teardown(id).await)
     }
 
+    async fn running_containers(&self) -> Result<Vec<String>, NodeError> {
+        on_target!(self, n => n.running_containers().await)
+    }
+
     async fn state(&self, id: &str) -> ProcessState {
         on_target!(self, n => n.state(id).await)
     }

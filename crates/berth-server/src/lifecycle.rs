@@ -2,6 +2,8 @@
 //! through one transition function and one teardown path. It is the HTTP layer's only way to
 //! containers: it alone holds the node and the container rows.
 
+mod workers;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,6 +106,10 @@ pub struct Lifecycle<N: Node> {
     /// Held from placing a pod to recording where, so two creates do not both take the
     /// same room.
     placing: tokio::sync::Mutex<()>,
+    /// Workers whose pods were marked LOST, until they answer again.
+    down_workers: Mutex<HashSet<String>>,
+    /// A check of the workers is in flight.
+    checking_workers: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a container's end adds when forks failed at its pids limit while it ran.
@@ -190,6 +196,8 @@ impl<N: Node> Lifecycle<N> {
             transitions: tokio::sync::Notify::new(),
             tasks: tokio_util::task::TaskTracker::new(),
             placing: tokio::sync::Mutex::new(()),
+            down_workers: Mutex::default(),
+            checking_workers: Arc::default(),
         })
     }
 
@@ -723,8 +731,11 @@ impl<N: Node> Lifecycle<N> {
         tokio::spawn(async move {
             let mut idle_tick = tokio::time::interval(IDLE_CHECK_INTERVAL);
             idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut worker_tick = tokio::time::interval(workers::WORKER_CHECK_INTERVAL);
+            worker_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    _ = worker_tick.tick() => this.spawn_worker_check(),
                     event = next_event(&mut events) => match event {
                         Some(event) => this.on_event(event).await,
                         None => events = None,
@@ -737,6 +748,22 @@ impl<N: Node> Lifecycle<N> {
                 }
             }
         })
+    }
+
+    /// Checks the workers in a task of its own (a worker's stops must not hold up the
+    /// watch), one check at a time.
+    fn spawn_worker_check(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.checking_workers.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.check_workers().await {
+                tracing::warn!("checking the workers: {e}");
+            }
+            this.checking_workers.store(false, Ordering::Release);
+        });
     }
 
     async fn on_event(self: &Arc<Self>, event: NodeEvent) {
@@ -1288,6 +1315,17 @@ mod tests {
     impl Node for Arc<FakeNode> {
         fn member(&self, _node_id: &str) -> Option<Self> {
             Some(self.clone())
+        }
+
+        async fn running_containers(&self) -> Result<Vec<String>, NodeError> {
+            Ok(self
+                .states
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|(_, s)| **s == ProcessState::Running)
+                .map(|(id, _)| id.clone())
+                .collect())
         }
 
         async fn prepare_image(
@@ -1913,5 +1951,59 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the exit was not recorded");
+    }
+
+    #[tokio::test]
+    async fn a_silent_workers_pods_are_lost_and_stopped_when_it_comes_back() {
+        let h = harness(FakeNode::default()).await;
+        let store = h.lifecycle.store.clone();
+        let mut worker = crate::nodes::this_node(
+            "node-w".into(),
+            vec!["runc".into()],
+            Default::default(),
+            true,
+        );
+        // Far roomier than the test machine, so the pod goes there.
+        worker.cpu_millis = 1_000_000;
+        worker.memory_mib = 64 * 1024 * 1024;
+        worker.agent_address = Some("10.0.0.2:7444".into());
+        store.register_node(&worker).await.expect("register");
+        let c = h.lifecycle.create(spec(-1)).await.expect("create");
+        wait_for(&h, &c.id, ContainerStatus::Running).await;
+        let row = store.container(&c.id).await.expect("get").expect("row");
+        assert_eq!(row.node_id.as_deref(), Some("node-w"));
+
+        // Silent past the limit: the pod is LOST and no longer routed; nothing is sent to
+        // a worker that cannot be reached.
+        store
+            .heartbeat_node("node-w", now() - 60)
+            .await
+            .expect("heartbeat");
+        h.lifecycle.check_workers().await.expect("check");
+        let lost = store.container(&c.id).await.expect("get").expect("row");
+        assert_eq!(lost.status, ContainerStatus::Lost);
+        assert!(lost.reason.as_deref().is_some_and(|r| r.contains("node-w")));
+        assert!(h.routes.lookup(&c.stub_id, 8080).is_none());
+        assert!(h.node.stops.lock().expect("lock").is_empty());
+
+        // Back, still running it: the worker is told to stop it and tear it down, and a
+        // pod the control plane wants there is left alone.
+        store
+            .heartbeat_node("node-w", now())
+            .await
+            .expect("heartbeat");
+        let wanted = h.lifecycle.create(spec(-1)).await.expect("create");
+        wait_for(&h, &wanted.id, ContainerStatus::Running).await;
+        h.lifecycle.check_workers().await.expect("check");
+        let stops = h.node.stops.lock().expect("lock").clone();
+        assert_eq!(stops.len(), 1, "{stops:?}");
+        assert_eq!(stops[0].0, c.id);
+        assert!(h.node.teardowns.lock().expect("lock").contains(&c.id));
+        let still = store
+            .container(&wanted.id)
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(still.status, ContainerStatus::Running);
     }
 }

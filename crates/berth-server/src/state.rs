@@ -6,18 +6,19 @@
 //!                  └────────────┴────────────────────────→ FAILED(reason)
 //! ```
 //! A stop may arrive before the container runs: PENDING, PULLING/BUILDING and STARTING may move to
-//! STOPPING, and the start then unwinds into STOPPED.
+//! STOPPING, and the start then unwinds into STOPPED. Any state that has not ended may become
+//! LOST, when the worker it is placed on stops heartbeating.
 
 use berth_api::ContainerStatus::{self, *};
 
 pub fn allowed(from: ContainerStatus, to: ContainerStatus) -> bool {
     matches!(
         (from, to),
-        (Pending, Pulling | Building | Stopping | Failed)
-            | (Pulling | Building, Starting | Stopping | Failed)
-            | (Starting, Running | Stopping | Failed)
-            | (Running, Stopping | Exited | OomKilled | Failed)
-            | (Stopping, Stopped | Exited | OomKilled | Failed)
+        (Pending, Pulling | Building | Stopping | Failed | Lost)
+            | (Pulling | Building, Starting | Stopping | Failed | Lost)
+            | (Starting, Running | Stopping | Failed | Lost)
+            | (Running, Stopping | Exited | OomKilled | Failed | Lost)
+            | (Stopping, Stopped | Exited | OomKilled | Failed | Lost)
     )
 }
 

@@ -7,7 +7,7 @@ from .client import Client
 from .errors import ExecError, InvalidArgument
 from .files import PodFiles
 
-TERMINAL = ("STOPPED", "EXITED", "OOM_KILLED", "FAILED")
+TERMINAL = ("STOPPED", "EXITED", "OOM_KILLED", "FAILED", "LOST")
 WAIT_POLL_SECONDS = 0.2
 # Beyond the pod's stop grace: for SIGKILL to land and the teardown.
 STOP_SLACK_SECONDS = 30

@@ -262,6 +262,15 @@ impl Node for RemoteNode {
         self.send(call).await.map(drop)
     }
 
+    async fn running_containers(&self) -> Result<Vec<String>, NodeError> {
+        let call = self
+            .inner
+            .http
+            .get(self.url("/v1/agent/containers"))
+            .timeout(CALL_TIMEOUT);
+        self.call(call).await
+    }
+
     async fn state(&self, id: &str) -> ProcessState {
         let call = self
             .inner

@@ -89,7 +89,7 @@ pub fn serve<N: Node>(
 fn router<N: Node>(agent: Arc<Agent<N>>) -> Router {
     Router::new()
         .route("/v1/agent/images", post(prepare::<N>))
-        .route("/v1/agent/containers", post(start::<N>))
+        .route("/v1/agent/containers", post(start::<N>).get(running::<N>))
         .route(
             "/v1/agent/containers/{id}",
             get(state::<N>).delete(teardown::<N>),
@@ -173,6 +173,13 @@ async fn start<N: Node>(
     }
     match agent.node.start(req).await {
         Ok(started) => Json(started).into_response(),
+        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn running<N: Node>(State(agent): State<Arc<Agent<N>>>) -> Response {
+    match agent.node.running_containers().await {
+        Ok(ids) => Json(ids).into_response(),
         Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

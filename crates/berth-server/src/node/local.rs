@@ -338,6 +338,22 @@ impl Node for Arc<LocalNode> {
         Some(self.clone())
     }
 
+    async fn running_containers(&self) -> Result<Vec<String>, NodeError> {
+        let dir = self.sandboxes.containers_dir().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return Vec::new();
+            };
+            entries
+                .flatten()
+                .filter(|e| ShimFiles::new(e.path()).shim_alive())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .await
+        .map_err(NodeError::task("listing containers"))
+    }
+
     async fn prepare_image(
         &self,
         image: &ImageSource,

@@ -295,6 +295,10 @@ pub trait Node: Clone + Send + Sync + 'static {
     /// Removes everything the container held: runtime state, mounts, network. Idempotent.
     fn teardown(&self, id: &str) -> impl Future<Output = Result<(), NodeError>> + Send;
 
+    /// The containers whose process runs on this node, so a control plane can stop those
+    /// it no longer wants (a worker back from a partition).
+    fn running_containers(&self) -> impl Future<Output = Result<Vec<String>, NodeError>> + Send;
+
     /// The container's process now; for adopting containers after a restart.
     fn state(&self, id: &str) -> impl Future<Output = ProcessState> + Send;
 

@@ -328,6 +328,40 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// The containers on `node_id` that have not ended.
+    pub async fn active_containers_on(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<ContainerRow>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM containers WHERE node_id = $1 AND status NOT IN ({})
+             ORDER BY scheduled_at DESC, id",
+            terminal_statuses_sql()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(node_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// The containers on `node_id` in `status`.
+    pub async fn containers_on_in(
+        &self,
+        node_id: &str,
+        status: ContainerStatus,
+    ) -> Result<Vec<ContainerRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM containers WHERE node_id = $1 AND status = $2
+             ORDER BY scheduled_at DESC, id",
+        )
+        .bind(node_id)
+        .bind(status.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
     /// The containers that have not ended on `node_id` and on every worker (a node with an
     /// agent address): the ones a control plane on `node_id` looks after.
     pub async fn active_containers_managed_by(

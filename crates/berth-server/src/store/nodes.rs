@@ -245,7 +245,19 @@ mod tests {
                 .expect("on");
             let ids: Vec<&str> = on_node_1.iter().map(|c| c.id.as_str()).collect();
             assert_eq!(ids, ["pod-a", "pod-b"]);
+            let on_node_1 = store.active_containers_on("node-1").await.expect("on");
+            assert_eq!(on_node_1.len(), 2);
             assert_eq!(store.place_unplaced("node-2").await.expect("place"), 1);
+            let mut lost = store.container("pod-d").await.expect("get").expect("row");
+            lost.status = ContainerStatus::Lost;
+            store.update_container(&lost).await.expect("update");
+            let lost_on_2 = store
+                .containers_on_in("node-2", ContainerStatus::Lost)
+                .await
+                .expect("lost");
+            assert_eq!(lost_on_2.len(), 1);
+            lost.status = ContainerStatus::Running;
+            store.update_container(&lost).await.expect("update");
             assert_eq!(store.place_unplaced("node-2").await.expect("place"), 0);
             // A control plane looks after its own pods and those on workers.
             let managed = store

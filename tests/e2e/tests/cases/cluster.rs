@@ -39,6 +39,8 @@ const UNREACHABLE_WITHIN: Duration = Duration::from_secs(30);
 const READY_WITHIN: Duration = Duration::from_secs(20);
 /// A heartbeat caught in the partition times out after 10 s before the next one is sent.
 const HEAL_WITHIN: Duration = Duration::from_secs(30);
+/// A worker silent for 20 s has its pods LOST, looked at every 5 s.
+const LOST_WITHIN: Duration = Duration::from_secs(30);
 
 /// Another machine: a network namespace whose one link leads to the host.
 struct WorkerHost {
@@ -435,13 +437,44 @@ fn join_and_heartbeat(
     drop(pod);
 
     // Partitioned (its packets to the server dropped in its own namespace): unreachable,
-    // then ready again under the same id once the partition heals, and still one node.
+    // its pod LOST, then ready again under the same id once the partition heals, still one
+    // node, and the pod it kept running through the partition stopped and torn down there.
+    let kept = api.launch(testapp_spec(env, &["http", "8080"]))?;
+    api.wait_running(&kept.id)?;
+    let kept_runtime = state.join("runtime").join("runc").join(&kept.id);
+    ensure!(
+        kept_runtime.exists(),
+        "no runtime state for {} at {}",
+        kept.id,
+        kept_runtime.display()
+    );
     let drop_rule = ["OUTPUT", "-d", HOST_ADDRESS, "-j", "DROP"];
     host.iptables("-A", &drop_rule)?;
-    let partitioned = wait_status(api, &node_id, NodeStatus::Unreachable, UNREACHABLE_WITHIN);
+    let partitioned = wait_status(api, &node_id, NodeStatus::Unreachable, UNREACHABLE_WITHIN)
+        .and_then(|_| {
+            poll(LOST_WITHIN, Duration::from_millis(500), || {
+                let c = api.get(&kept.id).ok()?;
+                (c.status == ContainerStatus::Lost).then_some(c)
+            })
+            .ok_or_else(|| format!("the partitioned worker's pod: {}", api.describe(&kept.id)))
+        });
     host.iptables("-D", &drop_rule)?;
-    partitioned?;
+    let lost = partitioned?;
+    ensure!(
+        lost.reason.as_deref().is_some_and(|r| r.contains(&node_id)),
+        "the lost pod's reason does not name its node: {lost:?}"
+    );
     wait_status(api, &node_id, NodeStatus::Ready, HEAL_WITHIN)?;
+    poll(HEAL_WITHIN, Duration::from_millis(300), || {
+        (!kept_runtime.exists()).then_some(())
+    })
+    .ok_or_else(|| {
+        format!(
+            "the worker still holds the lost pod {} after the partition healed",
+            kept.id
+        )
+    })?;
+    drop(kept);
     let said = std::fs::read_to_string(&again_log).unwrap_or_default();
     ensure!(
         nodes(api)?.len() == 2
