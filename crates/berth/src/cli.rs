@@ -23,8 +23,8 @@ pub enum Command {
     #[command(args_conflicts_with_subcommands = true)]
     Server(ServerArgs),
     /// Join this machine to a berth server as a worker (`--join ADDR --token T` the first
-    /// time), then register what it offers and heartbeat until stopped. Pods are not placed
-    /// on workers yet: this is the joining half of scale-out.
+    /// time), then register what it offers, heartbeat, and run the pods the server places
+    /// here until stopped (they keep running for the worker's next start).
     Worker(WorkerArgs),
     /// Launch a pod (from an image, or a Pod in a Python module) and print its URL once it runs.
     Run(RunArgs),
