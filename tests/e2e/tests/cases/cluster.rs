@@ -31,9 +31,6 @@ const NETWORK: PodNetwork = PodNetwork {
 /// The worker's own pod network, inside its namespace.
 const WORKER_BRIDGE: &str = "berthw16";
 const WORKER_SUBNET: &str = "10.233.0.0/16";
-/// The veth pair between the host (the control plane) and the worker's namespace.
-const HOST_ADDRESS: &str = "10.231.0.1";
-const WORKER_ADDRESS: &str = "10.231.0.2";
 /// Three missed heartbeats (5 s each) and a margin.
 const UNREACHABLE_WITHIN: Duration = Duration::from_secs(30);
 const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -43,17 +40,25 @@ const HEAL_WITHIN: Duration = Duration::from_secs(30);
 const LOST_WITHIN: Duration = Duration::from_secs(30);
 
 /// Another machine: a network namespace whose one link leads to the host.
-struct WorkerHost {
+pub(super) struct WorkerHost {
     netns: String,
+    /// The host's end of the link (the control plane's address for this worker) and the
+    /// worker's: `10.231.0.<4n+1>` and `<4n+2>`, a /30 each.
+    pub outside: std::net::Ipv4Addr,
+    pub inside: std::net::Ipv4Addr,
     /// The node flags every start of the worker gets: its pod network, and where it pulls.
-    node_args: Vec<String>,
+    pub node_args: Vec<String>,
 }
 
 impl WorkerHost {
-    fn create() -> Res<WorkerHost> {
+    /// The `n`th worker's host (0 to 62); its default route leads to the host, so it
+    /// reaches the host's addresses on the other links too.
+    pub fn create(n: u8) -> Res<WorkerHost> {
         let tag = random_hex(3);
         let host = WorkerHost {
             netns: format!("berthe2e-worker-{tag}"),
+            outside: std::net::Ipv4Addr::new(10, 231, 0, 4 * n + 1),
+            inside: std::net::Ipv4Addr::new(10, 231, 0, 4 * n + 2),
             node_args: Vec::new(),
         };
         let (outside, inside) = (format!("bwh{tag}"), format!("bww{tag}"));
@@ -78,17 +83,19 @@ impl WorkerHost {
             &[
                 "addr",
                 "add",
-                &format!("{HOST_ADDRESS}/30"),
+                &format!("{}/30", host.outside),
                 "dev",
                 &outside,
             ],
         )?;
         command_output("ip", &["link", "set", &outside, "up"])?;
-        let v4 = format!("{WORKER_ADDRESS}/30");
+        let v4 = format!("{}/30", host.inside);
+        let gateway = host.outside.to_string();
         for args in [
             ["addr", "add", v4.as_str(), "dev", inside.as_str()].as_slice(),
             &["link", "set", inside.as_str(), "up"],
             &["link", "set", "lo", "up"],
+            &["route", "add", "default", "via", gateway.as_str()],
         ] {
             let mut all = vec!["netns", "exec", host.netns.as_str(), "ip"];
             all.extend_from_slice(args);
@@ -100,7 +107,7 @@ impl WorkerHost {
     /// `berth worker` in the namespace's network only (`nsenter`, not `ip netns exec`,
     /// whose private mount namespace would hide the pods' mounts from the worker's next
     /// start, as another machine's would not be).
-    fn worker(&self, state_dir: &Path, args: &[&str]) -> Res<Command> {
+    pub fn worker(&self, state_dir: &Path, args: &[&str]) -> Res<Command> {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.netns))
             .arg("--")
@@ -148,7 +155,7 @@ impl WorkerHost {
         command_output("ip", &all).map(drop)
     }
 
-    fn spawn(&self, state_dir: &Path, args: &[&str], log: &Path) -> Res<Child> {
+    pub fn spawn(&self, state_dir: &Path, args: &[&str], log: &Path) -> Res<Child> {
         let out = std::fs::File::create(log).ctx("worker log")?;
         let err = out.try_clone().ctx("worker log")?;
         self.worker(state_dir, args)?
@@ -168,13 +175,58 @@ impl Drop for WorkerHost {
     }
 }
 
-fn nodes(api: &Api) -> Res<Vec<NodeInfo>> {
+/// A worker's node flags: its own pod network in its namespace, no warm networks (a
+/// worker killed in a test would leave them), its agent on its own address, and pulls
+/// through `mirror`, a registry serving the suite's images where the namespace reaches.
+pub(super) fn worker_node_args(
+    env: &Env,
+    host: &WorkerHost,
+    mirror: &crate::common::registry::Registry,
+) -> Res<Vec<String>> {
+    Ok([
+        "--warm-networks",
+        "0",
+        "--bridge",
+        WORKER_BRIDGE,
+        "--pod-subnet-v4",
+        WORKER_SUBNET,
+        "--pod-subnet-v6",
+        "none",
+        "--agent-listen",
+        &format!("{}:{}", host.inside, free_port()?),
+        "--insecure-registry",
+        &mirror.host(),
+        "--registry-mirror",
+        &format!("{}={}", env.registry.host(), mirror.host()),
+    ]
+    .map(String::from)
+    .to_vec())
+}
+
+/// The processes in the worker's namespace: the worker and its pods' shims.
+impl WorkerHost {
+    pub fn kill_all(&self) -> Res<usize> {
+        let pids = command_output("ip", &["netns", "pids", &self.netns])?;
+        let pids: Vec<&str> = pids.split_whitespace().collect();
+        for pid in &pids {
+            let _ = command_output("kill", &["-9", pid]);
+        }
+        Ok(pids.len())
+    }
+}
+
+pub(super) fn nodes(api: &Api) -> Res<Vec<NodeInfo>> {
     let (status, body) = api.send(api.request(Method::GET, "/v1/nodes"), "list nodes")?;
     ensure!(status.is_success(), "GET /v1/nodes: {status} {body}");
     Ok(parse_json::<NodeList>(&body, "node list")?.nodes)
 }
 
-fn wait_status(api: &Api, id: &str, status: NodeStatus, within: Duration) -> Res<NodeInfo> {
+pub(super) fn wait_status(
+    api: &Api,
+    id: &str,
+    status: NodeStatus,
+    within: Duration,
+) -> Res<NodeInfo> {
     poll(within, Duration::from_millis(500), || {
         nodes(api)
             .ok()?
@@ -190,32 +242,15 @@ fn wait_status(api: &Api, id: &str, status: NodeStatus, within: Duration) -> Res
 }
 
 pub fn a_worker_joins_over_mutual_tls(env: &Env) -> Res<()> {
-    let mut host = WorkerHost::create()?;
+    let mut host = WorkerHost::create(0)?;
     let dir = own_server_dir(env, &NETWORK, "cluster")?;
     // The worker pulls from the suite's images through a registry on the host side of its
     // link, as a mirror of the one image references name.
     let mirror = env
         .registry
-        .mirror_on(&dir.join("mirror"), HOST_ADDRESS.parse().ctx("address")?)?;
-    host.node_args = [
-        "--warm-networks",
-        "0",
-        "--bridge",
-        WORKER_BRIDGE,
-        "--pod-subnet-v4",
-        WORKER_SUBNET,
-        "--pod-subnet-v6",
-        "none",
-        "--agent-listen",
-        &format!("{WORKER_ADDRESS}:{}", free_port()?),
-        "--insecure-registry",
-        &mirror.host(),
-        "--registry-mirror",
-        &format!("{}={}", env.registry.host(), mirror.host()),
-    ]
-    .map(String::from)
-    .to_vec();
-    let node_port = format!("{HOST_ADDRESS}:{}", free_port()?);
+        .mirror_on(&dir.join("mirror"), host.outside.into())?;
+    host.node_args = worker_node_args(env, &host, &mirror)?;
+    let node_port = format!("{}:{}", host.outside, free_port()?);
     let server = Server::start_with_args(
         &dir,
         &env.registry.host(),
@@ -234,7 +269,7 @@ pub fn a_worker_joins_over_mutual_tls(env: &Env) -> Res<()> {
 }
 
 /// `berth server join-token --ttl TTL`: the token (its last line) and all it printed.
-fn mint(api: &Api, ttl: &str) -> Res<(String, String)> {
+pub(super) fn mint(api: &Api, ttl: &str) -> Res<(String, String)> {
     let minted = api.cli(&["server", "join-token", "--ttl", ttl])?;
     ensure!(minted.status.success(), "join-token:\n{}", minted.show());
     let token = minted.stdout.lines().last().unwrap_or_default().trim();
@@ -448,7 +483,8 @@ fn join_and_heartbeat(
         kept.id,
         kept_runtime.display()
     );
-    let drop_rule = ["OUTPUT", "-d", HOST_ADDRESS, "-j", "DROP"];
+    let outside = host.outside.to_string();
+    let drop_rule = ["OUTPUT", "-d", outside.as_str(), "-j", "DROP"];
     host.iptables("-A", &drop_rule)?;
     let partitioned = wait_status(api, &node_id, NodeStatus::Unreachable, UNREACHABLE_WITHIN)
         .and_then(|_| {
@@ -538,10 +574,10 @@ fn join_and_heartbeat(
 }
 
 /// The worker process, killed if the test ends early.
-struct KillOnDrop(Option<Child>);
+pub(super) struct KillOnDrop(pub Option<Child>);
 
 impl KillOnDrop {
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
             let _ = child.kill();
             let _ = child.wait();

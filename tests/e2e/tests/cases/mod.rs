@@ -26,6 +26,7 @@ mod pod_data;
 mod process;
 mod registry_faults;
 mod restart;
+mod scale_out;
 mod soak;
 mod startup;
 mod terminal;
@@ -63,6 +64,10 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "cluster::a_worker_joins_over_mutual_tls",
             run: cluster::a_worker_joins_over_mutual_tls,
+        },
+        Case {
+            name: "scale_out::pods_spread_over_workers_and_outlive_one",
+            run: scale_out::pods_spread_over_workers_and_outlive_one,
         },
         Case {
             name: "nodes::this_machine_is_a_node",
