@@ -395,16 +395,19 @@ pub async fn run(
         None => None,
     };
     let fleet = fleet::Fleet::new(node.clone(), node_id.clone(), agent_tls);
-    fleet.sync(&store.nodes().await?);
-    let registrations = cluster
-        .as_ref()
-        .map(|c| c.registrations())
-        .unwrap_or_default();
-    let fleet_sync = fleet.spawn_sync(
-        store.clone(),
-        berth_cluster::HEARTBEAT_INTERVAL,
-        registrations,
-    );
+    // Workers are reached only with the cluster's certificate: without a node port there
+    // are none to keep in step.
+    let fleet_sync = match &cluster {
+        Some(cluster) => {
+            fleet.sync(&store.nodes().await?);
+            Some(fleet.spawn_sync(
+                store.clone(),
+                berth_cluster::HEARTBEAT_INTERVAL,
+                cluster.registrations(),
+            ))
+        }
+        None => None,
+    };
 
     let routes = Arc::new(berth_proxy::RouteTable::new());
     let metrics = Arc::new(berth_proxy::ProxyMetrics::default());
@@ -573,7 +576,9 @@ pub async fn run(
     }
     monitor.abort();
     heartbeat.abort();
-    fleet_sync.abort();
+    if let Some(sync) = fleet_sync {
+        sync.abort();
+    }
     drop(node_port);
     node.release_host_resources();
     store.close().await;

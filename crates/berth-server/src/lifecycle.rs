@@ -550,7 +550,7 @@ impl<N: Node> Lifecycle<N> {
             Some(r) => self.grace_of(r),
             None => self.config.stop_grace,
         });
-        let stopped = match self.node_for(&id).await {
+        let stopped = match self.on_placed(row.as_ref()) {
             Ok(node) => node.stop(&id, signal, grace).await,
             Err(e) => {
                 tracing::warn!(container = %id, "stop: {e}");
@@ -952,12 +952,17 @@ impl<N: Node> Lifecycle<N> {
         self.on(row.node_id.as_deref().unwrap_or(&self.config.node_id))
     }
 
+    /// The node `row` is placed on; this machine when there is no row to say.
+    fn on_placed(&self, row: Option<&ContainerRow>) -> Result<N, NodeError> {
+        match row {
+            Some(row) => self.on_row(row),
+            None => self.on(&self.config.node_id),
+        }
+    }
+
     /// The node container `id` is placed on, by its row.
     async fn node_for(&self, id: &str) -> Result<N, NodeError> {
-        match self.store.container(id).await {
-            Ok(Some(row)) => self.on_row(&row),
-            _ => self.on(&self.config.node_id),
-        }
+        self.on_placed(self.store.container(id).await.ok().flatten().as_ref())
     }
 
     /// Where a pod asking `ask` goes: a node that is up, takes pods and offers its

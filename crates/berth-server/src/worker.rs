@@ -44,11 +44,7 @@ impl WorkerNode {
             identity.cert.clone(),
             identity.key.clone_key(),
         )
-        .map_err(|e| ServerError::Listen {
-            what: "agent port",
-            addr: listen,
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        .map_err(crate::cluster::ClusterError::from)?;
         let mut pod_subnets = vec![ipnet::IpNet::V4(settings.subnet_v4)];
         pod_subnets.extend(settings.subnet_v6.map(ipnet::IpNet::V6));
         let port = crate::agent::serve(node.clone(), tcp, tls, pod_subnets).map_err(listen_err)?;
